@@ -1,0 +1,17 @@
+# The two commands of the README: `make demo` (main job on built-in toy data) and `make test`.
+# Both set the environment up first (tools/setup_env.sh is idempotent: seconds when it is ready).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-fast
+setup:
+	bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"

@@ -1,0 +1,67 @@
+"""Deformable convolution (DCNv1, and modulated DCNv2) with the signature of ``nn.Conv2d``.
+
+Used as the ``conv_layer`` of split attention in chosen stages (the paper's Faster R-CNN S-50 DCN recipe:
+modulated, 2 deformable groups, res3-res5). The weight is named like ``nn.Conv2d``'s, so ImageNet weights
+of the plain conv load into it; the offset predictor ``conv_offset`` starts at zero (plain-conv behaviour)
+and has no counterpart in any ImageNet checkpoint.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+__all__ = ["DeformConv2d", "OFFSET_LAYER_NAME"]
+
+#: Name of the offset predictor inside :class:`DeformConv2d` (checkpoint loading recognises it).
+OFFSET_LAYER_NAME = "conv_offset"
+
+
+class DeformConv2d(nn.Module):
+    """Deformable 2-D convolution over ``torchvision.ops.deform_conv2d``.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as ``nn.Conv2d``.
+        deform_groups: number of offset groups (each sees ``in_channels // deform_groups`` channels).
+        modulated: predict a sigmoid modulation mask too (DCNv2).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        deform_groups: int = 1,
+        modulated: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels % deform_groups:
+            raise ValueError(f"in_channels ({in_channels}) must be divisible by deform_groups ({deform_groups})")
+        self.stride, self.padding, self.dilation = (stride, stride), (padding, padding), (dilation, dilation)
+        self.modulated = modulated
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        per_position = 3 if modulated else 2
+        self.conv_offset = nn.Conv2d(
+            in_channels, deform_groups * per_position * kernel_size * kernel_size, kernel_size,
+            stride=stride, padding=padding, dilation=dilation, bias=True,
+        )
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        predicted = self.conv_offset(x)
+        mask = None
+        if self.modulated:
+            dy_dx, mask_logits = predicted.split([predicted.shape[1] * 2 // 3, predicted.shape[1] // 3], dim=1)
+            offset, mask = dy_dx, torch.sigmoid(mask_logits)
+        else:
+            offset = predicted
+        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)

@@ -1,0 +1,96 @@
+"""Split-Attention convolution, the core layer of ResNeSt (Zhang et al., 2020, arXiv 2004.08955).
+
+One grouped convolution produces ``radix`` feature-map splits per cardinal group; a small two-layer
+bottleneck on their global average decides, per channel, how to mix the splits (softmax over the radix
+axis, or a sigmoid gate when ``radix == 1``).
+
+Channel layout is radix-major: channel ``r * C + k * (C // cardinality) + j`` is split ``r`` of cardinal
+group ``k``. Every published checkpoint depends on this layout, so it must never change.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NormLayer = Callable[[int], nn.Module]
+ConvLayer = Callable[..., nn.Module]
+
+__all__ = ["SplitAttention", "attention_channels"]
+
+
+def attention_channels(in_channels: int, radix: int, reduction: int = 4, min_channels: int = 32) -> int:
+    """Width of the attention bottleneck ``fc1`` (the official ``inter_channels``)."""
+    return max(in_channels * radix // reduction, min_channels)
+
+
+class SplitAttention(nn.Module):
+    """Split-attention 3x3 convolution: ``conv -> bn0 -> relu -> attention over radix splits``.
+
+    Args:
+        in_channels: input channels.
+        channels: output channels ``C`` (the conv itself produces ``radix * C``).
+        kernel_size, stride, padding, dilation: of the split convolution.
+        cardinality: number of cardinal groups.
+        radix: number of splits per cardinal group (1 turns the softmax into a sigmoid gate).
+        reduction: reduction factor of the attention bottleneck (4 in every published model).
+        norm_layer: ``norm_layer(num_channels)`` builds a normalisation layer.
+        conv_layer: builds the split convolution (``nn.Conv2d`` or a deformable conv, same signature).
+        drop_block: optional regulariser applied after ``bn0`` (DropBlock in the paper).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+        cardinality: int = 1,
+        radix: int = 2,
+        reduction: int = 4,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        conv_layer: ConvLayer = nn.Conv2d,
+        drop_block: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        if radix < 1 or cardinality < 1:
+            raise ValueError(f"radix and cardinality must be >= 1, got radix={radix}, cardinality={cardinality}")
+        if channels % cardinality:
+            raise ValueError(f"channels ({channels}) must be divisible by cardinality ({cardinality})")
+        self.radix = radix
+        self.cardinality = cardinality
+        self.channels = channels
+        inter = attention_channels(in_channels, radix, reduction)
+        self.conv = conv_layer(
+            in_channels, channels * radix, kernel_size, stride=stride, padding=padding,
+            dilation=dilation, groups=cardinality * radix, bias=False,
+        )
+        self.bn0 = norm_layer(channels * radix)
+        self.drop_block = drop_block if drop_block is not None else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+        self.fc1 = nn.Conv2d(channels, inter, 1, groups=cardinality)
+        self.bn1 = norm_layer(inter)
+        self.fc2 = nn.Conv2d(inter, channels * radix, 1, groups=cardinality)
+
+    def attention(self, pooled: Tensor) -> Tensor:
+        """Mixing weights ``(B, radix, C, 1, 1)`` from the pooled sum of the splits ``(B, C, 1, 1)``."""
+        batch = pooled.shape[0]
+        logits = self.fc2(self.relu(self.bn1(self.fc1(pooled))))
+        if self.radix == 1:
+            return torch.sigmoid(logits).view(batch, 1, self.channels, 1, 1)
+        # fc2 is grouped by cardinality, so its outputs are cardinal-major; the splits are radix-major.
+        logits = logits.view(batch, self.cardinality, self.radix, -1).transpose(1, 2)
+        return F.softmax(logits, dim=1).reshape(batch, self.radix, self.channels, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.drop_block(self.bn0(self.conv(x))))
+        batch, _, height, width = x.shape
+        splits = x.view(batch, self.radix, self.channels, height, width)
+        # Pool first, then sum the radix splits: the same value, without materialising the (B, C, H, W) sum.
+        pooled = x.mean((2, 3)).view(batch, self.radix, self.channels).sum(1)
+        weights = self.attention(pooled.view(batch, self.channels, 1, 1))
+        return (splits * weights).sum(1)

@@ -1,0 +1,10 @@
+"""The ResNeSt model, its variant table and checkpoint handling (torch/torchvision only)."""
+from .checkpoint import CheckpointError, LoadReport, convert_state_dict, load_checkpoint, read_checkpoint
+from .resnest import STAGE_NAMES, Bottleneck, FeatureInfo, ResNeSt, stage_strides_and_dilations
+from .variants import VARIANTS, Variant, count_parameters, create_model, list_variants, resolve_variant, variant_kwargs
+
+__all__ = [
+    "Bottleneck", "CheckpointError", "FeatureInfo", "LoadReport", "ResNeSt", "STAGE_NAMES", "VARIANTS", "Variant",
+    "convert_state_dict", "count_parameters", "create_model", "list_variants", "load_checkpoint",
+    "read_checkpoint", "resolve_variant", "stage_strides_and_dilations", "variant_kwargs",
+]

@@ -1,0 +1,138 @@
+"""The ResNeSt variant table and ``create_model``.
+
+Variants are data: one row per published architecture (REFERENCE.md section 1), under timm's names, with the
+official ``resnest`` package's names as aliases, so a name means the same network everywhere.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
+
+from torch import nn
+
+from .resnest import ResNeSt
+
+__all__ = ["Variant", "VARIANTS", "create_model", "list_variants", "resolve_variant", "variant_kwargs"]
+
+ModelT = TypeVar("ModelT", bound=ResNeSt)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One published ResNeSt architecture."""
+
+    layers: Tuple[int, int, int, int]
+    stem_width: int
+    radix: int
+    cardinality: int
+    bottleneck_width: int
+    avd_first: bool
+    aliases: Tuple[str, ...] = ()
+    #: File name of the official ImageNet release (sha256 prefix in the name), when there is one.
+    checkpoint: Optional[str] = None
+
+    def kwargs(self) -> Dict[str, Any]:
+        """Constructor arguments of :class:`ResNeSt` for this variant."""
+        return dict(layers=self.layers, stem_width=self.stem_width, radix=self.radix,
+                    cardinality=self.cardinality, bottleneck_width=self.bottleneck_width,
+                    avd=True, avd_first=self.avd_first)
+
+
+_R50 = (3, 4, 6, 3)
+
+VARIANTS: Dict[str, Variant] = {
+    "resnest14d": Variant((1, 1, 1, 1), 32, 2, 1, 64, False),
+    "resnest26d": Variant((2, 2, 2, 2), 32, 2, 1, 64, False),
+    "resnest50d": Variant(_R50, 32, 2, 1, 64, False, ("resnest50",), "resnest50-528c19ca.pth"),
+    "resnest101e": Variant((3, 4, 23, 3), 64, 2, 1, 64, False, ("resnest101",), "resnest101-22405ba7.pth"),
+    "resnest200e": Variant((3, 24, 36, 3), 64, 2, 1, 64, False, ("resnest200",), "resnest200-75117900.pth"),
+    "resnest269e": Variant((3, 30, 48, 8), 64, 2, 1, 64, False, ("resnest269",), "resnest269-0cc87c48.pth"),
+    "resnest50_fast_1s1x64d": Variant(_R50, 32, 1, 1, 64, True),
+    "resnest50_fast_2s1x64d": Variant(_R50, 32, 2, 1, 64, True),
+    "resnest50_fast_4s1x64d": Variant(_R50, 32, 4, 1, 64, True),
+    "resnest50_fast_1s2x40d": Variant(_R50, 32, 1, 2, 40, True),
+    "resnest50_fast_2s2x40d": Variant(_R50, 32, 2, 2, 40, True),
+    "resnest50d_4s2x40d": Variant(_R50, 32, 4, 2, 40, True, ("resnest50_fast_4s2x40d",),
+                                  "resnest50_fast_4s2x40d-41d14ed0.pth"),
+    "resnest50d_1s4x24d": Variant(_R50, 32, 1, 4, 24, True, ("resnest50_fast_1s4x24d",),
+                                  "resnest50_fast_1s4x24d-d4a4f76f.pth"),
+}
+
+_ALIASES: Dict[str, str] = {alias: name for name, v in VARIANTS.items() for alias in v.aliases}
+
+
+def list_variants(include_aliases: bool = False) -> List[str]:
+    """Names accepted by :func:`create_model` (timm's names; with the official aliases if asked)."""
+    names = list(VARIANTS)
+    return names + sorted(_ALIASES) if include_aliases else names
+
+
+def resolve_variant(name: str) -> str:
+    """Canonical (timm) name of ``name``; raises a ``ValueError`` listing the valid names."""
+    if name in VARIANTS:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    raise ValueError(f"unknown ResNeSt variant {name!r}; valid names: {', '.join(list_variants())} "
+                     f"(official aliases: {', '.join(sorted(_ALIASES))})")
+
+
+def variant_kwargs(name: str) -> Dict[str, Any]:
+    """Constructor arguments of the variant ``name`` (canonical or alias)."""
+    return VARIANTS[resolve_variant(name)].kwargs()
+
+
+def default_checkpoint_path(name: str) -> Path:
+    """Where ``pretrained=True`` looks for the official weights of ``name`` (torch hub's checkpoint dir)."""
+    variant = VARIANTS[resolve_variant(name)]
+    if variant.checkpoint is None:
+        raise ValueError(f"no official ImageNet weights were published for {name!r}; variants with weights: "
+                         f"{', '.join(n for n, v in VARIANTS.items() if v.checkpoint)}")
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / variant.checkpoint
+
+
+def create_model(
+    name: str,
+    *,
+    pretrained: Union[None, bool, str, os.PathLike] = None,
+    cls: Type[ModelT] = ResNeSt,  # type: ignore[assignment]
+    **overrides: Any,
+) -> ModelT:
+    """Build the variant ``name``.
+
+    Args:
+        name: a name from :func:`list_variants` (timm's) or an official alias (``resnest50``, ...).
+        pretrained: ``None``/``False`` for random weights; a path to a checkpoint in any supported format
+            (official/timm, detectron2 wrapper, OpenMMLab); ``True`` for the official ImageNet file in torch
+            hub's checkpoint directory (nothing is downloaded: put the file there first).
+        cls: the class to build (an adapter subclass of :class:`ResNeSt`).
+        **overrides: any :class:`ResNeSt` argument (``num_classes``, ``output_stride``, ``out_features``...).
+
+    Returns:
+        The model, with the checkpoint loaded strictly when one is given.
+    """
+    kwargs = variant_kwargs(name)
+    kwargs.update(overrides)
+    model = cls(**kwargs)
+    if pretrained is True:
+        path = default_checkpoint_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"official weights for {name!r} not found at {path}; download "
+                f"{path.name} from the official ResNeSt GitHub release (tag weights_step1) into that "
+                f"directory, or pass pretrained=<path to the file>")
+        pretrained = path
+    if pretrained:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, pretrained)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,36 @@
+"""Package metadata for resnest_backbones.
+
+ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") backbones for detectron2,
+MMSegmentation and torchvision detection models.
+
+detectron2 is not on PyPI, so it cannot be an install requirement: build it from its official source into
+the same environment to use ``resnest_backbones.detectron2``. Everything else works without it.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="resnest_backbones",
+    version="0.1.0",
+    description="ResNeSt split-attention backbones for detectron2, MMSegmentation and torchvision",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["resnest_backbones", "resnest_backbones.*"]),
+    install_requires=["torch>=2.0", "torchvision>=0.15"],
+    extras_require={
+        # mmcv must be compiled with its ops against the installed torch: use tools/setup_env.sh.
+        "mmseg": ["mmengine==0.10.7", "mmcv==2.1.0", "mmsegmentation==1.2.2", "ftfy", "regex"],
+        "test": [
+            "pytest",
+            "timm>=1.0,<2",
+            "resnest==0.0.5",  # the official reference implementation (parity tests)
+            "fvcore",
+            "pycocotools",
+            "onnx",
+            "onnxruntime",
+            "opencv-python-headless<4.11",
+        ],
+        "tools": ["fvcore", "tqdm", "matplotlib", "psutil"],
+    },
+)
