@@ -159,6 +159,22 @@ _MMLAB_RULES: List[Tuple[str, str]] = [
     (r"^stem\.4\.", "conv1.4."), (r"^stem\.6\.", "conv1.6."), (r"^stem\.7\.", "bn1."),
     (r"\.gn([0-3])\.", r".bn\1."),
 ]
+# OpenMMLab's ResLayer puts no pooling layer in a stride-1 shortcut (res2, dilated stages), so there the conv and
+# norm are ``downsample.0``/``.1`` where ours (official/timm) are ``.1``/``.2`` behind an identity/pool slot.
+_MMLAB_POOLLESS_SHORTCUT = re.compile(r"^(layer[1-4]\.0\.downsample\.)([01])\.")
+
+
+def _shift_poolless_shortcuts(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    poolless = {m.group(1) for m in map(_MMLAB_POOLLESS_SHORTCUT.match, state) if m and m.group(2) == "0"}
+    shifted: Dict[str, Tensor] = {}
+    for key, value in state.items():
+        match = _MMLAB_POOLLESS_SHORTCUT.match(key)
+        if match and match.group(1) in poolless:
+            key = f"{match.group(1)}{int(match.group(2)) + 1}.{key[match.end():]}"
+        shifted[key] = value
+    return shifted
+
+
 # Prefixes of full-model checkpoints, per format; other keys of such checkpoints are not the backbone's.
 _PREFIXES = {"detectron2": "backbone.bottom_up.", "openmmlab": "backbone."}
 
@@ -202,6 +218,8 @@ def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Tuple[StateDict, str
         for pattern, replacement in rules:
             key = re.sub(pattern, replacement, key)
         converted[key] = value
+    if fmt == "openmmlab":
+        converted = _shift_poolless_shortcuts(converted)
     return converted, fmt, not_backbone
 
 
