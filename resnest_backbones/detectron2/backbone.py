@@ -1,0 +1,130 @@
+"""ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") as a detectron2 backbone.
+
+:class:`ResNeStBackbone` *is* the core :class:`~resnest_backbones.ResNeSt` (subclass, same parameter names,
+so the official ImageNet checkpoints load as they are) and a detectron2 ``Backbone``: ``forward`` returns the
+``{"res2": ..., ...}`` dict and ``output_shape()`` is derived from the core's ``feature_info``. The builders
+below are registered in detectron2's ``BACKBONE_REGISTRY`` when this package is imported.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Union
+
+from detectron2.config import CfgNode
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from torch import nn
+
+from ..models import ResNeSt, create_model
+
+__all__ = [
+    "ResNeStBackbone", "build_resnest", "build_resnest_backbone", "build_resnest_fpn_backbone",
+    "build_retinanet_resnest_fpn_backbone",
+]
+
+#: Norm names detectron2's get_norm understands and that fit every ResNeSt layer.
+NORMS = ("BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN", "nnSyncBN", "naiveSyncBN_N")
+
+
+def _norm_layer(norm: Union[str, Callable[[int], nn.Module]]) -> Callable[[int], nn.Module]:
+    """detectron2's norm name (or a callable) as the core's ``norm_layer(channels)``."""
+    if callable(norm):
+        return norm
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r} for the ResNeSt backbone; use one of {', '.join(NORMS)} "
+                         f"(ResNeSt needs a normalisation, so '' is not allowed)")
+    return lambda channels: get_norm(norm, channels)
+
+
+class ResNeStBackbone(ResNeSt, Backbone):
+    """The core ResNeSt as a detectron2 ``Backbone``.
+
+    Args:
+        layers: blocks per stage (see :class:`~resnest_backbones.ResNeSt`, whose other arguments are accepted).
+        norm: a detectron2 norm name ("BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN") or a callable.
+        freeze_at: detectron2's ``MODEL.BACKBONE.FREEZE_AT``: 0 nothing, 1 the stem, ``k`` the stem and
+            ``res2..res{k}``. As in detectron2's ResNet, frozen parts get no gradient and their batch norms
+            become ``FrozenBatchNorm2d``.
+        **kwargs: any other :class:`~resnest_backbones.ResNeSt` argument.
+    """
+
+    def __init__(self, layers: Any, *, norm: Union[str, Callable[[int], nn.Module]] = "BN", freeze_at: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(layers, norm_layer=_norm_layer(norm), freeze_at=freeze_at, **kwargs)
+        frozen = self.frozen_modules()
+        for name, child in list(self.named_children()):
+            if any(child is part for part in frozen):
+                setattr(self, name, FrozenBatchNorm2d.convert_frozen_batchnorm(child))
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        """Channels and stride of every output, from the core's ``feature_info``."""
+        return {name: ShapeSpec(channels=info.channels, stride=info.stride)
+                for name, info in self.out_feature_info.items()}
+
+
+def build_resnest(name: str = "resnest50d", **kwargs: Any) -> ResNeStBackbone:
+    """Build the variant ``name`` as a :class:`ResNeStBackbone` (for LazyConfig: ``L(build_resnest)(...)``).
+
+    Args:
+        name: a name from ``resnest_backbones.list_variants()`` (or an official alias).
+        **kwargs: :class:`ResNeStBackbone` arguments (``norm``, ``freeze_at``, ``out_features``...).
+    """
+    return create_model(name, cls=ResNeStBackbone, **kwargs)
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnest_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNeStBackbone:
+    """``MODEL.BACKBONE.NAME: "build_resnest_backbone"``: the ResNeSt alone (``MODEL.RESNEST``)."""
+    if "RESNEST" not in cfg.MODEL:
+        raise KeyError("cfg.MODEL.RESNEST is missing: call resnest_backbones.detectron2.add_resnest_config(cfg) "
+                       "before merging a ResNeSt config file")
+    c = cfg.MODEL.RESNEST
+    # fmt: off
+    return build_resnest(
+        c.NAME,
+        in_channels       = input_shape.channels,
+        norm              = c.NORM,
+        freeze_at         = cfg.MODEL.BACKBONE.FREEZE_AT,
+        out_features      = c.OUT_FEATURES,
+        output_stride     = c.OUTPUT_STRIDE,
+        deform_stages     = c.DEFORM_ON_PER_STAGE,
+        deform_modulated  = c.DEFORM_MODULATED,
+        deform_groups     = c.DEFORM_NUM_GROUPS,
+        drop_block_prob   = c.DROPBLOCK_PROB,
+        drop_block_stages = c.DROPBLOCK_ON_PER_STAGE,
+    )
+    # fmt: on
+
+
+def _fpn(cfg: CfgNode, input_shape: ShapeSpec, top_block: Optional[Callable[[ResNeStBackbone], nn.Module]]) -> FPN:
+    bottom_up = build_resnest_backbone(cfg, input_shape)
+    missing = [f for f in cfg.MODEL.FPN.IN_FEATURES if f not in bottom_up.out_features]
+    if missing:
+        raise ValueError(f"MODEL.FPN.IN_FEATURES {list(cfg.MODEL.FPN.IN_FEATURES)} asks for {missing}, which "
+                         f"MODEL.RESNEST.OUT_FEATURES {list(bottom_up.out_features)} does not produce; add them there")
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=top_block(bottom_up) if top_block else None,
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnest_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
+    """ResNeSt + FPN with a max-pooled P6 (``p2``..``p6``), as detectron2's ``build_resnet_fpn_backbone``."""
+    return _fpn(cfg, input_shape, lambda bottom_up: LastLevelMaxPool())
+
+
+@BACKBONE_REGISTRY.register()
+def build_retinanet_resnest_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> FPN:
+    """ResNeSt + FPN with convolutional P6/P7 computed from ``res5`` (RetinaNet style)."""
+    def p6p7(bottom_up: ResNeStBackbone) -> nn.Module:
+        if "res5" not in bottom_up.out_features:
+            raise ValueError("build_retinanet_resnest_fpn_backbone computes P6/P7 from res5: add 'res5' to "
+                             "MODEL.RESNEST.OUT_FEATURES")
+        return LastLevelP6P7(bottom_up.feature_info["res5"].channels, cfg.MODEL.FPN.OUT_CHANNELS)
+
+    return _fpn(cfg, input_shape, p6p7)

@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Train or evaluate a detectron2 model with a ResNeSt backbone (ResNeSt, Zhang et al., 2020).
+
+detectron2's usual entry point: a yacs ``.yaml`` or LazyConfig ``.py`` file, ``--eval-only``, ``--resume``,
+``--num-gpus``/``--num-machines``/``--machine-rank``/``--dist-url`` (multi-GPU and multi-node through
+detectron2's ``launch``) and trailing overrides (``KEY VALUE`` for yacs, ``key=value`` for LazyConfig)::
+
+    python tools/train_net.py --config-file configs/detectron2/COCO-Detection/faster_rcnn_S50_FPN_1x.yaml --num-gpus 8
+    python tools/train_net.py --config-file configs/detectron2/toy/faster_rcnn_toy.yaml OUTPUT_DIR work_dirs/toy
+
+Without CUDA it runs on the CPU; in a single process "SyncBN" becomes plain "BN" (identical there). Both are
+logged. The model logic lives in :mod:`resnest_backbones.detectron2`.
+"""
+import logging
+import os
+import sys
+import weakref
+
+import torch
+from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, default_setup,
+                               default_writers, hooks, launch)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format, verify_results
+from detectron2.utils import comm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
+from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, replace_norm
+
+logger = logging.getLogger("detectron2")
+
+
+def adapt_to_machine(cfg, device_node, device_key: str) -> list:
+    """CPU when there is no CUDA; plain BN instead of SyncBN in a single process. Returns the log lines."""
+    notes = []
+    if not torch.cuda.is_available() and str(device_node[device_key]).startswith("cuda"):
+        device_node[device_key] = "cpu"
+        notes.append(f"CUDA is not available: device set to 'cpu' ({device_key})")
+    if comm.get_world_size() == 1:
+        changed = replace_norm(cfg, "SyncBN", "BN")
+        if changed:
+            notes.append("single process: SyncBN -> BN (the same computation here) for " + ", ".join(changed))
+    return notes
+
+
+def log_notes(notes: list) -> None:
+    for note in notes:
+        logger.info(note)
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with COCO evaluation and the ResNeSt-aware checkpointer."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+
+    def build_hooks(self):
+        # Swap in the checkpointer that loads ImageNet ResNeSt files, before the hooks capture it.
+        old = self.checkpointer
+        self.checkpointer = ResNeStCheckpointer(old.model, old.save_dir, trainer=weakref.proxy(self))
+        return super().build_hooks()
+
+
+def main_yacs(args):
+    cfg = add_resnest_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    notes = adapt_to_machine(cfg, cfg.MODEL, "DEVICE")
+    cfg.freeze()
+    default_setup(cfg, args)
+    log_notes(notes)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        ResNeStCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def test_lazy(cfg, model):
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    print_csv_format(results)
+    return results
+
+
+def main_lazy(args):
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    notes = adapt_to_machine(cfg, cfg.train, "device")
+    default_setup(cfg, args)
+    log_notes(notes)
+    model = instantiate(cfg.model).to(cfg.train.device)
+    if args.eval_only:
+        ResNeStCheckpointer(model).load(cfg.train.init_checkpoint)
+        return test_lazy(cfg, create_ddp_model(model))
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+    model = create_ddp_model(model, **cfg.train.ddp)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
+    checkpointer = ResNeStCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    precise_bn = cfg.train.get("precise_bn", {})
+    main_process = comm.is_main_process()
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PreciseBN(cfg.train.eval_period, model, instantiate(cfg.dataloader.train), precise_bn.num_iter)
+        if precise_bn.get("enabled", False) else None,
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: test_lazy(cfg, model)),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+        if main_process else None,
+    ])
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)  # EvalHook also evaluates after the last iteration
+
+
+def main(args):
+    return (main_lazy if args.config_file.endswith(".py") else main_yacs)(args)
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
