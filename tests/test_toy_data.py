@@ -122,3 +122,25 @@ def test_pycocotools_reads_it_and_polygon_masks_agree_with_boxes(tmp_path: Path)
         assert abs(cols.min() - x) <= 1.5 and abs(cols.max() + 1 - (x + w)) <= 1.5
         assert abs(rows.min() - y) <= 1.5 and abs(rows.max() + 1 - (y + h)) <= 1.5
         assert mask.sum() == pytest.approx(ann["area"], rel=0.1)
+
+
+def _cli():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "make_toy_data.py"
+    spec = importlib.util.spec_from_file_location("make_toy_data_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_command_line_makes_the_same_data(tmp_path: Path, capsys) -> None:
+    cli = _cli()
+    cli.main(["coco", "--root", str(tmp_path / "cli"), "--num-train", "6", "--num-val", "3", "--image-size", "64"])
+    assert "categories: circle, square, triangle" in capsys.readouterr().out
+    make_toy_coco(tmp_path / "api", **PARAMS)
+    assert _files(tmp_path / "cli") == _files(tmp_path / "api")
+    with pytest.raises(SystemExit, match="image_size must be at least 32"):
+        cli.main(["coco", "--root", str(tmp_path / "bad"), "--image-size", "8"])
+    cli.main(["ade20k", "--root", str(tmp_path / "ade"), "--num-train", "2", "--num-val", "1"])
+    assert len(list((tmp_path / "ade" / "images" / "training").iterdir())) == 2

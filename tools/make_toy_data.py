@@ -4,10 +4,15 @@
 Subcommands (one per data set; each is deterministic and reused when it already exists with the same
 parameters):
 
-    coco   COCO "instances" detection / instance segmentation of coloured shapes (numpy + Pillow only)
+    coco        COCO "instances" detection / instance segmentation of coloured shapes
+    ade20k      semantic segmentation scenes in the ADE20K directory layout
+    cityscapes  semantic segmentation scenes in the Cityscapes directory layout (train ids)
 
-Example:
+All are made with numpy and Pillow only.
+
+Examples:
     python tools/make_toy_data.py coco --root data/toy_coco --num-train 128 --num-val 32 --image-size 128
+    python tools/make_toy_data.py ade20k --root data/toy_ade
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from resnest_backbones.toy_data import make_toy_coco  # noqa: E402
+from resnest_backbones.toy_data import make_toy_ade20k, make_toy_cityscapes, make_toy_coco  # noqa: E402
 
 
 def _coco(args: argparse.Namespace) -> None:
@@ -32,9 +37,18 @@ def _coco(args: argparse.Namespace) -> None:
     print(f"  categories: {', '.join(paths['categories'])}")
 
 
+def _segmentation(args: argparse.Namespace) -> None:
+    start = time.time()
+    make = make_toy_ade20k if args.command == "ade20k" else make_toy_cityscapes
+    extra = {"city": args.city} if args.command == "cityscapes" else {}
+    root = make(args.root, num_train=args.num_train, num_val=args.num_val, image_size=(args.height, args.width),
+                seed=args.seed, **extra)
+    print(f"toy {args.command} ready in {time.time() - start:.1f} s under {root}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{coco}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{coco,ade20k,cityscapes}")
     coco = commands.add_parser("coco", help="COCO-format shapes for detection / instance segmentation")
     coco.add_argument("--root", default="data/toy_coco", help="output directory (default: %(default)s)")
     coco.add_argument("--num-train", type=int, default=128, help="training images (default: %(default)s)")
@@ -42,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     coco.add_argument("--image-size", type=int, default=128, help="side of the square images (default: %(default)s)")
     coco.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     coco.set_defaults(func=_coco)
+    # Defaults of the segmentation sets are those of their generators (resnest_backbones.toy_data.segmentation).
+    for name, root, train, val, (height, width) in (("ade20k", "data/toy_ade", 64, 16, (128, 128)),
+                                                    ("cityscapes", "data/toy_cityscapes", 32, 8, (64, 128))):
+        seg = commands.add_parser(name, help=f"semantic segmentation in the {name} layout")
+        seg.add_argument("--root", default=root, help="output directory (default: %(default)s)")
+        seg.add_argument("--num-train", type=int, default=train, help="training images (default: %(default)s)")
+        seg.add_argument("--num-val", type=int, default=val, help="validation images (default: %(default)s)")
+        seg.add_argument("--height", type=int, default=height, help="image height (default: %(default)s)")
+        seg.add_argument("--width", type=int, default=width, help="image width (default: %(default)s)")
+        seg.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+        if name == "cityscapes":
+            seg.add_argument("--city", default="toycity", help="city sub-directory (default: %(default)s)")
+        seg.set_defaults(func=_segmentation)
     return parser
 
 

@@ -4,8 +4,14 @@ Framework-free generators (numpy and Pillow only) that write small, deterministi
 frameworks read natively, so every adapter trains and evaluates end to end on a CPU without downloads:
 
 * :func:`make_toy_coco` -- COCO "instances" detection / instance segmentation of coloured shapes.
+* :func:`make_toy_ade20k`, :func:`make_toy_cityscapes` -- semantic segmentation in the ADE20K and Cityscapes
+  directory layouts (MMSegmentation's dataset classes read them).
+
+Command line: ``python tools/make_toy_data.py {coco,ade20k,cityscapes} --help``.
 """
 from .coco import CATEGORIES as COCO_CATEGORIES
 from .coco import make_toy_coco
+from .segmentation import ADE20K_TOY_CLASSES, CITYSCAPES_TOY_CLASSES, make_toy_ade20k, make_toy_cityscapes
 
-__all__ = ["COCO_CATEGORIES", "make_toy_coco"]
+__all__ = ["ADE20K_TOY_CLASSES", "CITYSCAPES_TOY_CLASSES", "COCO_CATEGORIES", "make_toy_ade20k",
+           "make_toy_cityscapes", "make_toy_coco"]
