@@ -175,8 +175,9 @@ def _shift_poolless_shortcuts(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return shifted
 
 
-# Prefixes of full-model checkpoints, per format; other keys of such checkpoints are not the backbone's.
-_PREFIXES = {"detectron2": "backbone.bottom_up.", "openmmlab": "backbone."}
+# Backbone prefixes inside full-model checkpoints (detectron2 FPN models, then detectron2 C4 / OpenMMLab models);
+# the other keys of such checkpoints are not the backbone's.
+_PREFIXES = ("backbone.bottom_up.", "backbone.")
 
 
 def detect_format(keys: List[str]) -> str:
@@ -201,9 +202,9 @@ def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Tuple[StateDict, str
     """
     state = {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
     fmt = detect_format(list(state))
-    prefix = _PREFIXES.get(fmt)
+    prefix = next((p for p in _PREFIXES if any(k.startswith(p) for k in state)), None)
     not_backbone: Dict[str, str] = {}
-    if prefix and any(k.startswith(prefix) for k in state):
+    if prefix:
         not_backbone = {k: "not a backbone tensor (full-model checkpoint)" for k in state if not k.startswith(prefix)}
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     rules = {"detectron2": _D2_RULES, "openmmlab": _MMLAB_RULES}.get(fmt, [])

@@ -108,7 +108,8 @@ def create_model(
         name: a name from :func:`list_variants` (timm's) or an official alias (``resnest50``, ...).
         pretrained: ``None``/``False`` for random weights; a path to a checkpoint in any supported format
             (official/timm, detectron2 wrapper, OpenMMLab); ``True`` for the official ImageNet file in torch
-            hub's checkpoint directory (nothing is downloaded: put the file there first).
+            hub's checkpoint directory, verified against the sha256 prefix in its name (nothing is
+            downloaded: put the file there first).
         cls: the class to build (an adapter subclass of :class:`ResNeSt`).
         **overrides: any :class:`ResNeSt` argument (``num_classes``, ``output_stride``, ``out_features``...).
 
@@ -125,6 +126,9 @@ def create_model(
                 f"official weights for {name!r} not found at {path}; download "
                 f"{path.name} from the official ResNeSt GitHub release (tag weights_step1) into that "
                 f"directory, or pass pretrained=<path to the file>")
+        from .checkpoint import verify_sha256
+
+        verify_sha256(path)  # a truncated download fails here, with a clear message
         pretrained = path
     if pretrained:
         from .checkpoint import load_checkpoint
