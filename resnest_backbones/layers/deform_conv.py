@@ -7,6 +7,8 @@ and has no counterpart in any ImageNet checkpoint.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
@@ -58,10 +60,9 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         predicted = self.conv_offset(x)
-        mask = None
+        offset, mask = predicted, torch.jit.annotate(Optional[Tensor], None)
         if self.modulated:
-            dy_dx, mask_logits = predicted.split([predicted.shape[1] * 2 // 3, predicted.shape[1] // 3], dim=1)
-            offset, mask = dy_dx, torch.sigmoid(mask_logits)
-        else:
-            offset = predicted
+            # Two thirds are (dy, dx) pairs, the last third the modulation logits.
+            offset, logits = predicted.split([predicted.shape[1] * 2 // 3, predicted.shape[1] // 3], dim=1)
+            mask = torch.sigmoid(logits)
         return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
