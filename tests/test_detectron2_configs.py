@@ -1,0 +1,161 @@
+"""Every detectron2 config of the ResNeSt recipes (Zhang et al., 2020): it merges, holds the published
+hyper-parameters (REFERENCE.md section 2), builds on the CPU and runs one training and one inference step on a
+toy batch (input size shrunk through config overrides). Skipped, visibly, without detectron2."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("detectron2", reason="detectron2 is not installed (build it from source, see README)")
+
+import detectron2.data.transforms as T  # noqa: E402
+from detectron2 import model_zoo  # noqa: E402
+from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
+from detectron2.data import DatasetCatalog, DatasetMapper  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from resnest_backbones.detectron2 import ResNeStBackbone, add_resnest_config, register_toy_coco  # noqa: E402
+
+pytestmark = pytest.mark.detectron2
+ROOT = Path(__file__).resolve().parents[1] / "configs" / "detectron2"
+LEAVES = sorted(p for p in ROOT.rglob("*.yaml") if not p.name.startswith("Base-"))
+LAZY = sorted(p for p in ROOT.glob("COCO-*/*.py"))
+# Shrunk for speed (the published values are checked in test_recipe_hyper_parameters): 128-pixel inputs, and
+# few proposals/RoIs, since four 256-channel convs per RoI in up to three cascade stages dominate the step.
+SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "choice", "INPUT.MAX_SIZE_TRAIN", "128",
+         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200",
+         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.RPN.PRE_NMS_TOPK_TEST", "100", "MODEL.RPN.POST_NMS_TOPK_TEST",
+         "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"]
+
+# REFERENCE.md section 2, per leaf: variant, cascade, mask, DCN, train-size sampling.
+RECIPES = {
+    "faster_rcnn_S50_FPN_1x": ("resnest50d", False, False, False, "range"),
+    "faster_rcnn_S50_FPN_DCNv2_1x": ("resnest50d", False, False, True, "range"),
+    "faster_rcnn_S101_FPN_1x": ("resnest101e", False, False, False, "range"),
+    "cascade_rcnn_S50_FPN_1x": ("resnest50d", True, False, False, "range"),
+    "cascade_rcnn_S101_FPN_1x": ("resnest101e", True, False, False, "range"),
+    "cascade_rcnn_S200_FPN_1x": ("resnest200e", True, False, False, "range"),
+    "mask_rcnn_S50_FPN_1x": ("resnest50d", False, True, False, "choice"),
+    "mask_rcnn_S101_FPN_1x": ("resnest101e", False, True, False, "choice"),
+    "cascade_mask_rcnn_S50_FPN_1x": ("resnest50d", True, True, False, "choice"),
+    "cascade_mask_rcnn_S101_FPN_1x": ("resnest101e", True, True, False, "choice"),
+}
+WEIGHT_FILES = {"resnest50d": "resnest50-528c19ca.pth", "resnest101e": "resnest101-22405ba7.pth",
+                "resnest200e": "resnest200-75117900.pth"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> None:
+    register_toy_coco(tmp_path_factory.mktemp("toy_coco"), num_train=2, num_val=1, image_size=96)
+
+
+def load_yaml(path: Path, *opts: str):
+    cfg = add_resnest_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def test_vendored_base_equals_model_zoo() -> None:
+    ours = yaml.safe_load((ROOT / "Base-RCNN-FPN.yaml").read_text())
+    theirs = yaml.safe_load(Path(model_zoo.get_config_file("Base-RCNN-FPN.yaml")).read_text())
+    assert ours == theirs
+
+
+def test_every_recipe_has_a_leaf() -> None:
+    assert sorted(RECIPES) == sorted(p.stem for p in LEAVES if "toy" not in p.parts)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_hyper_parameters(name: str) -> None:
+    variant, cascade, mask, dcn, sampling = RECIPES[name]
+    path = next(p for p in LEAVES if p.stem == name)
+    c = load_yaml(path)
+    m = c.MODEL
+    assert (m.BACKBONE.NAME, m.RESNEST.NAME, m.BACKBONE.FREEZE_AT) == ("build_resnest_fpn_backbone", variant, 2)
+    assert m.WEIGHTS.endswith("/" + WEIGHT_FILES[variant])
+    assert m.RESNEST.NORM == m.FPN.NORM == m.ROI_BOX_HEAD.NORM == m.ROI_MASK_HEAD.NORM == "SyncBN"
+    assert (m.ROI_BOX_HEAD.NAME, m.ROI_BOX_HEAD.NUM_CONV, m.ROI_BOX_HEAD.NUM_FC,
+            m.ROI_BOX_HEAD.POOLER_RESOLUTION) == ("FastRCNNConvFCHead", 4, 1, 7)
+    assert m.ROI_MASK_HEAD.NUM_CONV == 4 and m.MASK_ON == mask
+    assert m.PIXEL_MEAN == [123.68, 116.779, 103.939] and m.PIXEL_STD == [58.393, 57.12, 57.375]
+    assert c.INPUT.FORMAT == "RGB"
+    assert (c.SOLVER.IMS_PER_BATCH, c.SOLVER.BASE_LR, tuple(c.SOLVER.STEPS), c.SOLVER.MAX_ITER) == (
+        16, 0.02, (60000, 80000), 90000)
+    assert c.TEST.PRECISE_BN.ENABLED
+    assert (c.INPUT.MIN_SIZE_TEST, c.INPUT.MAX_SIZE_TEST, c.INPUT.MAX_SIZE_TRAIN) == (800, 1333, 1333)
+    assert c.INPUT.MIN_SIZE_TRAIN_SAMPLING == sampling
+    assert tuple(c.INPUT.MIN_SIZE_TRAIN) == ((640, 800) if sampling == "range" else tuple(range(640, 801, 32)))
+    assert (m.ROI_HEADS.NAME == "CascadeROIHeads") == cascade
+    assert m.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG == cascade
+    assert m.RPN.POST_NMS_TOPK_TRAIN == (2000 if cascade else 1000)
+    assert (list(m.RESNEST.DEFORM_ON_PER_STAGE), m.RESNEST.DEFORM_MODULATED, m.RESNEST.DEFORM_NUM_GROUPS) == (
+        ([False, True, True, True], True, 2) if dcn else ([False] * 4, False, 1))
+
+
+def toy_batch(mapper, n: int = 2) -> List[Dict]:
+    return [mapper(copy.deepcopy(d)) for d in (DatasetCatalog.get("toy_coco_train") * n)[:n]]
+
+
+def train_and_infer(model: torch.nn.Module, batch: List[Dict]) -> None:
+    """One SGD step (loss finite, parameters move) and one inference step (one result per image)."""
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    head = next(p for n, p in model.named_parameters() if n.startswith("roi_heads") and p.requires_grad)
+    before = head.detach().clone()
+    with EventStorage(0):
+        losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total), losses
+    total.backward()
+    optimizer.step()
+    assert not torch.equal(before, head)
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{"image": b["image"], "height": 96, "width": 96} for b in batch])
+    assert len(outputs) == len(batch) and all(o["instances"].image_size == (96, 96) for o in outputs)
+
+
+@pytest.mark.parametrize("path", LEAVES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_yaml_config_builds_trains_and_infers(path: Path) -> None:
+    cfg = load_yaml(path, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *SMALL)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    bottom_up = model.backbone.bottom_up
+    assert isinstance(bottom_up, ResNeStBackbone)
+    assert bottom_up.out_features == list(cfg.MODEL.RESNEST.OUT_FEATURES)
+    if any(cfg.MODEL.RESNEST.DEFORM_ON_PER_STAGE):
+        assert any("conv_offset" in n for n, _ in bottom_up.named_parameters())
+    train_and_infer(model, toy_batch(DatasetMapper(cfg, is_train=True)))
+
+
+@pytest.mark.parametrize("path", LAZY, ids=lambda p: p.stem)
+def test_lazy_config_builds_trains_and_infers(path: Path) -> None:
+    cfg = LazyConfig.load(str(path))
+    yaml_twin = load_yaml(path.with_suffix(".yaml"))
+    backbone = cfg.model.backbone.bottom_up
+    assert (backbone.name, backbone.norm, backbone.freeze_at) == (
+        yaml_twin.MODEL.RESNEST.NAME, "SyncBN", yaml_twin.MODEL.BACKBONE.FREEZE_AT)
+    assert cfg.train.init_checkpoint == yaml_twin.MODEL.WEIGHTS
+    assert (cfg.optimizer.lr, cfg.dataloader.train.total_batch_size, cfg.train.max_iter) == (0.02, 16, 90000)
+    assert tuple(cfg.dataloader.train.mapper.augmentations[0].short_edge_length) == (640, 800)
+    assert cfg.model.input_format == cfg.dataloader.train.mapper.image_format == "RGB"
+    assert cfg.model.proposal_generator.post_nms_topk[0] == yaml_twin.MODEL.RPN.POST_NMS_TOPK_TRAIN
+    assert ("Cascade" in cfg.model.roi_heads._target_.__name__) == ("cascade" in path.stem)
+    assert "mask_head" not in cfg.model.roi_heads
+    cfg.model.proposal_generator.update(pre_nms_topk=(200, 100), post_nms_topk=(64, 32))  # as SMALL above
+    cfg.model.roi_heads.batch_size_per_image = 32
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    heads = model.roi_heads.box_head
+    heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
+    assert len(heads) == (3 if "cascade" in path.stem else 1)
+    assert all(len(h.conv_norm_relus) == 4 and len(h.fcs) == 1 for h in heads)
+    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(128, 128)], image_format="RGB")
+    train_and_infer(model, toy_batch(mapper))
