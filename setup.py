@@ -29,7 +29,7 @@ setup(
             "pycocotools",
             "onnx",
             "onnxruntime",
-            "opencv-python-headless<4.11",
+            "onnxscript",  # torch.onnx needs it in recent torch releases
         ],
         "tools": ["fvcore", "tqdm", "matplotlib", "psutil"],
     },

@@ -36,9 +36,9 @@ step() {
 }
 
 make_venv() { python3 -m venv "$VENV"; }
-install_build_tools() { "${PIP[@]}" -q "setuptools<70" wheel "numpy<2"; }
+install_build_tools() { "${PIP[@]}" -q "setuptools<70" wheel; }
 install_torch() { "${PIP[@]}" -q "${TORCH_PINS[@]}"; }
-install_mmengine() { "${PIP[@]}" -q "$MMENGINE_PIN" "opencv-python-headless<4.11" "numpy<2"; }
+install_mmengine() { "${PIP[@]}" -q "$MMENGINE_PIN"; }
 # mmcv's setup.py imports pkg_resources (hence setuptools<70) and must build against the torch above, so
 # no build isolation; no pip cache, because a cached wheel named mmcv-2.1.0 may come from another torch.
 install_mmcv() {
@@ -48,7 +48,7 @@ install_project() { "${PIP[@]}" -q -e "$ROOT[mmseg,test,tools]"; }
 
 T0=$SECONDS
 [[ -x "$PY" ]] || step venv "$(python3 --version)" make_venv
-step build-tools "setuptools<70 wheel numpy<2" install_build_tools
+step build-tools "setuptools<70 wheel" install_build_tools
 step torch "${TORCH_PINS[*]}" install_torch
 step mmengine "$MMENGINE_PIN" install_mmengine
 step mmcv "$MMCV_PIN ${TORCH_PINS[*]}" install_mmcv
