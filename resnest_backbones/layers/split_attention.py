@@ -7,23 +7,48 @@ axis, or a sigmoid gate when ``radix == 1``).
 Channel layout is radix-major: channel ``r * C + k * (C // cardinality) + j`` is split ``r`` of cardinal
 group ``k``. Every published checkpoint depends on this layout, so it must never change.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TorchScript reads the real annotations of @torch.jit.unused
+# methods and cannot resolve string ones.
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fused
+
 NormLayer = Callable[[int], nn.Module]
 ConvLayer = Callable[..., nn.Module]
 
-__all__ = ["SplitAttention", "attention_channels"]
+__all__ = ["SplitAttention", "attention_channels", "combine_splits"]
 
 
 def attention_channels(in_channels: int, radix: int, reduction: int = 4, min_channels: int = 32) -> int:
     """Width of the attention bottleneck ``fc1`` (the official ``inter_channels``)."""
     return max(in_channels * radix // reduction, min_channels)
+
+
+def combine_splits(x: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum of the radix splits: ``sum_r x[:, r*C:(r+1)*C] * weights[:, r]``.
+
+    Args:
+        x: ``(B, radix * C, H, W)`` feature maps, radix-major channels, any memory format.
+        weights: ``(B, radix, C, 1, 1)`` mixing weights.
+
+    Returns:
+        ``(B, C, H, W)`` in the memory format of ``x`` (channels_last stays channels_last).
+
+    One multiply then ``addcmul_`` per further split: no ``(B, radix, C, H, W)`` temporary and no
+    5-D reduction. Measured on CPU, this is 2x (contiguous) to 9x (channels_last) faster than
+    ``(x.view(B, radix, C, H, W) * weights).sum(1)``, whose 5-D reduction also returns a contiguous
+    tensor and so throws channels_last away before the next convolution. The multiply allocates the output,
+    so the in-place accumulation never touches a tensor autograd saved.
+    """
+    channels = weights.shape[2]
+    out = x[:, :channels] * weights[:, 0]
+    for r in range(1, weights.shape[1]):
+        out.addcmul_(x[:, r * channels:(r + 1) * channels], weights[:, r])
+    return out
 
 
 class SplitAttention(nn.Module):
@@ -86,11 +111,29 @@ class SplitAttention(nn.Module):
         logits = logits.view(batch, self.cardinality, self.radix, -1).transpose(1, 2)
         return F.softmax(logits, dim=1).reshape(batch, self.radix, self.channels, 1, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(self.drop_block(self.bn0(self.conv(x))))
-        batch, _, height, width = x.shape
-        splits = x.view(batch, self.radix, self.channels, height, width)
+    def mixing_weights(self, x: Tensor) -> Tensor:
+        """Attention weights ``(B, radix, C, 1, 1)`` for the activated splits ``x`` ``(B, radix * C, H, W)``."""
+        batch = x.shape[0]
         # Pool first, then sum the radix splits: the same value, without materialising the (B, C, H, W) sum.
         pooled = x.mean((2, 3)).view(batch, self.radix, self.channels).sum(1)
-        weights = self.attention(pooled.view(batch, self.channels, 1, 1))
-        return (splits * weights).sum(1)
+        return self.attention(pooled.view(batch, self.channels, 1, 1))
+
+    def attend(self, x: Tensor) -> Tensor:
+        """Everything after the split convolution: ``bn0 -> relu -> attention`` on its output ``x``."""
+        if not torch.jit.is_scripting() and self._use_fused(x):
+            return self._attend_fused(x)
+        x = self.relu(self.drop_block(self.bn0(x)))
+        return combine_splits(x, self.mixing_weights(x))
+
+    @torch.jit.unused
+    def _use_fused(self, x: Tensor) -> bool:
+        return isinstance(self.drop_block, nn.Identity) and fused.supports(self.bn0, x)
+
+    @torch.jit.unused
+    def _attend_fused(self, x: Tensor) -> Tensor:
+        # Training: the same values, but the activated splits are recomputed in backward instead of kept.
+        z, scale, shift = fused.bn_relu(x, self.bn0)
+        return fused.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.attend(self.conv(x))

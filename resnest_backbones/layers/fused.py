@@ -1,0 +1,255 @@
+"""Memory-saving fused training ops for ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks").
+
+Plain autograd keeps, for every ``conv -> batch norm -> ReLU -> consumer`` chain, both the norm's input (for
+the norm's backward) and the ReLU output (for the ReLU's and the consumer's backward). The ReLU output is a
+cheap elementwise function of the norm's input, so the functions here save only the norm's input and its
+batch statistics and recompute ``relu(bn(x))`` in the backward pass:
+
+* :func:`bn_relu` — ``relu(batch_norm(x))`` whose output is not kept; its consumer must not keep it either.
+* :func:`combine_splits_recompute` — split attention's weighted sum of the radix splits, consuming
+  :func:`bn_relu`'s output and recomputing it in backward (saves one ``(B, radix*C, H, W)`` map per block).
+* :func:`bn_relu_conv` — ``conv2d(relu(batch_norm(x)))`` that recomputes the conv input in backward (saves the
+  conv input, e.g. in the deep stem and before every split-attention convolution).
+
+Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` in the tests); the forward
+values are bit-identical, because the forward runs the very same ATen kernels. The ops are used only in
+training with autograd recording, for ``nn.BatchNorm2d`` with affine parameters and running statistics, and
+never under TorchScript or ``torch.compile`` (whose compilers plan memory themselves). :func:`enabled` /
+:func:`set_enabled` / :class:`memory_efficient` switch them off, e.g. to compare with the plain path.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "bn_relu", "bn_relu_conv", "combine_splits_recompute", "enabled", "memory_efficient", "set_enabled",
+    "supports", "supports_conv",
+]
+
+_ENABLED = True
+
+
+def enabled() -> bool:
+    """Whether the fused training ops are switched on (default ``True``)."""
+    return _ENABLED
+
+
+def set_enabled(value: bool) -> None:
+    """Switch the fused training ops on or off for the whole process."""
+    global _ENABLED
+    _ENABLED = bool(value)
+
+
+class memory_efficient:  # noqa: N801 - used like ``torch.no_grad``
+    """Context manager setting :func:`enabled` inside a ``with`` block, e.g. ``with memory_efficient(False):``."""
+
+    def __init__(self, value: bool = True) -> None:
+        self.value = bool(value)
+        self.previous = _ENABLED
+
+    def __enter__(self) -> "memory_efficient":
+        self.previous = _ENABLED
+        set_enabled(self.value)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        set_enabled(self.previous)
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+def supports(norm: nn.Module, x: Tensor) -> bool:
+    """Whether the fused ops apply to ``norm`` on input ``x`` now.
+
+    True only for an exact ``nn.BatchNorm2d`` with affine parameters and running statistics (subclasses such
+    as ``SyncBatchNorm`` or frozen norms keep their own forward), while autograd records a graph that needs
+    gradients, outside TorchScript, tracing (ONNX export, fvcore) and ``torch.compile``.
+    """
+    if not (_ENABLED and torch.is_grad_enabled()) or torch.jit.is_scripting() or torch.jit.is_tracing() \
+            or _compiling():
+        return False
+    if type(norm) is not nn.BatchNorm2d or not norm.affine or not norm.track_running_stats:
+        return False
+    return x.requires_grad or norm.weight.requires_grad or norm.bias.requires_grad
+
+
+def _norm_args(norm: nn.BatchNorm2d) -> Tuple[bool, float]:
+    """``(use batch statistics, running-average factor)``, updating ``num_batches_tracked`` like the module."""
+    if not norm.training:
+        return False, 0.0
+    factor = 0.0 if norm.momentum is None else norm.momentum
+    if norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # cumulative moving average
+            factor = 1.0 / float(norm.num_batches_tracked)
+    return True, factor
+
+
+def _scale_shift(x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, invstd: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-channel ``scale``, ``shift`` (shaped ``(1, C, 1, 1)``) with ``bn(x) == x * scale + shift``."""
+    with torch.no_grad():
+        scale = weight * invstd
+        shift = bias - mean * scale
+    return scale.view(1, -1, 1, 1).to(x.dtype), shift.view(1, -1, 1, 1).to(x.dtype)
+
+
+def _bn_forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                training: bool, momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Batch norm + in-place ReLU with ATen's own kernel (so the values are exactly the plain path's).
+
+    Returns ``(z, scale, shift)``; stores on ``ctx`` what the backward needs besides ``x`` and the parameters.
+    """
+    if not training:
+        # Eval mode normalises with the running statistics; a training forward run before this backward
+        # would update them in place, so keep the values used here (two vectors).
+        running_mean, running_var = running_mean.clone(), running_var.clone()
+    y, save_mean, save_invstd = torch.native_batch_norm(
+        x, weight, bias, running_mean, running_var, training, momentum, eps)
+    if training:
+        mean, invstd = save_mean, save_invstd
+    else:
+        mean, invstd = running_mean, torch.rsqrt(running_var + eps)
+    scale, shift = _scale_shift(x, weight, bias, mean, invstd)
+    ctx.training, ctx.eps = training, eps
+    ctx.stats = (running_mean, running_var, save_mean, save_invstd)
+    return y.relu_(), scale, shift
+
+
+def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Tensor, needs: Sequence[bool]
+                 ) -> Tuple[Optional[Tensor], ...]:
+    """Gradients of batch norm w.r.t. ``(x, weight, bias)`` given the gradient w.r.t. its output."""
+    running_mean, running_var, save_mean, save_invstd = ctx.stats
+    mask = [bool(needs[0]), bool(needs[1]), bool(needs[2])]
+    grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+        grad_y, x, weight, running_mean, running_var, save_mean, save_invstd, ctx.training, ctx.eps, mask)
+    return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None)
+
+
+def _recompute(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """``relu(bn(x))`` again from the saved input. It may differ from the forward value by float rounding
+    (the kernel orders the arithmetic differently); as a ReLU mask it can only differ where ``bn(x)`` is
+    within an ulp of 0, where the ReLU has no derivative anyway."""
+    return torch.addcmul(shift, x, scale).relu_()
+
+
+class _BNReLU(torch.autograd.Function):
+    """``relu(batch_norm(x))`` keeping only ``x`` (and the statistics) for backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                training: bool, momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+        z, scale, shift = _bn_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps)
+        ctx.save_for_backward(x, weight, scale, shift)
+        ctx.mark_non_differentiable(scale, shift)
+        return z, scale, shift
+
+    @staticmethod
+    def backward(ctx: Any, grad_z: Tensor, _grad_scale: Any, _grad_shift: Any) -> Tuple[Optional[Tensor], ...]:
+        x, weight, scale, shift = ctx.saved_tensors
+        grad_y = grad_z * (_recompute(x, scale, shift) > 0)
+        return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 5
+
+
+def bn_relu(x: Tensor, norm: nn.BatchNorm2d) -> Tuple[Tensor, Tensor, Tensor]:
+    """``relu(norm(x))`` (``norm`` an ``nn.BatchNorm2d``) that does not keep its output for backward.
+
+    Returns ``(z, scale, shift)``: the output and the per-channel affine form of the norm that produced it
+    (``(1, C, 1, 1)``, no gradient), for :func:`combine_splits_recompute`. Only useful when no consumer of
+    ``z`` saves it. Running statistics and ``num_batches_tracked`` are updated exactly as the module does.
+    """
+    training, factor = _norm_args(norm)
+    return _BNReLU.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, training, factor,
+                         norm.eps)
+
+
+class _CombineRecompute(torch.autograd.Function):
+    """``sum_r z_r * w_r`` with ``z = relu(x * scale + shift)`` recomputed (not saved) for backward."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        from .split_attention import combine_splits  # the one forward formula (no import cycle at load time)
+
+        ctx.save_for_backward(weights, x, scale, shift)
+        return combine_splits(z, weights)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        weights, x, scale, shift = ctx.saved_tensors
+        radix, channels = weights.shape[1], weights.shape[2]
+        grad_z: Optional[Tensor] = None
+        if ctx.needs_input_grad[0]:
+            grad_z = torch.empty_like(x)  # same shape and memory format as z
+            for r in range(radix):
+                torch.mul(grad_out, weights[:, r], out=grad_z[:, r * channels:(r + 1) * channels])
+        grad_w: Optional[Tensor] = None
+        if ctx.needs_input_grad[1]:
+            z = _recompute(x, scale, shift)
+            grad_w = torch.empty_like(weights)
+            for r in range(radix):
+                grad_w[:, r] = (z[:, r * channels:(r + 1) * channels] * grad_out).sum((2, 3), keepdim=True)
+        return grad_z, grad_w, None, None, None
+
+
+def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Split attention's ``sum_r z_r * weights_r`` for ``z, scale, shift = bn_relu(x, norm)``, recomputing ``z``
+    from ``x`` in backward instead of keeping it.
+
+    Args:
+        z: ``(B, radix*C, H, W)`` radix-major output of :func:`bn_relu` on ``x``.
+        weights: ``(B, radix, C, 1, 1)`` attention weights (computed from ``z``).
+        x, scale, shift: the batch norm's input and :func:`bn_relu`'s affine form.
+    """
+    return _CombineRecompute.apply(z, weights, x, scale, shift)
+
+
+class _BNReLUConv(torch.autograd.Function):
+    """``conv2d(relu(batch_norm(x)), weight)`` keeping ``x``, not the conv input, for backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, bn_weight: Tensor, bn_bias: Tensor, running_mean: Tensor,
+                running_var: Tensor, training: bool, momentum: float, eps: float, conv_weight: Tensor,
+                stride: List[int], padding: List[int], dilation: List[int], groups: int) -> Tensor:
+        z, scale, shift = _bn_forward(ctx, x, bn_weight, bn_bias, running_mean, running_var, training, momentum,
+                                      eps)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.save_for_backward(x, bn_weight, conv_weight, scale, shift)
+        return F.conv2d(z, conv_weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        x, bn_weight, conv_weight, scale, shift = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        z = _recompute(x, scale, shift)
+        need_bn = ctx.needs_input_grad[:3]
+        need_weight = ctx.needs_input_grad[8]
+        grad_z, grad_cw, _ = torch.ops.aten.convolution_backward(
+            grad_out, z, conv_weight, None, stride, padding, dilation, False, [0, 0], groups,
+            [any(need_bn), need_weight, False])
+        grads: Tuple[Optional[Tensor], ...] = (None, None, None)
+        if any(need_bn):
+            grads = _bn_backward(ctx, grad_z.mul_(z > 0), x, bn_weight, need_bn)
+        return grads + (None,) * 5 + (grad_cw if need_weight else None,) + (None,) * 4
+
+
+def bn_relu_conv(x: Tensor, norm: nn.BatchNorm2d, conv: nn.Conv2d) -> Tensor:
+    """``conv(relu(norm(x)))`` recomputing the conv input in backward instead of keeping it.
+
+    ``conv`` must be a plain ``nn.Conv2d`` without bias and with zero padding mode (see :func:`supports_conv`).
+    """
+    training, factor = _norm_args(norm)
+    return _BNReLUConv.apply(
+        x, norm.weight, norm.bias, norm.running_mean, norm.running_var, training, factor, norm.eps, conv.weight,
+        list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
+
+
+def supports_conv(conv: nn.Module) -> bool:
+    """Whether :func:`bn_relu_conv` can stand in for ``conv`` (a plain, bias-free, zero-padded ``nn.Conv2d``)."""
+    return (type(conv) is nn.Conv2d and conv.bias is None and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str))

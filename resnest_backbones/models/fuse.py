@@ -1,0 +1,125 @@
+"""Inference mode for ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks"): fold norms into convs.
+
+In eval mode a batch norm is a fixed per-channel affine map ``y = x * scale + shift``; right after a
+convolution it can be folded into the convolution's weight and bias, which removes one full pass over every
+activation map (batch norm is ~15% of ResNeSt's CPU inference time). :func:`fuse_for_inference` returns a
+fused **copy** and leaves the model it was given untouched, so the change is undone by keeping (or
+rebuilding/reloading) the original. The copy computes the same function up to float rounding (about 1e-6
+relative), has no norm layers any more (its ``state_dict`` keys differ: load checkpoints into the original
+model, then fuse) and is meant for inference only: its parameters are frozen and it stays in eval mode.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers import DeformConv2d, SplitAttention
+from .resnest import Bottleneck, ResNeSt
+
+__all__ = ["fold_norm", "fuse_for_inference", "fusable_pairs"]
+
+
+def _is_foldable_norm(module: nn.Module) -> bool:
+    """Batch norms (any ``_BatchNorm``, and frozen ones such as detectron2's/torchvision's FrozenBatchNorm2d)."""
+    if isinstance(module, _BatchNorm):
+        return module.track_running_stats and module.running_mean is not None
+    return type(module).__name__.startswith("FrozenBatchNorm") and all(
+        hasattr(module, name) for name in ("weight", "bias", "running_mean", "running_var", "eps"))
+
+
+def _conv_norm_pairs(model: ResNeSt) -> Iterator[Tuple[nn.Module, str, nn.Module, str]]:
+    """``(conv parent, conv attribute, norm parent, norm attribute)`` for every conv directly followed by a norm.
+
+    The pairs are where :class:`ResNeSt` applies them in ``forward``; only the norm's eval-mode behaviour
+    matters (DropBlock between ``bn0`` and the ReLU is the identity in eval mode).
+    """
+    stem = model.conv1
+    if isinstance(stem, nn.Sequential) and len(stem) == 7:
+        yield stem, "0", stem, "1"
+        yield stem, "3", stem, "4"
+        yield stem, "6", model, "bn1"
+    for module in model.modules():
+        if isinstance(module, Bottleneck):
+            yield module, "conv1", module, "bn1"
+            yield module, "conv3", module, "bn3"
+            shortcut = module.downsample
+            if isinstance(shortcut, nn.Sequential) and len(shortcut) == 3:
+                yield shortcut, "1", shortcut, "2"
+        elif isinstance(module, SplitAttention):
+            yield module, "conv", module, "bn0"
+            yield module, "fc1", module, "bn1"
+
+
+def fusable_pairs(model: ResNeSt) -> List[Tuple[str, str]]:
+    """Names ``(conv, norm)`` of the pairs :func:`fuse_for_inference` would fold (for reports and tests)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    pairs = []
+    for conv_parent, conv_name, norm_parent, norm_name in _conv_norm_pairs(model):
+        conv, norm = getattr(conv_parent, conv_name), getattr(norm_parent, norm_name)
+        if isinstance(conv, (nn.Conv2d, DeformConv2d)) and _is_foldable_norm(norm):
+            pairs.append((names[id(conv)], names[id(norm)]))
+    return pairs
+
+
+@torch.no_grad()
+def fold_norm(conv: nn.Module, norm: nn.Module) -> None:
+    """Fold the eval-mode batch norm ``norm`` into ``conv`` (an ``nn.Conv2d`` or :class:`DeformConv2d`) in place.
+
+    ``conv`` gets a bias when it had none. Computed in float64, so folding adds no error of its own.
+    """
+    weight = norm.weight.double() if norm.weight is not None else torch.ones_like(norm.running_var, dtype=torch.double)
+    bias = norm.bias.double() if norm.bias is not None else torch.zeros_like(norm.running_mean, dtype=torch.double)
+    scale = weight / torch.sqrt(norm.running_var.double() + norm.eps)
+    shift = bias - norm.running_mean.double() * scale
+    conv_weight = conv.weight
+    fused_weight = conv_weight.double() * scale.view(-1, *([1] * (conv_weight.dim() - 1)))
+    # copy_ keeps the parameter's memory format (channels_last stays channels_last).
+    conv_weight.copy_(fused_weight.to(conv_weight.dtype))
+    conv_bias: Optional[torch.Tensor] = conv.bias
+    new_bias = shift if conv_bias is None else conv_bias.double() * scale + shift
+    if conv_bias is None:
+        conv.bias = nn.Parameter(new_bias.to(conv_weight.dtype), requires_grad=False)
+    else:
+        conv_bias.copy_(new_bias.to(conv_bias.dtype))
+
+
+def fuse_for_inference(model: ResNeSt) -> ResNeSt:
+    """A copy of ``model`` for inference, with every batch norm folded into the convolution before it.
+
+    Args:
+        model: a :class:`ResNeSt` (or an adapter subclass). It is not modified.
+
+    Returns:
+        The fused copy, in eval mode, parameters frozen. Norms that are not batch norms (e.g. GroupNorm)
+        stay as they are. Typically 1.1-1.2x faster on CPU; outputs match ``model.eval()`` to ~1e-6 relative.
+
+    Example:
+        >>> model = create_model("resnest50d", pretrained=True).eval()
+        >>> fast = fuse_for_inference(model)   # model itself is unchanged
+    """
+    if not isinstance(model, ResNeSt):
+        raise TypeError(f"fuse_for_inference expects a ResNeSt model, got {type(model).__name__}; for a "
+                        f"detection/segmentation model pass its backbone (e.g. model.backbone.body)")
+    fused = copy.deepcopy(model).eval()
+    for conv_parent, conv_name, norm_parent, norm_name in list(_conv_norm_pairs(fused)):
+        conv, norm = getattr(conv_parent, conv_name), getattr(norm_parent, norm_name)
+        if isinstance(conv, (nn.Conv2d, DeformConv2d)) and _is_foldable_norm(norm):
+            fold_norm(conv, norm)
+            setattr(norm_parent, norm_name, nn.Identity())
+    for param in fused.parameters():
+        param.requires_grad_(False)
+    # Nothing is left for norm_eval/frozen bookkeeping to do; keep the copy in eval mode whatever train() says.
+    fused.train = _eval_only.__get__(fused)  # type: ignore[method-assign]
+    return fused
+
+
+def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
+    """``train()`` of a fused model: batch norms are gone, so training it would silently drop them."""
+    if mode:
+        raise RuntimeError("a model returned by fuse_for_inference() is for inference only (its batch norms "
+                           "are folded away); train the original model and fuse it again")
+    return nn.Module.train(self, False)
