@@ -23,44 +23,43 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = "resnest14d"
 
 
+def _rename(state: dict, stem: dict, block_key, skip=lambda key: False) -> dict:
+    """Rename stem keys by prefix table and every other key with ``block_key(key)``."""
+    out = {}
+    for key, value in state.items():
+        if skip(key) or key.startswith("fc."):
+            continue
+        prefix = next((old for old in stem if key.startswith(old)), None)
+        out[stem[prefix] + key[len(prefix):] if prefix else block_key(key)] = value
+    return out
+
+
 def to_detectron2_wrapper(state: dict) -> dict:
     """Official keys -> the official detectron2 wrapper's keys (FrozenBN: no num_batches_tracked)."""
     stem = {"conv1.0.": "stem.conv1_1.", "conv1.1.": "stem.conv1_1.norm.", "conv1.3.": "stem.conv1_2.",
             "conv1.4.": "stem.conv1_2.norm.", "conv1.6.": "stem.conv1_3.", "bn1.": "stem.conv1_3.norm."}
-    out = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked") or key.startswith("fc."):
-            continue
-        for old, new in stem.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        else:
-            stage, rest = key.split(".", 1)
-            key = f"res{int(stage[-1]) + 1}." + rest
-            key = (key.replace(".bn1.", ".conv1.norm.").replace(".bn3.", ".conv3.norm.")
-                   .replace(".downsample.1.", ".shortcut.").replace(".downsample.2.", ".shortcut.norm."))
-        out[key] = value
-    return out
+
+    def block_key(key: str) -> str:
+        stage, rest = key.split(".", 1)
+        key = f"res{int(stage[-1]) + 1}." + rest
+        return (key.replace(".bn1.", ".conv1.norm.").replace(".bn3.", ".conv3.norm.")
+                .replace(".downsample.1.", ".shortcut.").replace(".downsample.2.", ".shortcut.norm."))
+
+    return _rename(state, stem, block_key, skip=lambda key: key.endswith("num_batches_tracked"))
 
 
 def to_openmmlab(state: dict, norm_abbr: str = "bn") -> dict:
     """Official keys -> mmseg/mmdet ResNeSt keys inside a full model (``backbone.`` prefix)."""
     stem = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.", "conv1.4.": "stem.4.",
             "conv1.6.": "stem.6.", "bn1.": "stem.7."}
-    out = {}
-    for key, value in state.items():
-        if key.startswith("fc."):
-            continue
-        for old, new in stem.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        else:
-            key = re.sub(r"\.bn([013])\.", rf".{norm_abbr}\1.", key)
-            # OpenMMLab's stride-1 shortcut (res2) has no pooling slot: conv and norm are .0 and .1
-            key = re.sub(r"^layer1\.0\.downsample\.([12])\.", lambda m: f"layer1.0.downsample.{int(m.group(1)) - 1}.", key)
-        out["backbone." + key] = value
+
+    def block_key(key: str) -> str:
+        key = re.sub(r"\.bn([013])\.", rf".{norm_abbr}\1.", key)
+        # OpenMMLab's stride-1 shortcut (res2) has no pooling slot: conv and norm are .0 and .1
+        return re.sub(r"^layer1\.0\.downsample\.([12])\.",
+                      lambda m: f"layer1.0.downsample.{int(m.group(1)) - 1}.", key)
+
+    out = {"backbone." + k: v for k, v in _rename(state, stem, block_key).items()}
     out["decode_head.conv_seg.weight"] = torch.zeros(3, 8, 1, 1)
     return out
 
