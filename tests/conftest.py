@@ -2,7 +2,8 @@
 a line naming which framework suites ran and which were skipped."""
 from __future__ import annotations
 
-import importlib.util
+import functools
+import importlib
 import os
 import sys
 
@@ -12,14 +13,21 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))  # tests/helpers.py
 
 FRAMEWORKS = {
-    "detectron2": ("detectron2", "detectron2 is not installed (it is not on PyPI: build it from its official "
-                                 "source into .venv, see README)"),
-    "mmseg": ("mmseg", "mmsegmentation is not installed (run tools/setup_env.sh)"),
+    "detectron2": ("detectron2.modeling", "detectron2 is not installed or does not import (it is not on PyPI: "
+                                          "build it from its official source into .venv, see README)"),
+    "mmseg": ("mmseg.models", "mmsegmentation/mmcv with ops are not installed or do not import "
+                              "(run tools/setup_env.sh)"),
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    """Whether ``module`` imports (a broken install counts as missing, and the summary says so)."""
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - any import failure means the suite cannot run
+        return False
+    return True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
