@@ -11,7 +11,7 @@ Toy data is generated deterministically under data/ on first use.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -55,13 +55,21 @@ def core_section() -> str:
 SECTIONS = [
     ("torchvision Faster R-CNN on toy COCO", None,
      [sys.executable, "tools/torchvision_train.py", "--iters", "20"]),
-    ("mmseg DeepLabV3 on toy ADE20K", "mmseg",
+    ("mmseg DeepLabV3 on toy ADE20K", "mmseg.models",
      [sys.executable, "tools/mmseg_train.py", "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py",
       "--work-dir", "work_dirs/demo_mmseg"]),
-    ("detectron2 Faster R-CNN on toy COCO", "detectron2",
+    ("detectron2 Faster R-CNN on toy COCO", "detectron2.modeling",
      [sys.executable, "tools/train_net.py", "--config-file", "configs/detectron2/toy/faster_rcnn_toy.yaml",
       "OUTPUT_DIR", "work_dirs/demo_d2"]),
 ]
+
+
+def _imports(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - a broken install is as good as none for the demo
+        return False
+    return True
 
 
 def main() -> None:
@@ -77,8 +85,8 @@ def main() -> None:
         key = title.split()[0]
         if args.only not in (None, key):
             continue
-        if framework and importlib.util.find_spec(framework) is None:
-            print(f"[demo] {title}: skipped ({framework} is not installed)", flush=True)
+        if framework and not _imports(framework):
+            print(f"[demo] {title}: skipped ({framework} is not installed or does not import)", flush=True)
             continue
         print(f"[demo] {title}: {' '.join(command[1:])}", flush=True)
         t0 = time.time()
