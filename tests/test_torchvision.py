@@ -254,3 +254,21 @@ def test_torchvision_weights_enum_is_refused() -> None:
 def test_missing_weights_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises((FileNotFoundError, rb.CheckpointError), match="nope.pth"):
         resnest_fpn_backbone("resnest14d", weights=tmp_path / "nope.pth")
+
+
+# ------------------------------------------------------------------------------------ the training script
+def test_training_script_runs_end_to_end(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("torchvision_train_under_test", REPO / "tools" / "torchvision_train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    weights = tmp_path / "resnest14d.pth"
+    torch.save(rb.create_model("resnest14d", num_classes=1000).state_dict(), weights)
+    common = ["--data-root", str(tmp_path / "toy"), "--num-train", "4", "--num-val", "2", "--image-size", "64",
+              "--batch-size", "2", "--threads", str(torch.get_num_threads())]  # no change to this process
+    script.main(["--iters", "2", "--output", str(tmp_path / "model.pth")] + common)
+    out = capsys.readouterr().out
+    assert "step    2/2" in out and "train: loss" in out and "val: 2 val images" in out
+    state = torch.load(tmp_path / "model.pth")
+    assert "backbone.body.layer4.0.conv2.conv.weight" in state and "backbone.fpn.inner_blocks.0.0.weight" in state
+    script.main(["--iters", "1", "--weights", str(weights)] + common)  # fine-tuning: frozen BN, 3 stages trained
+    assert "val: 2 val images" in capsys.readouterr().out
