@@ -100,6 +100,32 @@ def test_fpn_asking_for_missing_features_says_what_to_do() -> None:
         build_resnest("resnest14d", norm="")
 
 
+@pytest.mark.parametrize("norm", ["BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN"])
+def test_every_detectron2_norm_name_builds_and_trains(norm: str) -> None:
+    cfg = toy_cfg("MODEL.RESNEST.NORM", norm)
+    model = BACKBONE_REGISTRY.get("build_resnest_backbone")(cfg, ShapeSpec(channels=3)).train()
+    expected = {"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm, "FrozenBN": FrozenBatchNorm2d,
+                "GN": nn.GroupNorm, "naiveSyncBN": nn.BatchNorm2d}[norm]
+    assert all(isinstance(m, expected) for m in (model.bn1, model.layer1[0].bn1, model.layer4[0].conv2.bn0))
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(v.mean() for v in out.values()).backward()
+    assert model.layer4[0].conv3.weight.grad is not None
+
+
+def test_config_keys_reach_the_model() -> None:
+    cfg = toy_cfg("MODEL.RESNEST.OUTPUT_STRIDE", "16", "MODEL.RESNEST.DROPBLOCK_PROB", "0.1",
+                  "MODEL.RESNEST.DEFORM_ON_PER_STAGE", "[False, False, False, True]",
+                  "MODEL.RESNEST.DEFORM_NUM_GROUPS", "2", "MODEL.RESNEST.DEFORM_MODULATED", "True")
+    model = BACKBONE_REGISTRY.get("build_resnest_backbone")(cfg, ShapeSpec(channels=3))
+    assert model.output_shape()["res5"].stride == 16
+    dropblock = {name.split(".")[0] for name, m in model.named_modules() if type(m).__name__ == "DropBlock2d"}
+    assert dropblock == {"layer3", "layer4"}
+    offsets = {name.split(".")[0] for name, _ in model.named_parameters() if "conv_offset" in name}
+    assert offsets == {"layer4"}
+    offset = next(p for n, p in model.named_parameters() if "conv_offset" in n and n.endswith("weight"))
+    assert offset.shape[0] == 2 * 3 * 3 * 3  # 2 groups x (x, y, mask) x 3x3 kernel: modulated DCN
+
+
 # ------------------------------------------------------------------------------------------------ freezing
 def _summary(groups: Dict[str, nn.Module]) -> Dict[str, tuple]:
     """Per stage: (all params trainable, no params trainable, number of FrozenBN, number of trainable BN)."""

@@ -11,13 +11,15 @@ detectron2's ``launch``) and trailing overrides (``KEY VALUE`` for yacs, ``key=v
 Without CUDA it runs on the CPU; in a single process "SyncBN" becomes plain "BN" (identical there). Both are
 logged. The model logic lives in :mod:`resnest_backbones.detectron2`.
 """
+import argparse
 import logging
 import os
 import sys
 import weakref
+from typing import Any, Dict, List
 
 import torch
-from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, default_setup,
                                default_writers, hooks, launch)
 from detectron2.engine.defaults import create_ddp_model
@@ -30,7 +32,7 @@ from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config
 logger = logging.getLogger("detectron2")
 
 
-def adapt_to_machine(cfg, device_node, device_key: str) -> list:
+def adapt_to_machine(cfg: Any, device_node: Any, device_key: str) -> List[str]:
     """CPU when there is no CUDA; plain BN instead of SyncBN in a single process. Returns the log lines."""
     notes = []
     if not torch.cuda.is_available() and str(device_node[device_key]).startswith("cuda"):
@@ -43,7 +45,7 @@ def adapt_to_machine(cfg, device_node, device_key: str) -> list:
     return notes
 
 
-def log_notes(notes: list) -> None:
+def log_notes(notes: List[str]) -> None:
     for note in notes:
         logger.info(note)
 
@@ -52,17 +54,17 @@ class Trainer(DefaultTrainer):
     """detectron2's DefaultTrainer with COCO evaluation and the ResNeSt-aware checkpointer."""
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name):
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
         return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
 
-    def build_hooks(self):
+    def build_hooks(self) -> List[hooks.HookBase]:
         # Swap in the checkpointer that loads ImageNet ResNeSt files, before the hooks capture it.
         old = self.checkpointer
         self.checkpointer = ResNeStCheckpointer(old.model, old.save_dir, trainer=weakref.proxy(self))
         return super().build_hooks()
 
 
-def main_yacs(args):
+def main_yacs(args: argparse.Namespace) -> Any:
     cfg = add_resnest_config(get_cfg())
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
@@ -82,13 +84,13 @@ def main_yacs(args):
     return trainer.train()
 
 
-def test_lazy(cfg, model):
+def test_lazy(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
     results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     print_csv_format(results)
     return results
 
 
-def main_lazy(args):
+def main_lazy(args: argparse.Namespace) -> Any:
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     notes = adapt_to_machine(cfg, cfg.train, "device")
     default_setup(cfg, args)
@@ -120,7 +122,7 @@ def main_lazy(args):
     trainer.train(start_iter, cfg.train.max_iter)  # EvalHook also evaluates after the last iteration
 
 
-def main(args):
+def main(args: argparse.Namespace) -> Any:
     return (main_lazy if args.config_file.endswith(".py") else main_yacs)(args)
 
 
