@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (build it from source, see README)")
+pytest.importorskip("detectron2.modeling", exc_type=ImportError,
+                    reason="detectron2 is not installed or does not import (build it from source, see README)")
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
@@ -66,7 +67,8 @@ def test_output_shape_dilated_and_truncated() -> None:
     model = build_resnest("resnest14d", norm="BN", output_stride=16, out_features=["res3", "res5"]).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
-    assert {k: (v.channels, v.stride) for k, v in model.output_shape().items()} == {"res3": (512, 8), "res5": (2048, 16)}
+    shapes = {k: (v.channels, v.stride) for k, v in model.output_shape().items()}
+    assert shapes == {"res3": (512, 8), "res5": (2048, 16)}
     assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {"res3": (512, 8, 8), "res5": (2048, 4, 4)}
     truncated = build_resnest("resnest14d", norm="BN", out_features=["res3"])
     assert isinstance(truncated.layer3, nn.Identity) and isinstance(truncated.layer4, nn.Identity)

@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (build it from source, see README)")
+pytest.importorskip("detectron2.modeling", exc_type=ImportError,
+                    reason="detectron2 is not installed or does not import (build it from source, see README)")
 
 import detectron2.data.transforms as T  # noqa: E402
 from detectron2 import model_zoo  # noqa: E402

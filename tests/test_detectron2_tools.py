@@ -13,7 +13,8 @@ from typing import Dict, List
 
 import pytest
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (build it from source, see README)")
+pytest.importorskip("detectron2.modeling", exc_type=ImportError,
+                    reason="detectron2 is not installed or does not import (build it from source, see README)")
 
 pytestmark = pytest.mark.detectron2
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ import copy
 
 from detectron2 import model_zoo
 
-from ..common.resnest_rcnn_fpn import box_head as _box_head, dataloader, lr_multiplier, model, optimizer, train, without_masks
+from ..common.resnest_rcnn_fpn import box_head as _box_head
+from ..common.resnest_rcnn_fpn import dataloader, lr_multiplier, model, optimizer, train, without_masks
 
 model.roi_heads = model_zoo.get_config("common/models/cascade_rcnn.py").model.roi_heads
 model.roi_heads.box_heads = [copy.deepcopy(_box_head) for _ in range(3)]
