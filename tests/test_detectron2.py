@@ -181,6 +181,13 @@ def test_syncbn_trains_in_one_cpu_process() -> None:
     assert model.backbone.bottom_up.conv1[0].weight.grad is not None
 
 
+def test_add_resnest_config_changes_no_existing_default() -> None:
+    plain, ours = get_cfg(), add_resnest_config(get_cfg())
+    assert set(ours.MODEL) - set(plain.MODEL) == {"RESNEST"}
+    ours.MODEL.pop("RESNEST")
+    assert ours == plain
+
+
 def test_replace_norm_rewrites_every_norm_key() -> None:
     cfg = toy_cfg()
     changed = replace_norm(cfg)
