@@ -32,5 +32,7 @@ setup(
             "onnxscript",  # torch.onnx needs it in recent torch releases
         ],
         "tools": ["fvcore", "tqdm", "matplotlib", "psutil"],
+        # detectron2's own Python dependencies; detectron2 itself must be built from its source (see README).
+        "detectron2": ["fvcore", "pycocotools", "iopath", "omegaconf", "hydra-core", "yacs"],
     },
 )
