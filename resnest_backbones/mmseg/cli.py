@@ -44,6 +44,11 @@ def load_config(args: argparse.Namespace, tool: str) -> Config:
     """Read the config (running its ``custom_imports``), apply the command line, explain single-process SyncBN."""
     if "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
+    # mmengine's checkpoints (the ones --resume and mmseg_test.py read: the user's own training outputs) hold
+    # the message hub's history buffers and numpy values, which torch >= 2.6's default weights_only=True load
+    # refuses. This restores the pre-2.6 default for loads that do not choose; ImageNet backbone weights are
+    # read by resnest_backbones with weights_only=True regardless.
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:

@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Evaluate a trained MMSegmentation model with a ResNeSt backbone (Zhang et al., 2020) through mmengine's Runner.
+
+Same command line as mmseg's ``tools/test.py`` (config, checkpoint, ``--work-dir``, ``--cfg-options``,
+``--launcher``); prints the test metrics (mIoU for the segmentation configs).
+
+    python tools/mmseg_test.py configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py work_dirs/demo_mmseg/iter_200.pth
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
+
+from mmengine.runner import Runner  # noqa: E402
+
+from resnest_backbones.mmseg.cli import add_common_arguments, load_config, print_metrics  # noqa: E402
+
+TOOL = "mmseg_test"
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help="checkpoint of the whole segmentor (e.g. work_dirs/.../iter_160000.pth)")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args, TOOL)
+    cfg.load_from = args.checkpoint
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if runner.rank == 0:
+        print_metrics(TOOL, metrics)
+
+
+if __name__ == "__main__":
+    main()
