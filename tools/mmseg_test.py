@@ -4,7 +4,7 @@
 Same command line as mmseg's ``tools/test.py`` (config, checkpoint, ``--work-dir``, ``--cfg-options``,
 ``--launcher``); prints the test metrics (mIoU for the segmentation configs).
 
-    python tools/mmseg_test.py configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py work_dirs/demo_mmseg/iter_200.pth
+    python tools/mmseg_test.py configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py work_dirs/demo_mmseg/iter_150.pth
 """
 from __future__ import annotations
 

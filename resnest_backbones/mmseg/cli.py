@@ -79,13 +79,19 @@ class MetricsHook(Hook):
         self.iteration = runner.iter
 
 
+def _number(value: Any) -> str:
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def print_metrics(tool: str, metrics: Optional[Dict[str, float]]) -> None:
     """One line per metric; mmseg's ``IoUMetric`` reports percentages."""
     if not metrics:
         print(f"[{tool}] no metrics (the config has no evaluator?)", flush=True)
         return
-    for key, value in metrics.items():
-        print(f"[{tool}] {key}: {value}", flush=True)
+    print(f"[{tool}] metrics: " + ", ".join(f"{key} {_number(value)}" for key, value in metrics.items()), flush=True)
     if "mIoU" in metrics:
         print(f"[{tool}] mIoU = {metrics['mIoU']:.2f} %", flush=True)
 

@@ -1,5 +1,5 @@
 # Toy DeepLabV3 + ResNeSt-14 on the toy ADE20K-layout data (made under data/toy_ade on first use): the
-# ADE20K ResNeSt-50 config shrunk to run on a CPU in about a minute -- same model structure (output stride 8,
+# ADE20K ResNeSt-50 config shrunk to run on 2 CPU cores in a few minutes -- same model structure (output stride 8,
 # ASPP + auxiliary FCN head, SyncBN, which runs as BN in one process), a small variant trained from scratch,
 # narrow heads, 64x64 crops of 128x128 images, five classes, a short schedule.
 #   python tools/mmseg_train.py configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py --work-dir work_dirs/demo_mmseg
