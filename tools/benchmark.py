@@ -322,7 +322,7 @@ def run_benchmark(args: argparse.Namespace) -> Dict[str, Any]:
                                 **_summary(values, case.batch)})
             del runners
         if "memory" in args.modes:
-            for phase in [m for m in args.modes if m != "memory"] or ["train"]:
+            for phase in args.memory_phases:
                 for fmt in args.formats:
                     for impl in impls:
                         if phase == "train" and ("+fused" in impl or "+compile" in impl):
@@ -480,6 +480,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="input cases BATCHxSIZE[:logits|features] (default: 8x224:logits 2x512:features)")
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--memory-phases", nargs="+", choices=["train", "inference"], default=["train"],
+                        help="what the memory measurement runs (default: train)")
     parser.add_argument("--impls", nargs="+", default=None,
                         help="subset of: ours ours+fused timm official (and *+compile with --compile)")
     parser.add_argument("--compile", action="store_true", help="also benchmark torch.compile'd ours and timm")

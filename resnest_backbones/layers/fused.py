@@ -153,7 +153,7 @@ class _BNReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor, _grad_scale: Any, _grad_shift: Any) -> Tuple[Optional[Tensor], ...]:
         x, weight, scale, shift = ctx.saved_tensors
-        grad_y = grad_z * (_recompute(x, scale, shift) > 0)
+        grad_y = grad_z * (torch.addcmul(shift, x, scale) > 0)  # relu(y) > 0 iff y > 0: skip the ReLU pass
         return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 5
 
 

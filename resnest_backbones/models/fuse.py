@@ -2,7 +2,9 @@
 
 In eval mode a batch norm is a fixed per-channel affine map ``y = x * scale + shift``; right after a
 convolution it can be folded into the convolution's weight and bias, which removes one full pass over every
-activation map (batch norm is ~15% of ResNeSt's CPU inference time). :func:`fuse_for_inference` returns a
+activation map (batch norm is ~15% of ResNeSt's CPU inference time). The folded convolutions then run with
+their ReLU (and, at the end of each block, the residual add) fused into one oneDNN kernel on CPU
+(:class:`ConvAct`). :func:`fuse_for_inference` returns a
 fused **copy** and leaves the model it was given untouched, so the change is undone by keeping (or
 rebuilding/reloading) the original. The copy computes the same function up to float rounding (about 1e-6
 relative), has no norm layers any more (its ``state_dict`` keys differ: load checkpoints into the original
@@ -14,13 +16,15 @@ import copy
 from typing import Iterator, List, Optional, Tuple
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import DeformConv2d, SplitAttention
+from ..layers.split_attention import combine_splits
 from .resnest import Bottleneck, ResNeSt
 
-__all__ = ["fold_norm", "fuse_for_inference", "fusable_pairs"]
+__all__ = ["ConvAct", "fold_norm", "fuse_for_inference", "fusable_pairs"]
 
 
 def _is_foldable_norm(module: nn.Module) -> bool:
@@ -87,6 +91,103 @@ def fold_norm(conv: nn.Module, norm: nn.Module) -> None:
         conv_bias.copy_(new_bias.to(conv_bias.dtype))
 
 
+def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
+    """Whether oneDNN's fused convolution kernel can run ``x`` (CPU float, no autograd, not compiling)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return False  # the compiler fuses by itself
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not x.requires_grad and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+class ConvAct(nn.Module):
+    """``relu(conv(x) + bias [+ residual])`` of a folded convolution, as ONE oneDNN kernel on CPU.
+
+    Eager PyTorch runs convolution, bias, residual add and ReLU as separate passes over the activation map
+    (and, with one thread and small batches, 1x1 convolutions on a slower im2col/GEMM path); oneDNN's
+    post-op fusion does them in one. Elsewhere (GPU, autograd, ``torch.compile``) it runs the plain ops.
+
+    Args:
+        conv: the (already folded) ``nn.Conv2d``; its weight and bias are shared, not copied.
+        relu: apply the ReLU.
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
+        super().__init__()
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+            raise ValueError("ConvAct needs a conv with explicit zero padding")
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.stride = [int(v) for v in conv.stride]
+        self.padding = [int(v) for v in conv.padding]
+        self.dilation = [int(v) for v in conv.dilation]
+        self.groups = conv.groups
+        self.relu = relu
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        if _onednn_ok(x, self.weight):
+            op = torch.ops.mkldnn._convolution_pointwise
+            if residual is None:
+                return op(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                          "relu" if self.relu else "none", [], "")
+            return op.binary(x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                             self.groups, "add", None, "relu" if self.relu else None, [], "")
+        out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            out = out + residual
+        return out.relu_() if self.relu else out
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size="
+                f"{tuple(self.weight.shape[2:])}, stride={tuple(self.stride)}, padding={tuple(self.padding)}, "
+                f"dilation={tuple(self.dilation)}, groups={self.groups}, relu={self.relu}")
+
+
+class _FusedSplitAttention(SplitAttention):
+    """Split attention whose ``conv`` is a :class:`ConvAct` with ``bn0`` folded in and the ReLU fused."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        return combine_splits(x, self.mixing_weights(x))
+
+
+class _FusedBottleneck(Bottleneck):
+    """Bottleneck whose norms are folded: ``conv1`` and ``conv2`` carry their ReLU, ``conv3`` the residual
+    add and the final ReLU (DropBlock is the identity in eval mode)."""
+
+    def _residual(self, x: Tensor) -> Tensor:
+        out = self.avd_last(self.conv2(self.avd_first(self.conv1(x))))
+        return self.conv3(out, self.downsample(x))
+
+
+def _is_folded(module: nn.Module) -> bool:
+    return isinstance(module, nn.Identity)
+
+
+def _fuse_activations(model: ResNeSt) -> None:
+    """Swap the folded conv -> (identity) -> ReLU chains for :class:`ConvAct` kernels, where every norm of the
+    chain was folded (a block with, e.g., GroupNorm keeps its plain forward)."""
+    stem = model.conv1
+    if (isinstance(stem, nn.Sequential) and len(stem) == 7 and _is_folded(stem[1]) and _is_folded(stem[4])
+            and _is_folded(model.bn1) and all(type(stem[i]) is nn.Conv2d for i in (0, 3, 6))):
+        model.conv1 = nn.Sequential(ConvAct(stem[0], True), ConvAct(stem[3], True), ConvAct(stem[6], True))
+        model.relu = nn.Identity()  # only the stem uses the network-level ReLU
+    for block in [m for m in model.modules() if type(m) is Bottleneck]:
+        attn = block.conv2
+        if not (type(attn) is SplitAttention and type(attn.conv) is nn.Conv2d and _is_folded(attn.bn0)
+                and _is_folded(block.bn1) and _is_folded(block.bn3)
+                and type(block.conv1) is nn.Conv2d and type(block.conv3) is nn.Conv2d):
+            continue
+        attn.conv = ConvAct(attn.conv, True)
+        attn.__class__ = _FusedSplitAttention
+        block.conv1 = ConvAct(block.conv1, True)
+        block.conv3 = ConvAct(block.conv3, True)
+        shortcut = block.downsample
+        if isinstance(shortcut, nn.Sequential) and len(shortcut) == 3 and type(shortcut[1]) is nn.Conv2d:
+            shortcut[1] = ConvAct(shortcut[1], False)
+        block.__class__ = _FusedBottleneck
+
+
 def fuse_for_inference(model: ResNeSt) -> ResNeSt:
     """A copy of ``model`` for inference, with every batch norm folded into the convolution before it.
 
@@ -110,6 +211,7 @@ def fuse_for_inference(model: ResNeSt) -> ResNeSt:
         if isinstance(conv, (nn.Conv2d, DeformConv2d)) and _is_foldable_norm(norm):
             fold_norm(conv, norm)
             setattr(norm_parent, norm_name, nn.Identity())
+    _fuse_activations(fused)
     for param in fused.parameters():
         param.requires_grad_(False)
     # Nothing is left for norm_eval/frozen bookkeeping to do; keep the copy in eval mode whatever train() says.
