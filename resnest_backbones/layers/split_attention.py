@@ -99,11 +99,18 @@ class SplitAttention(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.fc1 = nn.Conv2d(channels, inter, 1, groups=cardinality)
         self.bn1 = norm_layer(inter)
+        self._bn1_batch_stats = isinstance(self.bn1, nn.modules.batchnorm._BatchNorm)
         self.fc2 = nn.Conv2d(inter, channels * radix, 1, groups=cardinality)
 
     def attention(self, pooled: Tensor) -> Tensor:
         """Mixing weights ``(B, radix, C, 1, 1)`` from the pooled sum of the splits ``(B, C, 1, 1)``."""
         batch = pooled.shape[0]
+        if batch == 1 and self.training and self._bn1_batch_stats and self.bn1.training:
+            raise ValueError(
+                "batch size 1 in training mode: the split-attention norm after global pooling (bn1) would see "
+                "one value per channel. Train with >= 2 images per device, or keep norm statistics frozen "
+                "(norm_eval=True, FrozenBN), or use GroupNorm (norm_layer=lambda c: nn.GroupNorm(32, c); "
+                "detectron2 MODEL.RESNEST.NORM 'GN'; mmseg norm_cfg=dict(type='GN', num_groups=32))")
         logits = self.fc2(self.relu(self.bn1(self.fc1(pooled))))
         if self.radix == 1:
             return torch.sigmoid(logits).view(batch, 1, self.channels, 1, 1)

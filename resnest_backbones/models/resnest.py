@@ -175,6 +175,8 @@ class ResNeSt(nn.Module):
         with_cp: activation checkpointing of every block (less memory, about 1/3 more compute).
     """
 
+    __jit_unused_properties__ = ["out_feature_info"]  # Python-side metadata; TorchScript skips it
+
     def __init__(
         self,
         layers: Sequence[int],
