@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -380,8 +381,10 @@ def best_format_ratios(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def metadata(args: argparse.Namespace, device: torch.device, impls: Sequence[str]) -> Dict[str, Any]:
     versions = {"torch": torch.__version__}
     for name in ("timm", "resnest"):
-        module = _optional(name)
-        versions[name] = getattr(module, "__version__", "installed") if module is not None else None
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -431,44 +434,55 @@ def markdown_table(report: Dict[str, Any]) -> str:
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:
+    """One row per input case, one panel per mode; bars per memory format and implementation, min-max
+    whiskers, and the ratio to timm (same format) above each bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = report["results"]
-    panels = sorted({(r["mode"], r["case"]) for r in results}, key=lambda k: (k[1], k[0]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    cases = list(dict.fromkeys(r["case"] for r in results))
+    modes = [m for m in ("inference", "train", "memory-train", "memory-inference") if any(r["mode"] == m for r in results)]
+    fig, axes = plt.subplots(len(cases), len(modes), figsize=(4.6 * len(modes), 3.8 * len(cases)), squeeze=False)
     impls = report["meta"]["impls"]
     colors = {impl: plt.cm.tab10(i) for i, impl in enumerate(impls)}
-    for ax, (mode, case) in zip(axes[0], panels):
-        entries = [r for r in results if r["mode"] == mode and r["case"] == case]
-        formats = [f for f in FORMATS if any(r["format"] == f for r in entries)]
-        present = [i for i in impls if any(r["impl"] == i for r in entries)]
-        width = 0.8 / max(len(present), 1)
-        for j, impl in enumerate(present):
-            xs, ys, lo, hi = [], [], [], []
-            for k, fmt in enumerate(formats):
-                r = next((r for r in entries if r["impl"] == impl and r["format"] == fmt), None)
-                if r is None:
-                    continue
-                xs.append(k + (j - (len(present) - 1) / 2) * width)
-                if "peak_mib" in r:
-                    ys.append(r["peak_mib"]); lo.append(0); hi.append(0)  # noqa: E702
-                else:
-                    ys.append(r["images_per_s"])
-                    lo.append(r["images_per_s"] - r["images_per_s_min"])
-                    hi.append(r["images_per_s_max"] - r["images_per_s"])
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, color=colors[impl], label=impl)
-        ax.set_xticks(range(len(formats)), [f.replace("_", " ") for f in formats])
-        ax.set_title(f"{mode}\n{case}", fontsize=10)
-        ax.set_ylabel("peak MiB (lower is better)" if mode.startswith("memory") else "images/s (higher is better)")
-    axes[0][0].legend(fontsize=8)
+    for row, case in enumerate(cases):
+        for col, mode in enumerate(modes):
+            ax = axes[row][col]
+            entries = [r for r in results if r["mode"] == mode and r["case"] == case]
+            formats = [f for f in FORMATS if any(r["format"] == f for r in entries)]
+            present = [i for i in impls if any(r["impl"] == i for r in entries)]
+            width = 0.8 / max(len(present), 1)
+            for j, impl in enumerate(present):
+                for k, fmt in enumerate(formats):
+                    r = next((r for r in entries if r["impl"] == impl and r["format"] == fmt), None)
+                    if r is None:
+                        continue
+                    xpos = k + (j - (len(present) - 1) / 2) * width
+                    if "peak_mib" in r:
+                        value, err = r["peak_mib"], None
+                    else:
+                        value = r["images_per_s"]
+                        err = [[value - r["images_per_s_min"]], [r["images_per_s_max"] - value]]
+                    ax.bar(xpos, value, width, yerr=err, capsize=2, color=colors[impl],
+                           label=impl if k == 0 else None)
+                    if "ratio_vs_timm" in r:
+                        top = value if err is None else value + err[1][0]
+                        ax.text(xpos, top, f"{r['ratio_vs_timm']:.2f}x", ha="center", va="bottom", fontsize=7,
+                                rotation=90)
+            ax.set_xticks(range(len(formats)), [f.replace("_", " ") for f in formats])
+            ax.set_title(f"{mode}, {case}", fontsize=10)
+            ax.set_ylabel("peak MiB (lower is better)" if mode.startswith("memory") else "images/s (higher is better)")
+            ax.margins(y=0.2)
+            if col == 0:
+                ax.legend(fontsize=7, loc="lower left")
     meta = report["meta"]
-    fig.suptitle(f"{meta['variant']} on {meta['device_name']} ({meta['threads']} threads), median of "
-                 f"{meta['repeats']} interleaved runs, bars = min–max", fontsize=10)
+    fig.suptitle(f"{meta['variant']} on {meta['device_name']} ({meta['threads']} threads): median of "
+                 f"{meta['repeats']} interleaved runs, whiskers min-max, labels = ratio to timm (same format)",
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -492,6 +506,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
     parser.add_argument("--out", type=Path, default=None,
                         help="write OUT.json and OUT.png (default: benchmarks/<variant>_<device>)")
+    parser.add_argument("--replot", type=Path, default=None,
+                        help="redraw table and plot from a JSON this tool wrote, without benchmarking")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant not in rb.list_variants():
@@ -507,6 +523,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     if args.memory_worker:
         print(json.dumps(memory_worker(json.loads(args.memory_worker))))
+        return
+    if args.replot is not None:
+        report = json.loads(args.replot.read_text())
+        print(format_table(report))
+        plot(report, args.replot.with_suffix(".png"))
+        print(f"wrote {args.replot.with_suffix('.png')}")
         return
     report = run_benchmark(args)
     print(format_table(report))

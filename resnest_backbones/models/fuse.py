@@ -96,16 +96,21 @@ def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling():
         return False  # the compiler fuses by itself
+    # Only for channels_last input: with NCHW input oneDNN reorders the activations on every call, which
+    # measured slower than the plain ops.
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not x.requires_grad and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+            and not x.requires_grad and x.is_contiguous(memory_format=torch.channels_last)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
 class ConvAct(nn.Module):
-    """``relu(conv(x) + bias [+ residual])`` of a folded convolution, as ONE oneDNN kernel on CPU.
+    """``relu(conv(x) + bias [+ residual])`` of a folded convolution, as ONE oneDNN kernel on CPU
+    (channels_last input).
 
     Eager PyTorch runs convolution, bias, residual add and ReLU as separate passes over the activation map
     (and, with one thread and small batches, 1x1 convolutions on a slower im2col/GEMM path); oneDNN's
-    post-op fusion does them in one. Elsewhere (GPU, autograd, ``torch.compile``) it runs the plain ops.
+    post-op fusion does them in one. Elsewhere (NCHW input, GPU, autograd, ``torch.compile``) it runs the
+    plain ops.
 
     Args:
         conv: the (already folded) ``nn.Conv2d``; its weight and bias are shared, not copied.
