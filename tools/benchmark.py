@@ -26,7 +26,6 @@ Example (the figures in the README)::
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import importlib.metadata
 import json
@@ -38,7 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
