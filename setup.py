@@ -31,7 +31,7 @@ setup(
             "onnxruntime",
             "onnxscript",  # torch.onnx needs it in recent torch releases
         ],
-        "tools": ["fvcore", "tqdm", "matplotlib", "psutil"],
+        "tools": ["fvcore", "tqdm", "matplotlib"],
         # detectron2's own Python dependencies; detectron2 itself must be built from its source (see README).
         "detectron2": ["fvcore", "pycocotools", "iopath", "omegaconf", "hydra-core", "yacs"],
     },
