@@ -281,3 +281,9 @@ def test_toy_dataset_is_registered() -> None:
     dicts = DatasetCatalog.get("toy_coco_train")
     assert len(dicts) == 4 and all(d["annotations"] for d in dicts)
     assert {a["category_id"] for d in dicts for a in d["annotations"]} <= {0, 1, 2}
+
+
+def test_unknown_resnest_config_key_is_refused() -> None:
+    cfg = add_resnest_config(get_cfg())
+    with pytest.raises((KeyError, AssertionError), match="Non-existent key: MODEL.RESNEST.NAMEX"):
+        cfg.merge_from_list(["MODEL.RESNEST.NAMEX", "resnest50d"])

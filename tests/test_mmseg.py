@@ -260,3 +260,9 @@ def test_parity_with_mmseg_resnest(tmp_path: Path, os_: int) -> None:
         official.load_state_dict(ours.state_dict())
         with torch.no_grad():
             assert max_rel_diff(official.eval()(x)[2], expected[2]) > 1e-3
+
+
+def test_misspelled_config_key_names_the_fix() -> None:
+    cfg = dict(type="resnest_backbones.ResNeSt", variant="resnest14d", out_indicez=(0, 1))
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) 'out_indicez' \(did you mean 'out_indices'\?\)"):
+        ROOT_MODELS.build(cfg)

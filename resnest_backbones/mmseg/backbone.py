@@ -10,7 +10,9 @@ stem, k stem + stages 1..k) -> the core's ``freeze_at = frozen_stages + 1``, ``n
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
+import inspect
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,6 +39,18 @@ _DCN_TYPES = {"DCN": False, "DCNv2": True}  # mmcv's names -> core's ``deform_mo
 
 def _norm(norm_cfg: ConfigDict, channels: int) -> nn.Module:
     return build_norm_layer(norm_cfg, channels)[1]
+
+
+def _check_known(overrides: Dict[str, Any]) -> None:
+    """Name unknown arguments (typos in a config) with the closest valid spelling, instead of a bare TypeError."""
+    valid = (set(inspect.signature(ResNeSt.__init__).parameters)
+             | set(inspect.signature(CoreResNeSt.__init__).parameters)) - {"self", "layers", "overrides", *_FOREIGN_ARGS}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, sorted(valid), n=1) for k in unknown}
+        described = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise TypeError(f"resnest_backbones.ResNeSt got unknown argument(s) {described}; fix model.backbone in "
+                        f"the config. Valid arguments: {', '.join(sorted(valid))}")
 
 
 @MODELS.register_module(name="ResNeSt")
@@ -102,6 +116,7 @@ class ResNeSt(CoreResNeSt, BaseModule):
             raise TypeError(f"resnest_backbones.ResNeSt got {foreign}, arguments of mmseg's/mmdet's own ResNeSt or "
                             f"of the core: choose the network with variant=... (e.g. 'resnest101e'), freeze with "
                             f"frozen_stages, and add _delete_=True to a backbone dict that replaces another one")
+        _check_known(overrides)
         out_indices = tuple(out_indices)
         if not out_indices or len(set(out_indices)) != len(out_indices) or not set(out_indices) <= {0, 1, 2, 3}:
             raise ValueError(f"out_indices must be distinct stage indices among 0..3, got {list(out_indices)}")
