@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,51 +16,10 @@ import torch
 from torch import nn
 
 import resnest_backbones as rb
-from helpers import randomize_norms
+from helpers import randomize_norms, to_detectron2_wrapper, to_openmmlab
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "resnest14d"
-
-
-def _rename(state: dict, stem: dict, block_key, skip=lambda key: False) -> dict:
-    """Rename stem keys by prefix table and every other key with ``block_key(key)``."""
-    out = {}
-    for key, value in state.items():
-        if skip(key) or key.startswith("fc."):
-            continue
-        prefix = next((old for old in stem if key.startswith(old)), None)
-        out[stem[prefix] + key[len(prefix):] if prefix else block_key(key)] = value
-    return out
-
-
-def to_detectron2_wrapper(state: dict) -> dict:
-    """Official keys -> the official detectron2 wrapper's keys (FrozenBN: no num_batches_tracked)."""
-    stem = {"conv1.0.": "stem.conv1_1.", "conv1.1.": "stem.conv1_1.norm.", "conv1.3.": "stem.conv1_2.",
-            "conv1.4.": "stem.conv1_2.norm.", "conv1.6.": "stem.conv1_3.", "bn1.": "stem.conv1_3.norm."}
-
-    def block_key(key: str) -> str:
-        stage, rest = key.split(".", 1)
-        key = f"res{int(stage[-1]) + 1}." + rest
-        return (key.replace(".bn1.", ".conv1.norm.").replace(".bn3.", ".conv3.norm.")
-                .replace(".downsample.1.", ".shortcut.").replace(".downsample.2.", ".shortcut.norm."))
-
-    return _rename(state, stem, block_key, skip=lambda key: key.endswith("num_batches_tracked"))
-
-
-def to_openmmlab(state: dict, norm_abbr: str = "bn") -> dict:
-    """Official keys -> mmseg/mmdet ResNeSt keys inside a full model (``backbone.`` prefix)."""
-    stem = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.", "conv1.4.": "stem.4.",
-            "conv1.6.": "stem.6.", "bn1.": "stem.7."}
-
-    def block_key(key: str) -> str:
-        key = re.sub(r"\.bn([013])\.", rf".{norm_abbr}\1.", key)
-        # OpenMMLab's stride-1 shortcut (res2) has no pooling slot: conv and norm are .0 and .1
-        return re.sub(r"^layer1\.0\.downsample\.([12])\.",
-                      lambda m: f"layer1.0.downsample.{int(m.group(1)) - 1}.", key)
-
-    out = {"backbone." + k: v for k, v in _rename(state, stem, block_key).items()}
-    out["decode_head.conv_seg.weight"] = torch.zeros(3, 8, 1, 1)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +47,7 @@ def test_official_file_round_trip(tmp_path, reference) -> None:
 def test_detectron2_wrapper_format(tmp_path, reference, wrap: str) -> None:
     model, x = reference
     state = to_detectron2_wrapper(model.state_dict())
+    assert {"res2.0.conv1.norm.weight", "res2.0.conv2.bn1.weight", "res2.0.shortcut.norm.weight"} <= set(state)
     if wrap == "full_model":
         state = {"model": {**{"backbone.bottom_up." + k: v for k, v in state.items()},
                            "roi_heads.box_predictor.cls_score.weight": torch.zeros(2, 2)}}

@@ -25,7 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.detectron2 import (  # noqa: E402
     ResNeStBackbone, ResNeStCheckpointer, add_resnest_config, build_resnest, register_toy_coco, replace_norm)
-from helpers import randomize_norms  # noqa: E402
+from helpers import randomize_norms, to_detectron2_wrapper  # noqa: E402
 
 pytestmark = pytest.mark.detectron2
 TOY = "configs/detectron2/toy/faster_rcnn_toy.yaml"
@@ -197,27 +197,6 @@ def test_replace_norm_rewrites_every_norm_key() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ weights
-_D2_NAMES = [  # official key -> official detectron2 wrapper key (written here independently of the core)
-    (r"^conv1\.0\.", "stem.conv1_1."), (r"^conv1\.1\.", "stem.conv1_1.norm."),
-    (r"^conv1\.3\.", "stem.conv1_2."), (r"^conv1\.4\.", "stem.conv1_2.norm."),
-    (r"^conv1\.6\.", "stem.conv1_3."), (r"^bn1\.", "stem.conv1_3.norm."),
-    (r"\.bn1\.", ".conv1.norm."), (r"\.bn3\.", ".conv3.norm."),
-    (r"\.downsample\.1\.", ".shortcut."), (r"\.downsample\.2\.", ".shortcut.norm."),
-]
-
-
-def to_d2_wrapper(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
-            continue  # the wrapper has no head, and its FrozenBN no counter
-        key = re.sub(r"^layer(\d)\.", lambda m: f"res{int(m.group(1)) + 1}.", key)
-        for pattern, new in _D2_NAMES:
-            key = re.sub(pattern, new, key)
-        out["backbone.bottom_up." + key] = value
-    return out
-
-
 @pytest.fixture(scope="module")
 def imagenet_files(tmp_path_factory: pytest.TempPathFactory):
     """An 'ImageNet' resnest14d (random weights, random norm statistics) in both published formats."""
@@ -225,7 +204,7 @@ def imagenet_files(tmp_path_factory: pytest.TempPathFactory):
     source = randomize_norms(rb.create_model("resnest14d", num_classes=10)).eval()
     root = tmp_path_factory.mktemp("ckpt")
     torch.save(source.state_dict(), root / "resnest14d_official.pth")
-    torch.save({"model": to_d2_wrapper(source.state_dict())}, root / "resnest14d_detectron.pth")
+    torch.save({"model": {"backbone.bottom_up." + k: v for k, v in to_detectron2_wrapper(source.state_dict()).items()}}, root / "resnest14d_detectron.pth")
     return source, root / "resnest14d_official.pth", root / "resnest14d_detectron.pth"
 
 

@@ -5,7 +5,6 @@ Parity reference: mmseg's own ``ResNeSt`` (random init, norms randomised), conve
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Dict
 
@@ -18,7 +17,7 @@ pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/
 pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
 
 import resnest_backbones as rb  # noqa: E402
-from helpers import max_rel_diff, randomize_norms  # noqa: E402
+from helpers import max_rel_diff, randomize_norms, to_openmmlab  # noqa: E402
 from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.registry import MODELS as ROOT_MODELS  # noqa: E402
 from mmseg.registry import MODELS as SEG_MODELS  # noqa: E402
@@ -153,25 +152,6 @@ def _official_state(name: str) -> Dict[str, torch.Tensor]:
     return randomize_norms(rb.create_model(name, num_classes=10)).state_dict()
 
 
-def _to_openmmlab(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Official keys -> mmseg/mmdet keys, written out here independently of the core's converter."""
-    stem = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.", "conv1.4.": "stem.4.",
-            "conv1.6.": "stem.6.", "bn1.": "stem.7."}
-    out = {}
-    for key, value in state.items():
-        if key.startswith("fc."):
-            continue  # mmseg/mmdet backbones have no classifier
-        for old, new in stem.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        # mmseg's ResLayer puts no pooling layer in a stride-1 shortcut, so the conv/norm sit at 0/1 (layer1)
-        key = re.sub(r"^layer1\.0\.downsample\.1\.", "layer1.0.downsample.0.", key)
-        key = re.sub(r"^layer1\.0\.downsample\.2\.", "layer1.0.downsample.1.", key)
-        out["backbone." + key] = value
-    out["decode_head.conv_seg.weight"] = torch.zeros(5, 64, 1, 1)  # a full segmentor checkpoint
-    return out
-
-
 def _assert_loaded(model: nn.Module, expected: Dict[str, torch.Tensor]) -> None:
     state = model.state_dict()
     keys = [k for k in expected if not k.startswith("fc.")]
@@ -184,7 +164,7 @@ def _assert_loaded(model: nn.Module, expected: Dict[str, torch.Tensor]) -> None:
 def test_pretrained_init_cfg_loads_strictly(tmp_path: Path, fmt: str, caplog: pytest.LogCaptureFixture) -> None:
     state = _official_state("resnest14d")
     path = tmp_path / f"{fmt}.pth"
-    torch.save(state if fmt == "official" else {"state_dict": _to_openmmlab(state), "meta": {}}, path)
+    torch.save(state if fmt == "official" else {"state_dict": to_openmmlab(state), "meta": {}}, path)
     model = SEG_MODELS.build(dict(type="resnest_backbones.ResNeSt", variant="resnest14d",
                                   init_cfg=dict(type="Pretrained", checkpoint=str(path))))
     with caplog.at_level(logging.INFO):
