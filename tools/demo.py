@@ -31,7 +31,7 @@ def core_section() -> str:
     for name in rb.list_variants():
         rb.create_model(name, out_features=["res2"])  # builds the stem and res2 only: fast
     model = rb.create_model("resnest50d", num_classes=1000).eval()
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = rb.models.count_parameters(model) / 1e6
     x = torch.randn(1, 3, 224, 224)
     lines = [f"{len(rb.list_variants())} variants build; resnest50d: {params:.2f} M parameters"]
     for output_stride in (32, 16, 8):

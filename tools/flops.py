@@ -45,7 +45,7 @@ def count(name: str, size: int) -> Tuple[float, float, List[str]]:
     from fvcore.nn import FlopCountAnalysis
 
     model = rb.create_model(name, num_classes=1000).eval()
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = rb.models.count_parameters(model) / 1e6
     with torch.no_grad():
         analysis = FlopCountAnalysis(model, torch.zeros(1, 3, size, size))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
