@@ -1,7 +1,14 @@
 """Shared test helpers (imported by the test modules; no fixtures with side effects)."""
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping
 
 import torch
 from torch import nn
@@ -80,3 +87,33 @@ def to_openmmlab(state: dict, norm_abbr: str = "bn") -> dict:
     out = {"backbone." + k: v for k, v in _rename(state, _MMLAB_STEM, block_key).items()}
     out["decode_head.conv_seg.weight"] = torch.zeros(3, 8, 1, 1)
     return out
+
+
+def kill_when(command: List[str], ready: Callable[[], bool], *, cwd: Path, env: Mapping[str, str], log: Path,
+              timeout: float) -> str:
+    """Run ``command`` (output to ``log``) and SIGKILL it, with all its children, as soon as ``ready()`` holds.
+
+    Fails if the command ends by itself first (the kill would then test nothing) or ``ready`` never holds
+    within ``timeout`` seconds. Returns the output written before the kill.
+    """
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group: the kill reaches data workers
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"ended by itself (exit {proc.returncode}) before the kill:\n" + \
+                log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the kill condition never held:\n" + log.read_text()[-3000:]
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not killed:\n" + log.read_text()[-3000:]
+    return log.read_text()
+
+
+def file_digests(paths: List[Path]) -> Dict[Path, str]:
+    """sha256 of each file, to show files written before a kill are still there, unchanged."""
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}

@@ -1,8 +1,10 @@
 """tools/train_net.py end to end on the toy COCO data (ResNeSt, Zhang et al., 2020, as a detectron2 backbone):
-a few iterations plus COCO evaluation, evaluation-only resume of the result, and (``slow``) training the toy
-Faster R-CNN to box AP50 >= 0.5 on a CPU within 15 minutes. Skipped, visibly, without detectron2."""
+a few iterations plus COCO evaluation, evaluation-only resume of the result, and (``slow``) two CPU processes
+(gloo, SyncBN), resuming after a SIGKILL, and training the toy Faster R-CNN to box AP50 >= 0.5 on a CPU within
+15 minutes. Skipped, visibly, without detectron2."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import torch
+from helpers import file_digests, kill_when
 
 pytest.importorskip("detectron2.modeling", exc_type=ImportError,
                     reason="detectron2 is not installed or does not import (build it from source, see README)")
@@ -21,12 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "configs" / "detectron2" / "toy"
 
 
-def run_train_net(args: List[str], data_root: Path, timeout: int) -> str:
-    env = dict(os.environ, RESNEST_TOY_COCO=str(data_root), CUDA_VISIBLE_DEVICES="")
+def tool_env(data_root: Path) -> Dict[str, str]:
+    env = dict(os.environ, RESNEST_TOY_COCO=str(data_root), CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
     # One thread: on a shared 2-core machine, OpenMP barriers over oversubscribed cores made 2 threads 3-10x slower.
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+TRAIN_NET = [sys.executable, str(REPO / "tools" / "train_net.py")]
+
+
+def run_train_net(args: List[str], data_root: Path, timeout: int) -> str:
+    proc = subprocess.run([*TRAIN_NET, *args], cwd=REPO, env=tool_env(data_root), capture_output=True, text=True,
+                          timeout=timeout)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     return log
@@ -79,6 +90,54 @@ def test_train_net_lazy_config_eval_only_runs(tmp_path: Path, data_root: Path) -
     assert "CUDA is not available: device set to 'cpu'" in log
     assert "SyncBN -> BN" in log
     assert "bbox" in coco_results(log)
+
+
+def iterations(out: Path) -> List[int]:
+    """The iterations detectron2's JSON writer logged to metrics.json (appended to by every run)."""
+    lines = (out / "metrics.json").read_text().splitlines()
+    return [json.loads(line)["iteration"] for line in lines if '"total_loss"' in line]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path, data_root: Path) -> None:
+    """--num-gpus 2 without CUDA: 2 CPU processes under gloo, the config's SyncBN as the project's CPU
+    SyncBatchNorm; the distributed COCO evaluation equals a one-process evaluation of the saved model."""
+    out = tmp_path / "out"
+    toy = ["--config-file", str(TOY / "faster_rcnn_toy.yaml")]
+    log = run_train_net([*toy, "--num-gpus", "2", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "6",
+                         "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.PRECISE_BN.NUM_ITER", "2"], data_root, timeout=900)
+    layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones\.layers\.SyncBatchNorm", log)
+    assert layers and int(layers.group(1)) > 0, log[-3000:]
+    assert "SyncBN -> BN" not in log
+    assert torch.load(out / "model_0000002.pth", map_location="cpu", weights_only=False)["iteration"] == 2
+    assert iterations(out)[-1] == 5 and (out / "model_final.pth").is_file()
+    distributed = coco_results(log)["bbox"]
+    log = run_train_net([*toy, "--eval-only", "OUTPUT_DIR", str(tmp_path / "eval"), "MODEL.WEIGHTS",
+                         str(out / "model_final.pth")], data_root, timeout=600)
+    assert coco_results(log)["bbox"] == pytest.approx(distributed, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path, data_root: Path) -> None:
+    """Killed (SIGKILL) after its checkpoint at iteration 30, the run resumes there with --resume and ends at
+    MAX_ITER; checkpoints and metrics written before the kill are all still there, unchanged. (detectron2's
+    DefaultTrainer writes metrics every 20 iterations.)"""
+    out = tmp_path / "out"
+    args = ["--config-file", str(TOY / "faster_rcnn_toy.yaml"), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "50",
+            "SOLVER.CHECKPOINT_PERIOD", "10", "TEST.PRECISE_BN.NUM_ITER", "2"]
+    last = out / "last_checkpoint"
+    kill_when([*TRAIN_NET, *args], lambda: last.is_file() and last.read_text().strip() == "model_0000029.pth",
+              cwd=REPO, env=tool_env(data_root), log=tmp_path / "killed.log", timeout=600)
+    assert not (out / "model_final.pth").exists()
+    logged = iterations(out)
+    assert logged == [19]
+    before = file_digests([out / f"model_{i:07d}.pth" for i in (9, 19, 29)])
+    log = run_train_net(["--resume", *args], data_root, timeout=600)
+    assert "Starting training from iteration 30" in log, log[-3000:]
+    assert iterations(out) == [19, 39, 49]  # appended to what the killed run wrote, up to MAX_ITER
+    assert torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["iteration"] == 49
+    assert file_digests(list(before)) == before
+    assert "AP50" in coco_results(log)["bbox"]
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """SyncBatchNorm on CPU under a real 2-process gloo group equals BatchNorm over the combined batch.
 
-Two processes each normalise their own half of a batch (different sizes, to exercise the counts); the output
-slices, the input gradients, the summed weight gradients and the running statistics must equal a plain
-BatchNorm2d that sees the whole batch in one process.
+Two processes each normalise their own half of a batch (different sizes, to exercise the counts), with the
+layer inside DistributedDataParallel as the frameworks' trainers run it (DDP refuses CPU models holding a
+``torch.nn.SyncBatchNorm``); the output slices, the input gradients, the weight gradients and the running
+statistics must equal a plain BatchNorm2d that sees the whole batch in one process.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from resnest_backbones.layers.sync_batchnorm import SyncBatchNorm
 
@@ -42,11 +44,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         lo = sum(SIZES[:rank])
         x = x[lo:lo + SIZES[rank]].clone().requires_grad_(True)
         bn = SyncBatchNorm.convert_sync_batchnorm(_reference_bn()).train()
+        ddp = DistributedDataParallel(bn, broadcast_buffers=False)
         for _ in range(2):  # two steps: running statistics accumulate
-            out = bn(x)
+            out = ddp(x)
         (out * upstream[lo:lo + SIZES[rank]]).sum().backward()
-        grads = torch.cat([bn.weight.grad, bn.bias.grad])
-        dist.all_reduce(grads)  # what DDP's gradient sum does
+        grads = torch.cat([bn.weight.grad, bn.bias.grad]) * 2  # DDP averages; the one-process loss is the sum
         torch.save({"out": out.detach(), "x_grad": x.grad, "param_grad": grads,
                     "running_mean": bn.running_mean, "running_var": bn.running_var},
                    os.path.join(out_dir, f"rank{rank}.pt"))
@@ -75,6 +77,16 @@ def test_two_process_cpu_sync_bn_equals_combined_batch(tmp_path) -> None:
 def test_single_process_is_plain_batch_norm() -> None:
     x, _ = _data()
     ref, sync = _reference_bn().train(), SyncBatchNorm.convert_sync_batchnorm(_reference_bn()).train()
-    assert isinstance(sync, nn.SyncBatchNorm)
+    assert not isinstance(sync, nn.SyncBatchNorm)  # DDP would refuse it on CPU
     torch.testing.assert_close(sync(x), ref(x))
     torch.testing.assert_close(sync.running_var, ref.running_var)
+
+
+def test_convert_only_torch_sync_bn_sharing_tensors() -> None:
+    """What the tools do for CPU processes: the config's SyncBN layers are swapped, plain BN layers are not, and
+    the new layers use the very same parameters and statistics (an optimiser built before stays valid)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4), nn.BatchNorm2d(4)).eval()
+    weight, running_mean = model[1].weight, model[1].running_mean
+    SyncBatchNorm.convert_sync_batchnorm(model, source=nn.SyncBatchNorm)
+    assert type(model[1]) is SyncBatchNorm and type(model[2]) is nn.BatchNorm2d
+    assert model[1].weight is weight and model[1].running_mean is running_mean and not model[1].training

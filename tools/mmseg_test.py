@@ -15,9 +15,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from mmengine.runner import Runner  # noqa: E402
-
-from resnest_backbones.mmseg.cli import add_common_arguments, load_config, print_metrics  # noqa: E402
+from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics  # noqa: E402
 
 TOOL = "mmseg_test"
 
@@ -31,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     cfg = load_config(args, TOOL)
     cfg.load_from = args.checkpoint
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, TOOL)
     metrics = runner.test()
     if runner.rank == 0:
         print_metrics(TOOL, metrics)

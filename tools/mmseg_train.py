@@ -16,10 +16,8 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from mmengine.runner import Runner  # noqa: E402
-
 from resnest_backbones.mmseg.cli import (  # noqa: E402
-    MetricsHook, add_common_arguments, load_config, print_metrics, require_cuda_for_amp)
+    MetricsHook, add_common_arguments, build_runner, load_config, print_metrics, require_cuda_for_amp)
 
 TOOL = "mmseg_train"
 
@@ -39,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg.optim_wrapper.loss_scale = "dynamic"
     cfg.resume = args.resume or cfg.get("resume", False)
 
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, TOOL)
     hook = MetricsHook()
     runner.register_hook(hook)
     runner.train()

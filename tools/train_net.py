@@ -8,8 +8,12 @@ detectron2's ``launch``) and trailing overrides (``KEY VALUE`` for yacs, ``key=v
     python tools/train_net.py --config-file configs/detectron2/COCO-Detection/faster_rcnn_S50_FPN_1x.yaml --num-gpus 8
     python tools/train_net.py --config-file configs/detectron2/toy/faster_rcnn_toy.yaml OUTPUT_DIR work_dirs/toy
 
-Without CUDA it runs on the CPU; in a single process "SyncBN" becomes plain "BN" (identical there). Both are
-logged. The model logic lives in :mod:`resnest_backbones.detectron2`.
+Without CUDA it runs on the CPU, and ``--num-gpus N`` starts N CPU processes (gloo) whose "SyncBN" layers run
+as :class:`resnest_backbones.layers.SyncBatchNorm` (torch's refuses CPU tensors); in a single process "SyncBN"
+becomes plain "BN" (identical there). All of this is logged. The model logic lives in
+:mod:`resnest_backbones.detectron2`::
+
+    python tools/train_net.py --config-file configs/detectron2/toy/faster_rcnn_toy.yaml --num-gpus 2   # 2 CPU processes
 """
 import argparse
 import logging
@@ -18,6 +22,7 @@ import sys
 import weakref
 from typing import Any, Dict, List
 
+import detectron2.engine.defaults
 import torch
 from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, default_setup,
@@ -28,6 +33,7 @@ from detectron2.utils import comm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, replace_norm
+from resnest_backbones.layers import SyncBatchNorm
 
 logger = logging.getLogger("detectron2")
 
@@ -45,13 +51,39 @@ def adapt_to_machine(cfg: Any, device_node: Any, device_key: str) -> List[str]:
     return notes
 
 
+def cpu_processes() -> bool:
+    return comm.get_world_size() > 1 and not torch.cuda.is_available()
+
+
+def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
+    """In CPU processes, torch's SyncBatchNorm layers (which refuse CPU tensors) become the project's."""
+    if cpu_processes():
+        SyncBatchNorm.convert_sync_batchnorm(model, source=torch.nn.SyncBatchNorm)
+        count = sum(isinstance(module, SyncBatchNorm) for module in model.modules())
+        logger.info(f"{comm.get_world_size()} CPU processes: {count} SyncBN layers run as "
+                    f"resnest_backbones.layers.SyncBatchNorm (statistics all-reduced over gloo)")
+    return model
+
+
+def create_ddp_model_on_any_device(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+    """detectron2's ``create_ddp_model`` gives DDP the local GPU as ``device_ids``, which DDP refuses for a CPU
+    model; CPU models get ``device_ids=None``."""
+    if cpu_processes():
+        kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **kwargs)
+
+
 def log_notes(notes: List[str]) -> None:
     for note in notes:
         logger.info(note)
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with COCO evaluation and the ResNeSt-aware checkpointer."""
+    """detectron2's DefaultTrainer with COCO evaluation, the ResNeSt-aware checkpointer and CPU processes."""
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
+        return prepare_model(super().build_model(cfg))
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
@@ -95,14 +127,14 @@ def main_lazy(args: argparse.Namespace) -> Any:
     notes = adapt_to_machine(cfg, cfg.train, "device")
     default_setup(cfg, args)
     log_notes(notes)
-    model = instantiate(cfg.model).to(cfg.train.device)
+    model = prepare_model(instantiate(cfg.model).to(cfg.train.device))
     if args.eval_only:
         ResNeStCheckpointer(model).load(cfg.train.init_checkpoint)
-        return test_lazy(cfg, create_ddp_model(model))
+        return test_lazy(cfg, create_ddp_model_on_any_device(model))
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = create_ddp_model_on_any_device(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = ResNeStCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     precise_bn = cfg.train.get("precise_bn", {})
@@ -123,6 +155,8 @@ def main_lazy(args: argparse.Namespace) -> Any:
 
 
 def main(args: argparse.Namespace) -> Any:
+    # DefaultTrainer wraps its model with the module-level name; point it at the CPU-aware version.
+    detectron2.engine.defaults.create_ddp_model = create_ddp_model_on_any_device
     return (main_lazy if args.config_file.endswith(".py") else main_yacs)(args)
 
 

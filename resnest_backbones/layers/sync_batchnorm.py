@@ -1,15 +1,17 @@
 """Synchronised batch norm that also works for CPU tensors under a gloo process group.
 
 Every official ResNeSt transfer recipe (REFERENCE.md sections 2 and 3) uses SyncBN. ``torch.nn.SyncBatchNorm``
-refuses CPU tensors when a process group is active (``SyncBatchNorm expected input tensor to be on GPU``), so
-distributed CPU runs (tests, small machines) could not use the recipes' norm. :class:`SyncBatchNorm` is a
-drop-in subclass: CUDA tensors and single-process runs take torch's own path; CPU tensors in a multi-process
-group are normalised with statistics all-reduced over the group through autograd-aware collectives, so the
-forward, the running statistics and the gradients equal plain batch norm over the combined batch.
+refuses CPU tensors when a process group is active (``SyncBatchNorm expected input tensor to be on GPU``), and
+``DistributedDataParallel`` refuses CPU models that contain one (``SyncBatchNorm layers only work with GPU
+modules``), so distributed CPU runs (tests, small machines) could not use the recipes' norm.
+:class:`SyncBatchNorm` normalises with batch statistics all-reduced over the process group through
+autograd-aware collectives, so the forward, the running statistics and the gradients equal plain batch norm
+over the combined batch of all processes. It is deliberately not a ``torch.nn.SyncBatchNorm`` subclass (DDP
+would refuse it on CPU); on GPUs torch's own, fused kernel is the faster choice.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Type
 
 import torch
 import torch.distributed as dist
@@ -19,12 +21,22 @@ from torch.distributed.nn.functional import all_reduce
 __all__ = ["SyncBatchNorm"]
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` with an all-reduce implementation for CPU tensors.
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm synchronised over ``process_group`` (default: all processes) on any device, CPU included.
 
     Same constructor, parameters and ``state_dict`` as ``torch.nn.SyncBatchNorm`` (and ``BatchNorm2d``), so it
-    is an instance of both frameworks' SyncBN checks and loads every checkpoint they load.
+    loads every checkpoint those load. In eval mode, or with one process, it is plain batch norm.
     """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group: Optional[object] = None,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.process_group = process_group
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"SyncBatchNorm expects an input of at least 2 dimensions (N, C, ...), got {x.dim()}-D")
 
     def _group_size(self) -> int:
         if not (dist.is_available() and dist.is_initialized()):
@@ -32,8 +44,9 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         return dist.get_world_size(self.process_group)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or x.is_cuda or self._group_size() == 1:
+        if not self.training or self._group_size() == 1:
             return super().forward(x)
+        self._check_input_dim(x)
         return self._all_reduce_forward(x)
 
     def _all_reduce_forward(self, x: Tensor) -> Tensor:
@@ -67,16 +80,22 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         self.running_var.lerp_(biased_var * (count / (count - 1)), factor)
 
     @classmethod
-    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Optional[object] = None) -> nn.Module:
-        """Return ``module`` with every batch-norm layer replaced by this class (weights and statistics kept)."""
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Optional[object] = None, *,
+                               source: Type[nn.Module] = nn.modules.batchnorm._BatchNorm) -> nn.Module:
+        """Return ``module`` with every ``source`` layer (default: every batch norm) replaced by this class.
+
+        The new layers share the old ones' parameters and statistics and keep their train/eval mode. ``source=nn.SyncBatchNorm`` swaps only
+        the layers a config asked to synchronise (torch's, which refuse CPU tensors under a process group) and
+        leaves plain batch norms alone: what distributed CPU runs of the detectron2 and mmseg tools do.
+        """
+        if isinstance(module, source) and not isinstance(module, cls):
+            group = process_group if process_group is not None else getattr(module, "process_group", None)
             converted = cls(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group)
-            converted.load_state_dict(module.state_dict())
-            converted.train(module.training)
-            for param, original in zip(converted.parameters(), module.parameters()):
-                param.requires_grad_(original.requires_grad)
-            return converted
+                            module.track_running_stats, group)
+            # Share the layer's own tensors: device, requires_grad and optimiser references stay valid.
+            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                setattr(converted, name, tensor)
+            return converted.train(module.training)
         for name, child in module.named_children():
-            module.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+            module.add_module(name, cls.convert_sync_batchnorm(child, process_group, source=source))
         return module

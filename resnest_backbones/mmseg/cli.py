@@ -11,11 +11,19 @@ import os
 import os.path as osp
 from typing import Any, Dict, Iterator, Optional
 
+import torch
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper
+from mmengine.registry import MODEL_WRAPPERS
+from mmengine.runner import Runner
+from torch import nn
 
-__all__ = ["MetricsHook", "add_common_arguments", "find_types", "load_config", "print_metrics",
-           "require_cuda_for_amp"]
+from ..layers import SyncBatchNorm
+
+__all__ = ["AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner", "find_types", "load_config",
+           "print_metrics", "require_cuda_for_amp"]
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +71,48 @@ def load_config(args: argparse.Namespace, tool: str) -> Config:
         print(f"[{tool}] --launcher none: the config's SyncBN layers run as plain BatchNorm in this single process "
               f"(mmengine reverts them); use --launcher pytorch/slurm for synchronised statistics", flush=True)
     return cfg
+
+
+def _cpu_processes(launcher: str) -> bool:
+    return launcher != "none" and not torch.cuda.is_available()
+
+
+class AnyDeviceRunner(Runner):
+    """mmengine's ``Runner`` that also runs distributed on CPU processes (gloo).
+
+    There, torch's ``SyncBatchNorm`` layers (which refuse CPU tensors; every recipe's SyncBN builds them, in the
+    backbone and in the heads) become :class:`resnest_backbones.layers.SyncBatchNorm`, and DDP gets no
+    ``device_ids`` (it refuses them for CPU modules). On GPUs or in one process it is mmengine's ``Runner``.
+    """
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
+        if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
+            return super().wrap_model(model_wrapper_cfg, model)
+        # cfg.sync_bn asks to synchronise every batch norm (mmengine would convert them to torch's SyncBN).
+        source = nn.modules.batchnorm._BatchNorm if self.cfg.get("sync_bn") else nn.SyncBatchNorm
+        SyncBatchNorm.convert_sync_batchnorm(model, source=source)
+        count = sum(isinstance(module, SyncBatchNorm) for module in model.modules())
+        self.logger.info(f"{self.world_size} CPU processes: {count} SyncBN layers run as "
+                         f"resnest_backbones.layers.SyncBatchNorm (statistics all-reduced over gloo)")
+        wrapper = dict(type=MMDistributedDataParallel, broadcast_buffers=False,
+                       find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+        wrapper.update(model_wrapper_cfg or {})
+        wrapper["device_ids"] = None
+        return MODEL_WRAPPERS.build(wrapper, default_args=dict(module=model))
+
+
+def build_runner(cfg: Config, tool: str) -> Runner:
+    """The :class:`AnyDeviceRunner` of ``cfg``; on a machine without CUDA, ``--launcher pytorch`` processes join a
+    gloo process group first (mmengine's own set-up selects a GPU per process, which fails there)."""
+    if _cpu_processes(cfg.launcher) and not dist.is_initialized():
+        if cfg.launcher != "pytorch":
+            raise SystemExit(f"[{tool}] --launcher {cfg.launcher} needs CUDA devices (mmengine selects a GPU per "
+                             f"process); on CPUs start the processes with torchrun and use --launcher pytorch")
+        backend = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("backend", "gloo")
+        if backend != "gloo":
+            print(f"[{tool}] no CUDA: the processes communicate over gloo, not the config's {backend!r}", flush=True)
+        dist.init_process_group("gloo")
+    return AnyDeviceRunner.from_cfg(cfg)
 
 
 class MetricsHook(Hook):

@@ -151,9 +151,16 @@ def _generate(root: Path, params: Dict[str, object], write: Callable[[Path], int
     try:
         count = write(tmp)
         (tmp / _STAMP).write_text(json.dumps(params, indent=1, sort_keys=True))
+        if _up_to_date(root, params):
+            return root  # another process (the other ranks of a distributed run) made the same files meanwhile
         if root.exists():
             shutil.rmtree(root)  # an older toy dataset with other parameters (it has our stamp)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not _up_to_date(root, params):  # not a rank that won the same race
+                raise
+            return root
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
