@@ -164,9 +164,10 @@ def _assert_same_value_and_grads(fused_fn, plain_fn, inputs) -> None:
         assert torch.allclose(gf, gp, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["recomputed-once", "recomputed-twice"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("radix", [1, 2, 4])
-def test_bn_relu_combine_gradcheck(training: bool, radix: int) -> None:
+def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool) -> None:
     channels = 3
     bn = _random_bn(radix * channels, training)
     x = _gradcheck_inputs(radix * channels)
@@ -180,9 +181,10 @@ def test_bn_relu_combine_gradcheck(training: bool, radix: int) -> None:
         return torch.softmax(pooled.unsqueeze(1) * mix, dim=1).view(z.shape[0], radix, channels, 1, 1)
 
     def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
+        cache = fused.RecomputeCache()  # shared: the combine's backward hands its recomputed z to _BNReLU's
         z, scale, shift = fused._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(),
-                                              training, 0.0, bn.eps)
-        return fused.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift)
+                                              training, 0.0, bn.eps, cache)
+        return fused.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift, cache if shared else None)
 
     def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,

@@ -7,7 +7,8 @@ batch statistics and recompute ``relu(bn(x))`` in the backward pass:
 
 * :func:`bn_relu` — ``relu(batch_norm(x))`` whose output is not kept; its consumer must not keep it either.
 * :func:`combine_splits_recompute` — split attention's weighted sum of the radix splits, consuming
-  :func:`bn_relu`'s output and recomputing it in backward (saves one ``(B, radix*C, H, W)`` map per block).
+  :func:`bn_relu`'s output and recomputing it in backward (saves one ``(B, radix*C, H, W)`` map per block);
+  it hands the recomputed map on to :func:`bn_relu`'s backward, which runs next and needs it as its ReLU mask.
 * :func:`bn_relu_conv` — ``conv2d(relu(batch_norm(x)))`` that recomputes the conv input in backward (saves the
   conv input, e.g. in the deep stem and before every split-attention convolution).
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "bn_relu", "bn_relu_conv", "combine_splits_recompute", "enabled", "memory_efficient", "set_enabled",
+    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "enabled", "memory_efficient", "set_enabled",
     "supports", "supports_conv",
 ]
 
@@ -132,6 +133,25 @@ def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Tensor, needs: Seq
     return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None)
 
 
+def _relu_backward(grad: Tensor, activated: Tensor) -> Tensor:
+    """``grad`` where the ReLU output ``activated`` is positive, else 0: one pass (a bool mask would take three)."""
+    return torch.ops.aten.threshold_backward(grad, activated, 0)
+
+
+class RecomputeCache:
+    """Carries the activation :func:`combine_splits_recompute`'s backward recomputed to :func:`bn_relu`'s
+    backward (which runs right after it), so it is computed once per backward pass."""
+
+    __slots__ = ("z",)
+
+    def __init__(self) -> None:
+        self.z: Optional[Tensor] = None
+
+    def take(self) -> Optional[Tensor]:
+        z, self.z = self.z, None
+        return z
+
+
 def _recompute(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     """``relu(bn(x))`` again from the saved input. It may differ from the forward value by float rounding
     (the kernel orders the arithmetic differently); as a ReLU mask it can only differ where ``bn(x)`` is
@@ -144,39 +164,49 @@ class _BNReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-                training: bool, momentum: float, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+                training: bool, momentum: float, eps: float, cache: RecomputeCache) -> Tuple[Tensor, Tensor, Tensor]:
         z, scale, shift = _bn_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps)
         ctx.save_for_backward(x, weight, scale, shift)
         ctx.mark_non_differentiable(scale, shift)
+        ctx.cache = cache
         return z, scale, shift
 
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor, _grad_scale: Any, _grad_shift: Any) -> Tuple[Optional[Tensor], ...]:
         x, weight, scale, shift = ctx.saved_tensors
-        grad_y = grad_z * (torch.addcmul(shift, x, scale) > 0)  # relu(y) > 0 iff y > 0: skip the ReLU pass
-        return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 5
+        z = ctx.cache.take()
+        if z is None:  # no consumer recomputed it (or a second backward through a retained graph)
+            z = _recompute(x, scale, shift)
+        grad_y = _relu_backward(grad_z, z)
+        del z
+        return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 6
 
 
-def bn_relu(x: Tensor, norm: nn.BatchNorm2d) -> Tuple[Tensor, Tensor, Tensor]:
+def bn_relu(x: Tensor, norm: nn.BatchNorm2d) -> Tuple[Tensor, Tensor, Tensor, RecomputeCache]:
     """``relu(norm(x))`` (``norm`` an ``nn.BatchNorm2d``) that does not keep its output for backward.
 
-    Returns ``(z, scale, shift)``: the output and the per-channel affine form of the norm that produced it
-    (``(1, C, 1, 1)``, no gradient), for :func:`combine_splits_recompute`. Only useful when no consumer of
-    ``z`` saves it. Running statistics and ``num_batches_tracked`` are updated exactly as the module does.
+    Returns ``(z, scale, shift, cache)``: the output, the per-channel affine form of the norm that produced it
+    (``(1, C, 1, 1)``, no gradient) and the cache through which :func:`combine_splits_recompute` passes its
+    recomputed ``z`` back. Only useful when no consumer of ``z`` saves it. Running statistics and
+    ``num_batches_tracked`` are updated exactly as the module does.
     """
     training, factor = _norm_args(norm)
-    return _BNReLU.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, training, factor,
-                         norm.eps)
+    cache = RecomputeCache()
+    z, scale, shift = _BNReLU.apply(x, norm.weight, norm.bias, norm.running_mean, norm.running_var, training,
+                                    factor, norm.eps, cache)
+    return z, scale, shift, cache
 
 
 class _CombineRecompute(torch.autograd.Function):
     """``sum_r z_r * w_r`` with ``z = relu(x * scale + shift)`` recomputed (not saved) for backward."""
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
+                cache: Optional[RecomputeCache]) -> Tensor:
         from .split_attention import combine_splits  # the one forward formula (no import cycle at load time)
 
         ctx.save_for_backward(weights, x, scale, shift)
+        ctx.cache = cache
         return combine_splits(z, weights)
 
     @staticmethod
@@ -192,21 +222,28 @@ class _CombineRecompute(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             z = _recompute(x, scale, shift)
             grad_w = torch.empty_like(weights)
+            product = torch.empty_like(grad_out)
             for r in range(radix):
-                grad_w[:, r] = (z[:, r * channels:(r + 1) * channels] * grad_out).sum((2, 3), keepdim=True)
-        return grad_z, grad_w, None, None, None
+                torch.mul(z[:, r * channels:(r + 1) * channels], grad_out, out=product)
+                grad_w[:, r] = product.sum((2, 3), keepdim=True)
+            del product
+            if ctx.cache is not None:
+                ctx.cache.z = z
+        return grad_z, grad_w, None, None, None, None
 
 
-def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """Split attention's ``sum_r z_r * weights_r`` for ``z, scale, shift = bn_relu(x, norm)``, recomputing ``z``
-    from ``x`` in backward instead of keeping it.
+def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
+                             cache: Optional[RecomputeCache] = None) -> Tensor:
+    """Split attention's ``sum_r z_r * weights_r`` for ``z, scale, shift, cache = bn_relu(x, norm)``,
+    recomputing ``z`` from ``x`` in backward instead of keeping it.
 
     Args:
         z: ``(B, radix*C, H, W)`` radix-major output of :func:`bn_relu` on ``x``.
         weights: ``(B, radix, C, 1, 1)`` attention weights (computed from ``z``).
         x, scale, shift: the batch norm's input and :func:`bn_relu`'s affine form.
+        cache: :func:`bn_relu`'s cache; the recomputed ``z`` is left there for its backward.
     """
-    return _CombineRecompute.apply(z, weights, x, scale, shift)
+    return _CombineRecompute.apply(z, weights, x, scale, shift, cache)
 
 
 class _BNReLUConv(torch.autograd.Function):
@@ -234,7 +271,7 @@ class _BNReLUConv(torch.autograd.Function):
             [any(need_bn), need_weight, False])
         grads: Tuple[Optional[Tensor], ...] = (None, None, None)
         if any(need_bn):
-            grads = _bn_backward(ctx, grad_z.mul_(z > 0), x, bn_weight, need_bn)
+            grads = _bn_backward(ctx, _relu_backward(grad_z, z), x, bn_weight, need_bn)
         return grads + (None,) * 5 + (grad_cw if need_weight else None,) + (None,) * 4
 
 

@@ -139,8 +139,8 @@ class SplitAttention(nn.Module):
     @torch.jit.unused
     def _attend_fused(self, x: Tensor) -> Tensor:
         # Training: the same values, but the activated splits are recomputed in backward instead of kept.
-        z, scale, shift = fused.bn_relu(x, self.bn0)
-        return fused.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift)
+        z, scale, shift, cache = fused.bn_relu(x, self.bn0)
+        return fused.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.attend(self.conv(x))
