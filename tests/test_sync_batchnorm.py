@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from resnest_backbones.layers.sync_batchnorm import SyncBatchNorm
+from resnest_backbones.layers.sync_batchnorm import SyncBatchNorm, sync_on_cpu
 
 SIZES = (3, 5)  # per-rank batch sizes
 CHANNELS = 6
@@ -87,6 +87,8 @@ def test_convert_only_torch_sync_bn_sharing_tensors() -> None:
     the new layers use the very same parameters and statistics (an optimiser built before stays valid)."""
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4), nn.BatchNorm2d(4)).eval()
     weight, running_mean = model[1].weight, model[1].running_mean
-    SyncBatchNorm.convert_sync_batchnorm(model, source=nn.SyncBatchNorm)
+    assert sync_on_cpu(model).startswith("1 SyncBN layers run as resnest_backbones.layers.SyncBatchNorm")
     assert type(model[1]) is SyncBatchNorm and type(model[2]) is nn.BatchNorm2d
     assert model[1].weight is weight and model[1].running_mean is running_mean and not model[1].training
+    assert sync_on_cpu(model, every_batchnorm=True).startswith("2 SyncBN layers")  # a config's sync_bn option
+    assert type(model[2]) is SyncBatchNorm

@@ -33,7 +33,7 @@ from detectron2.utils import comm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, replace_norm
-from resnest_backbones.layers import SyncBatchNorm
+from resnest_backbones.layers import sync_on_cpu
 
 logger = logging.getLogger("detectron2")
 
@@ -58,10 +58,7 @@ def cpu_processes() -> bool:
 def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
     """In CPU processes, torch's SyncBatchNorm layers (which refuse CPU tensors) become the project's."""
     if cpu_processes():
-        SyncBatchNorm.convert_sync_batchnorm(model, source=torch.nn.SyncBatchNorm)
-        count = sum(isinstance(module, SyncBatchNorm) for module in model.modules())
-        logger.info(f"{comm.get_world_size()} CPU processes: {count} SyncBN layers run as "
-                    f"resnest_backbones.layers.SyncBatchNorm (statistics all-reduced over gloo)")
+        logger.info(f"{comm.get_world_size()} CPU processes: {sync_on_cpu(model)}")
     return model
 
 

@@ -3,22 +3,9 @@
 # (dilations 1/12/24/36) + auxiliary FCN head on stage 3 (loss weight 0.4), 512x512 crops, 16 images per
 # iteration (4 GPUs x 4), SGD lr 0.01 / momentum 0.9 / weight decay 5e-4, poly LR (power 0.9, min 1e-4), 160k
 # iterations. Train: python tools/mmseg_train.py <this file>  (or mmseg's tools/train.py / dist_train.sh).
-_base_ = 'mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-160k_ade20k-512x512.py'
+_base_ = ['mmseg::deeplabv3/deeplabv3_r50-d8_4xb4-160k_ade20k-512x512.py', './_base_/resnest50d-d8.py']
 custom_imports = dict(imports=['resnest_backbones.mmseg'], allow_failed_imports=False)
 
-# Official ImageNet weights, from the official ResNeSt GitHub release (tag weights_step1); see the README.
-checkpoint_file = 'checkpoints/resnest50-528c19ca.pth'
 model = dict(
     pretrained=None,  # the base config's ResNet-50 weights; ours come through the backbone's init_cfg
-    backbone=dict(
-        _delete_=True,
-        type='resnest_backbones.ResNeSt',
-        variant='resnest50d',
-        out_indices=(0, 1, 2, 3),
-        strides=(1, 2, 1, 1),  # output stride 8
-        dilations=(1, 1, 2, 4),
-        contract_dilation=True,
-        avd_dilated=True,  # official ResNeSt semantics in dilated stages; False = mmseg's own ResNeSt
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        norm_eval=False,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))
+    backbone={{_base_.resnest_backbone}})

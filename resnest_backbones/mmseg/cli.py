@@ -20,7 +20,7 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
 
-from ..layers import SyncBatchNorm
+from ..layers import sync_on_cpu
 
 __all__ = ["AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner", "find_types", "load_config",
            "print_metrics", "require_cuda_for_amp"]
@@ -89,11 +89,8 @@ class AnyDeviceRunner(Runner):
         if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
             return super().wrap_model(model_wrapper_cfg, model)
         # cfg.sync_bn asks to synchronise every batch norm (mmengine would convert them to torch's SyncBN).
-        source = nn.modules.batchnorm._BatchNorm if self.cfg.get("sync_bn") else nn.SyncBatchNorm
-        SyncBatchNorm.convert_sync_batchnorm(model, source=source)
-        count = sum(isinstance(module, SyncBatchNorm) for module in model.modules())
-        self.logger.info(f"{self.world_size} CPU processes: {count} SyncBN layers run as "
-                         f"resnest_backbones.layers.SyncBatchNorm (statistics all-reduced over gloo)")
+        self.logger.info(f"{self.world_size} CPU processes: "
+                         f"{sync_on_cpu(model, every_batchnorm=bool(self.cfg.get('sync_bn')))}")
         wrapper = dict(type=MMDistributedDataParallel, broadcast_buffers=False,
                        find_unused_parameters=self.cfg.get("find_unused_parameters", False))
         wrapper.update(model_wrapper_cfg or {})
