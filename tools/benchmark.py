@@ -21,7 +21,7 @@ Our extra modes: ``ours+fused`` (``fuse_for_inference``: norms folded into convs
 Example (the figures in the README)::
 
     python tools/benchmark.py --variant resnest50d --cases 8x224:logits 2x512:features \\
-        --repeats 7 --out benchmarks/resnest50d_cpu
+        --threads 2 --repeats 5 --warmup 1 --out benchmarks/resnest50d_cpu
 """
 from __future__ import annotations
 
