@@ -92,11 +92,12 @@ def _iteration(checkpoint: Path) -> int:
 @pytest.mark.slow
 def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path) -> None:
     """torchrun, 2 processes, gloo: SyncBN in backbone and heads runs as the project's CPU SyncBatchNorm; the
-    distributed evaluation (each rank half of the images) equals a one-process evaluation of the checkpoint."""
+    distributed evaluations (each rank half of the images) of mmseg_train.py and mmseg_test.py equal a
+    one-process evaluation of the checkpoint."""
     data, work = tmp_path / "toy_ade", tmp_path / "work"
-    output = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "tools/mmseg_train.py",
-                   TOY_ADE, "--launcher", "pytorch", "--work-dir", str(work), *_schedule(8, 4),
-                   *_data_options(data)], timeout=900)
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    output = _run([*torchrun, "tools/mmseg_train.py", TOY_ADE, "--launcher", "pytorch", "--work-dir", str(work),
+                   *_schedule(8, 4), *_data_options(data)], timeout=900)
     layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones.layers.SyncBatchNorm", output)
     assert layers, output[-3000:]
     import mmseg.models  # noqa: F401 - registers the segmentor for the count below
@@ -110,8 +111,9 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path) -> None
     assert "plain BatchNorm" not in output
     assert _iteration(work / "iter_8.pth") == 8 and (work / "iter_4.pth").is_file()
     distributed = _miou(output)
-    output = _run(["tools/mmseg_test.py", TOY_ADE, str(work / "iter_8.pth"), "--work-dir", str(tmp_path / "test"),
-                   "--cfg-options", *_data_options(data)], timeout=300)
+    test = ["tools/mmseg_test.py", TOY_ADE, str(work / "iter_8.pth"), "--cfg-options", *_data_options(data)]
+    assert abs(_miou(_run([*test, "--work-dir", str(tmp_path / "test1")], timeout=300)) - distributed) < 1e-6
+    output = _run([*torchrun, *test, "--launcher", "pytorch", "--work-dir", str(tmp_path / "test2")], timeout=300)
     assert abs(_miou(output) - distributed) < 1e-6
 
 
