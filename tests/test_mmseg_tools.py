@@ -89,6 +89,18 @@ def _iteration(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["meta"]["iter"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cpu_launcher_other_than_pytorch_fails_clearly() -> None:
+    from mmengine.config import Config
+
+    from resnest_backbones.mmseg.cli import build_runner
+
+    cfg = Config.fromfile(ROOT / TOY_ADE)
+    cfg.launcher = "slurm"
+    with pytest.raises(SystemExit, match="--launcher slurm needs CUDA devices.*torchrun.*--launcher pytorch"):
+        build_runner(cfg, "mmseg_train")
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path) -> None:
     """torchrun, 2 processes, gloo: SyncBN in backbone and heads runs as the project's CPU SyncBatchNorm; the

@@ -73,10 +73,6 @@ def load_config(args: argparse.Namespace, tool: str) -> Config:
     return cfg
 
 
-def _cpu_processes(launcher: str) -> bool:
-    return launcher != "none" and not torch.cuda.is_available()
-
-
 class AnyDeviceRunner(Runner):
     """mmengine's ``Runner`` that also runs distributed on CPU processes (gloo).
 
@@ -101,7 +97,7 @@ class AnyDeviceRunner(Runner):
 def build_runner(cfg: Config, tool: str) -> Runner:
     """The :class:`AnyDeviceRunner` of ``cfg``; on a machine without CUDA, ``--launcher pytorch`` processes join a
     gloo process group first (mmengine's own set-up selects a GPU per process, which fails there)."""
-    if _cpu_processes(cfg.launcher) and not dist.is_initialized():
+    if cfg.launcher != "none" and not torch.cuda.is_available() and not dist.is_initialized():
         if cfg.launcher != "pytorch":
             raise SystemExit(f"[{tool}] --launcher {cfg.launcher} needs CUDA devices (mmengine selects a GPU per "
                              f"process); on CPUs start the processes with torchrun and use --launcher pytorch")
