@@ -78,17 +78,21 @@ def test_train_net_trains_and_evaluates_toy(tmp_path: Path, data_root: Path) -> 
     assert coco_results(log)["bbox"] == pytest.approx(results["bbox"], nan_ok=True)
 
 
-def test_train_net_lazy_config_eval_only_runs(tmp_path: Path, data_root: Path) -> None:
-    """The LazyConfig path parses overrides, builds and evaluates (toy set, tiny inputs, few proposals)."""
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_train_net_lazy_config_eval_only_runs(tmp_path: Path, data_root: Path, processes: int) -> None:
+    """The LazyConfig path parses overrides, builds and evaluates (toy set, tiny inputs, few proposals), in one
+    process or in two CPU processes (SyncBN swapped, DDP without device ids)."""
     config = REPO / "configs" / "detectron2" / "COCO-Detection" / "faster_rcnn_S50_FPN_1x.py"
-    log = run_train_net(["--config-file", str(config), "--eval-only", "train.init_checkpoint=",
+    log = run_train_net(["--config-file", str(config), "--num-gpus", str(processes), "--eval-only",
+                         "train.init_checkpoint=",
                          f"train.output_dir={tmp_path / 'out'}", "dataloader.test.dataset.names=toy_coco_val",
                          "dataloader.test.mapper.augmentations.0.short_edge_length=96",
                          "dataloader.test.mapper.augmentations.0.max_size=96", "dataloader.test.num_workers=0",
                          "model.roi_heads.num_classes=3", "model.proposal_generator.pre_nms_topk=[200,100]",
                          "model.proposal_generator.post_nms_topk=[64,32]"], data_root, timeout=600)
     assert "CUDA is not available: device set to 'cpu'" in log
-    assert "SyncBN -> BN" in log
+    assert ("SyncBN -> BN" in log) == (processes == 1)
+    assert (re.search(r"2 CPU processes: \d+ SyncBN layers run as", log) is not None) == (processes == 2)
     assert "bbox" in coco_results(log)
 
 

@@ -16,7 +16,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from resnest_backbones.layers.sync_batchnorm import SyncBatchNorm, sync_on_cpu
+from resnest_backbones.distributed import sync_on_cpu
+from resnest_backbones.layers.sync_batchnorm import SyncBatchNorm
 
 SIZES = (3, 5)  # per-rank batch sizes
 CHANNELS = 6

@@ -15,6 +15,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
+from resnest_backbones.distributed import close_process_group  # noqa: E402
 from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics  # noqa: E402
 
 TOOL = "mmseg_test"
@@ -33,6 +34,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     metrics = runner.test()
     if runner.rank == 0:
         print_metrics(TOOL, metrics)
+    close_process_group()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from detectron2.utils import comm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, replace_norm
-from resnest_backbones.layers import sync_on_cpu
+from resnest_backbones.distributed import close_process_group, sync_on_cpu
 
 logger = logging.getLogger("detectron2")
 
@@ -154,7 +154,9 @@ def main_lazy(args: argparse.Namespace) -> Any:
 def main(args: argparse.Namespace) -> Any:
     # DefaultTrainer wraps its model with the module-level name; point it at the CPU-aware version.
     detectron2.engine.defaults.create_ddp_model = create_ddp_model_on_any_device
-    return (main_lazy if args.config_file.endswith(".py") else main_yacs)(args)
+    result = (main_lazy if args.config_file.endswith(".py") else main_yacs)(args)
+    close_process_group()
+    return result
 
 
 if __name__ == "__main__":

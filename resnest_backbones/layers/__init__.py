@@ -3,6 +3,6 @@ from . import fused
 from .deform_conv import DeformConv2d
 from .dropblock import DropBlock2d
 from .split_attention import SplitAttention, attention_channels
-from .sync_batchnorm import SyncBatchNorm, sync_on_cpu
+from .sync_batchnorm import SyncBatchNorm
 
-__all__ = ["fused", "DeformConv2d", "DropBlock2d", "SplitAttention", "SyncBatchNorm", "attention_channels", "sync_on_cpu"]
+__all__ = ["fused", "DeformConv2d", "DropBlock2d", "SplitAttention", "SyncBatchNorm", "attention_channels"]

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.nn.functional import all_reduce
 
-__all__ = ["SyncBatchNorm", "sync_on_cpu"]
+__all__ = ["SyncBatchNorm"]
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -100,13 +100,3 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             module.add_module(name, cls.convert_sync_batchnorm(child, process_group, source=source))
         return module
 
-
-def sync_on_cpu(model: nn.Module, *, every_batchnorm: bool = False) -> str:
-    """Make a model whose config asked for SyncBN train in CPU processes (what the detectron2 and mmseg tools do
-    when there is no CUDA): its ``torch.nn.SyncBatchNorm`` layers (or, with ``every_batchnorm``, all batch norms)
-    become :class:`SyncBatchNorm`, in place. Returns a line for the log saying how many layers run synchronised.
-    """
-    SyncBatchNorm.convert_sync_batchnorm(
-        model, source=nn.modules.batchnorm._BatchNorm if every_batchnorm else nn.SyncBatchNorm)
-    count = sum(isinstance(module, SyncBatchNorm) for module in model.modules())
-    return f"{count} SyncBN layers run as resnest_backbones.layers.SyncBatchNorm (statistics all-reduced over gloo)"

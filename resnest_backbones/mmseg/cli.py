@@ -20,7 +20,7 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
 
-from ..layers import sync_on_cpu
+from ..distributed import sync_on_cpu
 
 __all__ = ["AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner", "find_types", "load_config",
            "print_metrics", "require_cuda_for_amp"]
