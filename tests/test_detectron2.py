@@ -181,6 +181,25 @@ def test_syncbn_trains_in_one_cpu_process() -> None:
     assert model.backbone.bottom_up.conv1[0].weight.grad is not None
 
 
+def test_cpu_sync_bn_keeps_the_norm_weight_decay() -> None:
+    """After the CPU-processes swap (tools/train_net.py), detectron2's optimiser still sees the swapped layers
+    as norms: their parameters get SOLVER.WEIGHT_DECAY_NORM, not SOLVER.WEIGHT_DECAY."""
+    from detectron2.solver import build_optimizer
+
+    from resnest_backbones.distributed import sync_on_cpu
+    from resnest_backbones.layers import SyncBatchNorm
+
+    cfg = toy_cfg("SOLVER.WEIGHT_DECAY_NORM", "0.0", "SOLVER.WEIGHT_DECAY", "1e-4")
+    model = build_model(cfg)
+    sync_on_cpu(model)
+    swapped = {id(p) for m in model.modules() if isinstance(m, SyncBatchNorm) for p in m.parameters()}
+    assert swapped and not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    decay = {id(p): group["weight_decay"] for group in build_optimizer(cfg, model).param_groups
+             for p in group["params"]}
+    assert {decay[i] for i in swapped} == {0.0}
+    assert 1e-4 in decay.values()  # the convolutions keep the ordinary weight decay
+
+
 def test_add_resnest_config_changes_no_existing_default() -> None:
     plain, ours = get_cfg(), add_resnest_config(get_cfg())
     assert set(ours.MODEL) - set(plain.MODEL) == {"RESNEST"}

@@ -21,11 +21,14 @@ from torch.distributed.nn.functional import all_reduce
 __all__ = ["SyncBatchNorm"]
 
 
-class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+class SyncBatchNorm(nn.BatchNorm2d):
     """Batch norm synchronised over ``process_group`` (default: all processes) on any device, CPU included.
 
     Same constructor, parameters and ``state_dict`` as ``torch.nn.SyncBatchNorm`` (and ``BatchNorm2d``), so it
-    loads every checkpoint those load. In eval mode, or with one process, it is plain batch norm.
+    loads every checkpoint those load. In eval mode, or with one process, it is plain batch norm. Like torch's
+    SyncBN it takes any ``(N, C, ...)`` input; it subclasses ``BatchNorm2d`` so that the frameworks' norm checks
+    still see a norm (detectron2 gives norm parameters ``SOLVER.WEIGHT_DECAY_NORM``, 0 by default, by
+    ``isinstance`` against torch's norm classes).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
