@@ -223,7 +223,8 @@ def imagenet_files(tmp_path_factory: pytest.TempPathFactory):
     source = randomize_norms(rb.create_model("resnest14d", num_classes=10)).eval()
     root = tmp_path_factory.mktemp("ckpt")
     torch.save(source.state_dict(), root / "resnest14d_official.pth")
-    torch.save({"model": {"backbone.bottom_up." + k: v for k, v in to_detectron2_wrapper(source.state_dict()).items()}}, root / "resnest14d_detectron.pth")
+    wrapper = to_detectron2_wrapper(source.state_dict())
+    torch.save({"model": {"backbone.bottom_up." + k: v for k, v in wrapper.items()}}, root / "resnest14d_detectron.pth")
     return source, root / "resnest14d_official.pth", root / "resnest14d_detectron.pth"
 
 

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "enabled", "memory_efficient", "set_enabled",
-    "supports", "supports_conv",
+    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "enabled", "memory_efficient",
+    "set_enabled", "supports", "supports_conv",
 ]
 
 _ENABLED = True

@@ -87,9 +87,10 @@ class SyncBatchNorm(nn.BatchNorm2d):
                                source: Type[nn.Module] = nn.modules.batchnorm._BatchNorm) -> nn.Module:
         """Return ``module`` with every ``source`` layer (default: every batch norm) replaced by this class.
 
-        The new layers share the old ones' parameters and statistics and keep their train/eval mode. ``source=nn.SyncBatchNorm`` swaps only
-        the layers a config asked to synchronise (torch's, which refuse CPU tensors under a process group) and
-        leaves plain batch norms alone: what distributed CPU runs of the detectron2 and mmseg tools do.
+        The new layers share the old ones' parameters and statistics and keep their train/eval mode.
+        ``source=nn.SyncBatchNorm`` swaps only the layers a config asked to synchronise (torch's, which refuse CPU
+        tensors under a process group) and leaves plain batch norms alone, as
+        :func:`resnest_backbones.distributed.sync_on_cpu` does for the detectron2 and mmseg tools.
         """
         if isinstance(module, source) and not isinstance(module, cls):
             group = process_group if process_group is not None else getattr(module, "process_group", None)
@@ -102,4 +103,3 @@ class SyncBatchNorm(nn.BatchNorm2d):
         for name, child in module.named_children():
             module.add_module(name, cls.convert_sync_batchnorm(child, process_group, source=source))
         return module
-
