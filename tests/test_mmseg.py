@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import pytest
 import torch
@@ -185,26 +185,20 @@ def test_pretrained_through_segmentor_pretrained_argument(tmp_path: Path) -> Non
     _assert_loaded(segmentor.backbone, state)
 
 
-def test_other_variant_checkpoint_fails_naming_keys(tmp_path: Path) -> None:
-    torch.save(_official_state("resnest26d"), tmp_path / "r26.pth")
-    model = ResNeSt("resnest14d", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "r26.pth")))
-    with pytest.raises(rb.CheckpointError, match=r"unexpected in checkpoint: .*layer1\.1\.conv1\.weight"):
-        model.init_weights()
-
-
-def test_partial_checkpoint_is_an_error(tmp_path: Path) -> None:
-    state = _official_state("resnest14d")
-    del state["layer3.0.conv2.fc1.weight"]
-    torch.save(state, tmp_path / "partial.pth")
-    model = ResNeSt("resnest14d", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "partial.pth")))
-    with pytest.raises(rb.CheckpointError, match=r"missing in checkpoint: layer3\.0\.conv2\.fc1\.weight"):
-        model.init_weights()
-
-
-def test_wider_stem_checkpoint_fails_naming_mismatched_keys(tmp_path: Path) -> None:
-    torch.save(_official_state("resnest50d"), tmp_path / "r50.pth")
-    model = ResNeSt("resnest50d_1s4x24d", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "r50.pth")))
-    with pytest.raises(rb.CheckpointError, match=r"mis-shaped .*layer1\.0\.conv1\.weight"):
+@pytest.mark.parametrize("saved, dropped, built, error", [
+    ("resnest26d", None, "resnest14d", r"unexpected in checkpoint: .*layer1\.1\.conv1\.weight"),
+    ("resnest14d", "layer3.0.conv2.fc1.weight", "resnest14d", r"missing in checkpoint: layer3\.0\.conv2\.fc1\.weight"),
+    ("resnest50d", None, "resnest50d_1s4x24d", r"mis-shaped .*layer1\.0\.conv1\.weight"),
+], ids=["other-variant", "partial", "wider-stem"])
+def test_bad_checkpoint_fails_naming_keys(tmp_path: Path, saved: str, dropped: Optional[str], built: str,
+                                          error: str) -> None:
+    """Another variant's file (unexpected keys), a partial file (missing keys), a wider stem (mis-shaped keys)."""
+    state = _official_state(saved)
+    if dropped is not None:
+        del state[dropped]
+    torch.save(state, tmp_path / "w.pth")
+    model = ResNeSt(built, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "w.pth")))
+    with pytest.raises(rb.CheckpointError, match=error):
         model.init_weights()
 
 
