@@ -9,14 +9,15 @@ Accepted as they are (REFERENCE.md section 1, "State-dict key formats seen in th
 * ``openmmlab``  -- mmseg/mmdet (``stem.0`` .. ``stem.7``, ``gn*`` norm names), bare or under ``backbone.``.
 
 Loading is strict by default and always produces a :class:`LoadReport`; a partial load is an error that lists
-the missing, unexpected and mis-shaped keys, never a log line.
+the missing, unexpected and mis-shaped keys, never a log line. Reading never runs code from a file: ``.pth`` files
+are read with ``torch.load(weights_only=True)``, detectron2's ``.pkl`` files with an unpickler that builds numpy
+arrays and nothing else; a file whose pickle names any other callable is refused, naming it.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from .unpickling import load_numpy_pickle, refusal_message
 
 __all__ = [
     "CheckpointError",
@@ -113,7 +116,12 @@ def verify_sha256(path: Union[str, os.PathLike]) -> Optional[str]:
 
 
 def read_checkpoint(source: Source) -> StateDict:
-    """The tensors of a checkpoint file or object, unwrapped from ``state_dict``/``model`` containers."""
+    """The tensors of a checkpoint file or object, unwrapped from ``state_dict``/``model`` containers.
+
+    Files are unpickled without running code: ``.pth``/``.pt`` with ``torch.load(weights_only=True)``, detectron2's
+    ``.pkl`` with an unpickler that knows numpy arrays and nothing else. A file that names any other callable is
+    refused with a :class:`CheckpointError` naming it.
+    """
     obj: Any = source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -122,10 +130,13 @@ def read_checkpoint(source: Source) -> StateDict:
         try:
             if path.suffix == ".pkl":  # detectron2's pickled numpy format
                 with open(path, "rb") as handle:
-                    obj = pickle.load(handle, encoding="latin1")
+                    obj = load_numpy_pickle(handle)
             else:
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - every reader failure means the same thing to the user
+            refused = refusal_message(path, error)
+            if refused is not None:
+                raise CheckpointError(refused) from None  # torch's own message suggests weights_only=False
             raise CheckpointError(f"could not read checkpoint {path} ({type(error).__name__}: {error}); "
                                   f"the file is corrupt, incomplete or not a PyTorch/detectron2 checkpoint. "
                                   f"Download it again (its sha256 should start with the hash in its name)") from error
