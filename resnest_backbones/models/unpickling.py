@@ -62,7 +62,7 @@ def refusal_message(path: Union[str, os.PathLike], error: BaseException) -> Opti
         names: List[str] = [error.name]
     elif isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
         try:
-            names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
         except Exception:  # noqa: BLE001 - not a zip checkpoint: fall back to torch's message
             names = []
         names = names or re.findall(r"GLOBAL (\S+) was not an allowed global", str(error)) or ["an unknown global"]
