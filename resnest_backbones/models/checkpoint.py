@@ -30,7 +30,9 @@ from .unpickling import load_numpy_pickle, refusal_message
 
 __all__ = [
     "CheckpointError",
+    "DETECTRON2_WRAPPER_PREFIXES",
     "LoadReport",
+    "convert_detectron2_wrapper",
     "convert_state_dict",
     "detect_format",
     "load_checkpoint",
@@ -164,7 +166,32 @@ _D2_RULES: List[Tuple[str, str]] = [
     (r"^res([2-5])\.", lambda m: f"layer{int(m.group(1)) - 1}."),  # type: ignore[list-item]
     (r"\.conv1\.norm\.", ".bn1."), (r"\.conv3\.norm\.", ".bn3."),
     (r"\.shortcut\.norm\.", ".downsample.2."), (r"\.shortcut\.", ".downsample.1."),
+    # DCN: the wrapper keeps each block's offset conv beside split attention (resN.i.conv2_offset, DCNv1 or
+    # modulated DCNv2, any number of deformable groups); ours sits inside the deformable conv it feeds.
+    (r"\.conv2_offset\.", ".conv2.conv.conv_offset."),
 ]
+#: Key prefixes that only the official detectron2 wrapper's layout has (bare, without ``backbone.bottom_up.``).
+DETECTRON2_WRAPPER_PREFIXES: Tuple[str, ...] = ("stem.conv1_1.", "res2.", "res3.", "res4.", "res5.")
+
+
+def convert_detectron2_wrapper(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """Rename the official detectron2 wrapper's bare backbone keys to this package's (= official) keys.
+
+    Raises:
+        CheckpointError: for the wrapper's radix-1 files, which have a plain 3x3 conv instead of split attention.
+    """
+    plain = [k for k in state if re.search(r"\.conv2\.(weight|norm\.)", k)]
+    if plain:
+        raise CheckpointError(f"this detectron2-wrapper checkpoint has a plain 3x3 conv where ResNeSt has split "
+                              f"attention ({plain[0]}, ...): the official wrapper dropped split attention for "
+                              f"radix 1, so these weights do not map onto ResNeSt; use the official ImageNet file")
+    converted: Dict[str, Any] = {}
+    for key, value in state.items():
+        for pattern, replacement in _D2_RULES:
+            key = re.sub(pattern, replacement, key)
+        converted[key] = value
+    return converted
+
 _MMLAB_RULES: List[Tuple[str, str]] = [
     (r"^stem\.0\.", "conv1.0."), (r"^stem\.1\.", "conv1.1."), (r"^stem\.3\.", "conv1.3."),
     (r"^stem\.4\.", "conv1.4."), (r"^stem\.6\.", "conv1.6."), (r"^stem\.7\.", "bn1."),
@@ -194,7 +221,7 @@ _PREFIXES = ("backbone.bottom_up.", "backbone.")
 def detect_format(keys: List[str]) -> str:
     """``official``, ``detectron2`` or ``openmmlab``, from the key names (prefixes allowed)."""
     bare = [re.sub(r"^(module\.)?(backbone\.(bottom_up\.)?)?", "", k) for k in keys]
-    if any(k.startswith(("stem.conv1_1.", "res2.", "res3.", "res4.", "res5.")) for k in bare):
+    if any(k.startswith(DETECTRON2_WRAPPER_PREFIXES) for k in bare):
         return "detectron2"
     if any(k.startswith("stem.0.") for k in bare):
         return "openmmlab"
@@ -218,13 +245,9 @@ def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Tuple[StateDict, str
     if prefix:
         not_backbone = {k: "not a backbone tensor (full-model checkpoint)" for k in state if not k.startswith(prefix)}
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    rules = {"detectron2": _D2_RULES, "openmmlab": _MMLAB_RULES}.get(fmt, [])
     if fmt == "detectron2":
-        plain = [k for k in state if re.search(r"\.conv2\.(weight|norm\.)", k)]
-        if plain:
-            raise CheckpointError(f"this detectron2-wrapper checkpoint has a plain 3x3 conv where ResNeSt has split "
-                                  f"attention ({plain[0]}, ...): the official wrapper dropped split attention for "
-                                  f"radix 1, so these weights do not map onto ResNeSt; use the official ImageNet file")
+        return convert_detectron2_wrapper(state), fmt, not_backbone
+    rules = {"openmmlab": _MMLAB_RULES}.get(fmt, [])
     converted: StateDict = {}
     for key, value in state.items():
         for pattern, replacement in rules:
