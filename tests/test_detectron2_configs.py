@@ -80,7 +80,7 @@ def test_recipe_hyper_parameters(name: str) -> None:
     c = load_yaml(path)
     m = c.MODEL
     assert (m.BACKBONE.NAME, m.RESNEST.NAME, m.BACKBONE.FREEZE_AT) == ("build_resnest_fpn_backbone", variant, 2)
-    assert m.WEIGHTS.endswith("/" + WEIGHT_FILES[variant])
+    assert m.RESNEST.WEIGHTS.endswith("/" + WEIGHT_FILES[variant]) and m.WEIGHTS == ""  # ImageNet: the backbone's
     assert m.RESNEST.NORM == m.FPN.NORM == m.ROI_BOX_HEAD.NORM == m.ROI_MASK_HEAD.NORM == "SyncBN"
     assert (m.ROI_BOX_HEAD.NAME, m.ROI_BOX_HEAD.NUM_CONV, m.ROI_BOX_HEAD.NUM_FC,
             m.ROI_BOX_HEAD.POOLER_RESOLUTION) == ("FastRCNNConvFCHead", 4, 1, 7)
@@ -125,7 +125,7 @@ def train_and_infer(model: torch.nn.Module, batch: List[Dict]) -> None:
 
 @pytest.mark.parametrize("path", LEAVES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_yaml_config_builds_trains_and_infers(path: Path) -> None:
-    cfg = load_yaml(path, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *SMALL)
+    cfg = load_yaml(path, "MODEL.DEVICE", "cpu", "MODEL.RESNEST.WEIGHTS", "", *SMALL)
     torch.manual_seed(0)
     model = build_model(cfg)
     bottom_up = model.backbone.bottom_up
@@ -143,7 +143,7 @@ def test_lazy_config_builds_trains_and_infers(path: Path) -> None:
     backbone = cfg.model.backbone.bottom_up
     assert (backbone.name, backbone.norm, backbone.freeze_at) == (
         yaml_twin.MODEL.RESNEST.NAME, "SyncBN", yaml_twin.MODEL.BACKBONE.FREEZE_AT)
-    assert cfg.train.init_checkpoint == yaml_twin.MODEL.WEIGHTS
+    assert backbone.weights == yaml_twin.MODEL.RESNEST.WEIGHTS and cfg.train.init_checkpoint == ""
     assert (cfg.optimizer.lr, cfg.dataloader.train.total_batch_size, cfg.train.max_iter) == (0.02, 16, 90000)
     assert tuple(cfg.dataloader.train.mapper.augmentations[0].short_edge_length) == (640, 800)
     assert cfg.model.input_format == cfg.dataloader.train.mapper.image_format == "RGB"
@@ -152,6 +152,7 @@ def test_lazy_config_builds_trains_and_infers(path: Path) -> None:
     assert "mask_head" not in cfg.model.roi_heads
     cfg.model.proposal_generator.update(pre_nms_topk=(200, 100), post_nms_topk=(64, 32))  # as SMALL above
     cfg.model.roi_heads.batch_size_per_image = 32
+    backbone.weights = ""  # no network in tests; test_detectron2_weights.py loads the weights it names
     torch.manual_seed(0)
     model = instantiate(cfg.model)
     heads = model.roi_heads.box_head

@@ -84,7 +84,7 @@ def test_train_net_lazy_config_eval_only_runs(tmp_path: Path, data_root: Path, p
     process or in two CPU processes (SyncBN swapped, DDP without device ids)."""
     config = REPO / "configs" / "detectron2" / "COCO-Detection" / "faster_rcnn_S50_FPN_1x.py"
     log = run_train_net(["--config-file", str(config), "--num-gpus", str(processes), "--eval-only",
-                         "train.init_checkpoint=",
+                         "train.init_checkpoint=", "model.backbone.bottom_up.weights=",
                          f"train.output_dir={tmp_path / 'out'}", "dataloader.test.dataset.names=toy_coco_val",
                          "dataloader.test.mapper.augmentations.0.short_edge_length=96",
                          "dataloader.test.mapper.augmentations.0.max_size=96", "dataloader.test.num_workers=0",

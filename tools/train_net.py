@@ -30,6 +30,7 @@ from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, defaul
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils import comm
+from omegaconf import OmegaConf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, replace_norm
@@ -70,6 +71,15 @@ def create_ddp_model_on_any_device(model: torch.nn.Module, **kwargs: Any) -> tor
     return create_ddp_model(model, **kwargs)
 
 
+def skip_imagenet_init(backbone_node: Any, key: str, checkpoint: str, eval_only: bool) -> List[str]:
+    """Evaluating a whole-model file: the backbone builder need not fetch and load ImageNet weights first (the file
+    replaces them all; ResNeStCheckpointer refuses one that covers the backbone in part). Returns the log lines."""
+    if not (eval_only and checkpoint and backbone_node is not None and backbone_node.get(key)):
+        return []
+    backbone_node[key] = ""
+    return [f"--eval-only from {checkpoint}: the backbone's ImageNet weights are not loaded first"]
+
+
 def log_notes(notes: List[str]) -> None:
     for note in notes:
         logger.info(note)
@@ -98,6 +108,7 @@ def main_yacs(args: argparse.Namespace) -> Any:
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     notes = adapt_to_machine(cfg, cfg.MODEL, "DEVICE")
+    notes += skip_imagenet_init(cfg.MODEL.RESNEST, "WEIGHTS", cfg.MODEL.WEIGHTS, args.eval_only)
     cfg.freeze()
     default_setup(cfg, args)
     log_notes(notes)
@@ -122,6 +133,8 @@ def test_lazy(cfg: Any, model: torch.nn.Module) -> Dict[str, Any]:
 def main_lazy(args: argparse.Namespace) -> Any:
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     notes = adapt_to_machine(cfg, cfg.train, "device")
+    notes += skip_imagenet_init(OmegaConf.select(cfg, "model.backbone.bottom_up"), "weights",
+                                cfg.train.init_checkpoint, args.eval_only)
     default_setup(cfg, args)
     log_notes(notes)
     model = prepare_model(instantiate(cfg.model).to(cfg.train.device))

@@ -7,6 +7,7 @@ below are registered in detectron2's ``BACKBONE_REGISTRY`` when this package is 
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, Optional, Union
 
 from detectron2.config import CfgNode
@@ -15,7 +16,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from torch import nn
 
-from ..models import ResNeSt, create_model
+from ..models import ResNeSt, create_model, load_checkpoint
+from .checkpoint import local_weights
 
 __all__ = [
     "ResNeStBackbone", "build_resnest", "build_resnest_backbone", "build_resnest_fpn_backbone",
@@ -23,6 +25,8 @@ __all__ = [
 ]
 
 #: Norm names detectron2's get_norm understands and that fit every ResNeSt layer.
+logger = logging.getLogger(__name__)
+
 NORMS = ("BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN", "nnSyncBN", "naiveSyncBN_N")
 
 
@@ -62,22 +66,40 @@ class ResNeStBackbone(ResNeSt, Backbone):
                 for name, info in self.out_feature_info.items()}
 
 
-def build_resnest(name: str = "resnest50d", **kwargs: Any) -> ResNeStBackbone:
+def build_resnest(name: str = "resnest50d", *, weights: Optional[str] = None, **kwargs: Any) -> ResNeStBackbone:
     """Build the variant ``name`` as a :class:`ResNeStBackbone` (for LazyConfig: ``L(build_resnest)(...)``).
 
     Args:
         name: a name from ``resnest_backbones.list_variants()`` (or an official alias).
+        weights: ImageNet weights loaded, strictly, as the model is built (like timm's ``pretrained`` or mmseg's
+            ``init_cfg``): a path or an ``http(s)://``/``file://`` URL (downloaded once into torch hub's checkpoint
+            directory), in any layout :func:`~resnest_backbones.load_checkpoint` reads; a sha256 prefix in the
+            file name is verified. So every trainer (detectron2's ``lazyconfig_train_net.py``, ``tools/train_net.py``,
+            your own) starts from them; ``train.init_checkpoint`` stays for whole-model files. ``None``/``""``:
+            random initialisation.
         **kwargs: :class:`ResNeStBackbone` arguments (``norm``, ``freeze_at``, ``out_features``...).
+
+    Raises:
+        CheckpointError: the weights do not cover the backbone exactly (missing, unexpected or mis-shaped tensors).
     """
-    return create_model(name, cls=ResNeStBackbone, **kwargs)
+    model = create_model(name, cls=ResNeStBackbone, **kwargs)
+    if weights:
+        report = load_checkpoint(model, local_weights(weights))  # strict: raises with the report
+        logger.info("ResNeSt backbone %s initialised from %s (%s layout): %d tensors", name, weights,
+                    report.source_format, len(report.loaded))
+    return model
 
 
 @BACKBONE_REGISTRY.register()
 def build_resnest_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNeStBackbone:
-    """``MODEL.BACKBONE.NAME: "build_resnest_backbone"``: the ResNeSt alone (``MODEL.RESNEST``)."""
+    """``MODEL.BACKBONE.NAME: "build_resnest_backbone"``: the ResNeSt alone (``MODEL.RESNEST``).
+
+    ``MODEL.RESNEST.WEIGHTS`` (ImageNet) is loaded here, strictly, so any trainer starts from it.
+    """
     if "RESNEST" not in cfg.MODEL:
         raise KeyError("cfg.MODEL.RESNEST is missing: call resnest_backbones.detectron2.add_resnest_config(cfg) "
-                       "before merging a ResNeSt config file")
+                       "before merging a ResNeSt config file (tools/train_net.py of resnest_backbones does; "
+                       "detectron2's own tools/train_net.py cannot read these configs)")
     c = cfg.MODEL.RESNEST
     # fmt: off
     return build_resnest(
@@ -92,6 +114,7 @@ def build_resnest_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNeStBackb
         deform_groups     = c.DEFORM_NUM_GROUPS,
         drop_block_prob   = c.DROPBLOCK_PROB,
         drop_block_stages = c.DROPBLOCK_ON_PER_STAGE,
+        weights           = c.WEIGHTS,
     )
     # fmt: on
 

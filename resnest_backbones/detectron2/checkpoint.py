@@ -1,26 +1,71 @@
-"""Loading ResNeSt (Zhang et al., 2020) ImageNet weights into detectron2 models through ``MODEL.WEIGHTS``.
+"""Loading ResNeSt (Zhang et al., 2020) weights into detectron2 models, safely and never in part.
 
-:class:`ResNeStCheckpointer` is a ``DetectionCheckpointer`` that recognises a checkpoint holding only a ResNeSt
-backbone -- the official/timm ImageNet file (``resnest50-528c19ca.pth``), the official detectron2 wrapper's
-pre-converted file (``resnest50_detectron-255b5649.pth``) or an OpenMMLab one -- and loads it strictly into
-the model's ResNeSt with the core's :func:`~resnest_backbones.load_checkpoint`: any missing, unexpected or
-mis-shaped backbone tensor is an error, and the report is logged. Every other checkpoint (detectron2's own
-full-model files, for resuming or fine-tuning) goes through ``DetectionCheckpointer`` unchanged.
+:func:`local_weights` turns a path or URL into a local file (URLs go to torch hub's checkpoint directory, as
+``torch.hub.load_state_dict_from_url`` does) and checks the sha256 prefix in its name; the backbone builders use it
+for their ``weights`` argument.
+
+:class:`ResNeStCheckpointer` is a ``DetectionCheckpointer`` that
+
+* reads every file without running code from it: ``.pth`` with ``torch.load(weights_only=True)`` (detectron2's
+  training checkpoints hold only tensors and plain values), detectron2's ``.pkl`` with the numpy-only unpickler of
+  :mod:`resnest_backbones.models.unpickling`; a file whose pickle names anything else is a ``CheckpointError``;
+* recognises a checkpoint holding only a ResNeSt backbone -- the official/timm ImageNet file
+  (``resnest50-528c19ca.pth``), the official detectron2 wrapper's pre-converted one
+  (``resnest50_detectron-255b5649.pth``) or an OpenMMLab one -- and loads it strictly into the model's ResNeSt;
+* loads whole-model files (resume, fine-tuning, zoo models; the wrapper's layout is renamed by the backbone's own
+  ``load_state_dict`` pre-hook) as detectron2 does, except that a backbone tensor that is missing, unexpected or
+  mis-shaped is an error naming it instead of a log line.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import urlparse
 
+import torch
+import torch.hub
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from ..models import ResNeSt, convert_state_dict, load_checkpoint, read_checkpoint
-from ..models.checkpoint import detect_format, verify_sha256
+from ..models import CheckpointError, ResNeSt, load_checkpoint, read_checkpoint
+from ..models.checkpoint import verify_sha256
+from ..models.unpickling import load_numpy_pickle, refusal_message
 
-__all__ = ["ResNeStCheckpointer"]
+__all__ = ["ResNeStCheckpointer", "local_weights"]
 
 logger = logging.getLogger(__name__)
+
+_URL_SCHEMES = ("http", "https", "file")
+
+
+def local_weights(path_or_url: str) -> str:
+    """Local path of a checkpoint named by a path or an ``http(s)://``/``file://`` URL.
+
+    A URL is downloaded once, with torch hub's downloader, to ``<torch.hub.get_dir()>/checkpoints/<file name>``
+    (the cache of ``torch.hub.load_state_dict_from_url``, and where ``create_model(pretrained=True)`` looks). The
+    sha256 prefix in the file name (``resnest50-528c19ca.pth``), if any, is verified. Nothing is unpickled here.
+
+    Raises:
+        CheckpointError: the file is missing, or its sha256 does not match its name.
+    """
+    parsed = urlparse(path_or_url)
+    path = Path(path_or_url)
+    if parsed.scheme in _URL_SCHEMES:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(parsed.path)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            logger.info("downloading %s to %s", path_or_url, path)
+            try:
+                torch.hub.download_url_to_file(parsed._replace(query="").geturl(), str(path), progress=True)
+            except Exception as error:  # noqa: BLE001 - urllib/HTTP errors of every kind mean the same here
+                raise CheckpointError(f"could not download {path_or_url} ({type(error).__name__}: {error}); "
+                                      f"download it yourself into {path.parent} or pass a local path") from error
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    verify_sha256(path)
+    return str(path)
 
 
 def _find_resnest(model: nn.Module) -> Optional[Tuple[str, ResNeSt]]:
@@ -29,36 +74,89 @@ def _find_resnest(model: nn.Module) -> Optional[Tuple[str, ResNeSt]]:
     return (found[0][0] + "." if found[0][0] else "", found[0][1]) if len(found) == 1 else None
 
 
-class ResNeStCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` that also initialises a ResNeSt backbone from an ImageNet checkpoint.
+def _listing(keys: List[str], limit: int = 10) -> str:
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
-    A checkpoint counts as a backbone checkpoint when it shares no key with the model outside its ResNeSt
-    (a detectron2 checkpoint of the whole model shares the FPN/head keys) and its keys are in a ResNeSt format.
-    A full-model checkpoint of the official detectron2 wrapper gets its backbone keys renamed, then loads as
-    detectron2 does.
+
+class ResNeStCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` that reads files safely, initialises a ResNeSt backbone from ImageNet files and
+    refuses a checkpoint that covers the backbone only in part.
+
+    A checkpoint counts as a backbone checkpoint when it shares no key with the model outside its ResNeSt (a
+    whole-model checkpoint shares the FPN/head keys) and its keys are in a ResNeSt layout.
     """
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        """detectron2's ``load``; an ``http(s)://``/``file://`` URL is fetched with :func:`local_weights` first."""
+        parsed = urlparse(path) if path else None
+        if parsed is not None and parsed.scheme in _URL_SCHEMES:
+            path = local_weights(path) + (f"?{parsed.query}" if parsed.query else "")
+        return super().load(path, *args, **kwargs)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         verify_sha256(filename)  # no-op unless the name carries a hash (name-<sha256 prefix>.pth)
+        if filename.endswith(".pkl"):
+            data = self._read(filename, load_numpy_pickle)
+            if isinstance(data, dict) and "model" in data and "__author__" in data:
+                return data  # detectron2's own model-zoo format
+            if isinstance(data, dict) and "blobs" in data:
+                data = data["blobs"]  # Caffe2/Detectron1 detection models
+            if not isinstance(data, dict):
+                raise CheckpointError(f"{filename} holds a {type(data).__name__}, not a detectron2/Caffe2 checkpoint")
+            return {"model": {k: v for k, v in data.items() if not k.endswith("_momentum")}, "__author__": "Caffe2",
+                    "matching_heuristics": True}
+        if filename.endswith(".pyth"):  # pycls
+            data = self._read(filename, None)
+            state = data.get("model_state") if isinstance(data, dict) else None
+            if not isinstance(state, dict):
+                raise CheckpointError(f"cannot load {filename}: pycls checkpoints hold 'model_state'")
+            return {"model": {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")},
+                    "__author__": "pycls", "matching_heuristics": True}
         return super()._load_file(filename)
+
+    def _torch_load(self, f: str) -> Dict[str, Any]:
+        # fvcore calls torch.load without weights_only, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can turn into a full
+        # unpickle; an explicit weights_only=True cannot be overridden that way.
+        return self._read(f, None)
+
+    @staticmethod
+    def _read(filename: str, reader: Any) -> Any:
+        """Unpickle ``filename`` without running code (``reader(handle)`` or ``torch.load(weights_only=True)``)."""
+        try:
+            if reader is None:
+                return torch.load(filename, map_location="cpu", weights_only=True)
+            with open(filename, "rb") as handle:
+                return reader(handle)
+        except Exception as error:  # noqa: BLE001 - refusals become a CheckpointError naming what was refused
+            message = refusal_message(filename, error)
+            if message is not None:
+                raise CheckpointError(message) from None
+            raise
 
     def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
         found = _find_resnest(self.model)
         if found is None or not isinstance(checkpoint.get("model"), dict):
             return super()._load_model(checkpoint)
         prefix, backbone = found
-        state = read_checkpoint(checkpoint["model"])
+        keys = {k[len("module."):] if k.startswith("module.") else k for k in checkpoint["model"]}
         outside = {k for k in self.model.state_dict() if not k.startswith(prefix)}
-        if not outside.intersection(state):
-            report = load_checkpoint(backbone, state)  # strict: raises CheckpointError with the report
+        if not outside.intersection(keys):
+            report = load_checkpoint(backbone, read_checkpoint(checkpoint["model"]))  # strict: raises with the report
             logger.info("ResNeSt backbone (%s) initialised from a %s checkpoint with 0 missing keys:\n%s",
                         type(backbone).__name__, report.source_format, report.summary())
             return None
-        wrapper_keys = [k for k in state if k.startswith(prefix)]
-        if prefix and wrapper_keys and detect_format([k[len(prefix):] for k in wrapper_keys]) == "detectron2":
-            converted, _, _ = convert_state_dict({k[len(prefix):]: state[k] for k in wrapper_keys})
-            checkpoint["model"] = {k: v for k, v in checkpoint["model"].items() if not k.startswith(prefix)}
-            checkpoint["model"].update({prefix + k: v for k, v in converted.items()})
-            logger.info("renamed %d backbone tensors of a detectron2-wrapper ResNeSt model to this package's names",
-                        len(converted))
-        return super()._load_model(checkpoint)
+        try:
+            incompatible = super()._load_model(checkpoint)
+        except RuntimeError as error:  # e.g. the backbone's pre-hook refusing a partial detectron2-wrapper layout
+            raise CheckpointError(f"checkpoint does not fit the model: {error}") from error
+        missing = [k for k in incompatible.missing_keys if k.startswith(prefix)
+                   and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in incompatible.unexpected_keys if k.startswith(prefix)]
+        shapes = [f"{k} {list(c)} vs {list(m)}" for k, c, m in incompatible.incorrect_shapes if k.startswith(prefix)]
+        if missing or unexpected or shapes:
+            raise CheckpointError(
+                f"this whole-model checkpoint covers the ResNeSt backbone ({prefix[:-1]}) only in part: "
+                f"{len(missing)} missing ({_listing(missing)}), {len(unexpected)} unexpected ({_listing(unexpected)}), "
+                f"{len(shapes)} mis-shaped, checkpoint vs model ({_listing(shapes)}). Use the config the checkpoint "
+                f"was trained with (variant, DCN stages, out_features)")
+        return incompatible

@@ -26,6 +26,11 @@ def add_resnest_config(cfg: CfgNode) -> CfgNode:
     # Variant name from resnest_backbones.list_variants() (timm names; official aliases such as
     # "resnest50" are accepted).
     node.NAME = "resnest50d"
+    # ImageNet weights of the backbone, loaded strictly when the model is built, so that any trainer built on
+    # detectron2's build_model (tools/train_net.py, a DefaultTrainer of your own) starts from them: a path or an
+    # http(s)/file URL (downloaded once into torch hub's checkpoint directory; a sha256 prefix in the file name
+    # is checked). "" = random initialisation. MODEL.WEIGHTS stays for whole-model files (fine-tuning, zoo models).
+    node.WEIGHTS = ""
     # Backbone outputs, among "stem", "res2".."res5"; stages after the last one listed are not built.
     node.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     # Normalisation, as detectron2's get_norm names it: "BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN".
