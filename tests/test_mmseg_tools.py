@@ -86,7 +86,10 @@ def _schedule(iters: int, checkpoint_every: int) -> List[str]:
 
 
 def _iteration(checkpoint: Path) -> int:
-    return torch.load(checkpoint, map_location="cpu", weights_only=False)["meta"]["iter"]
+    from resnest_backbones.mmseg.cli import TRAINING_CHECKPOINT_GLOBALS
+
+    with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):  # what the tools allow, no more
+        return torch.load(checkpoint, map_location="cpu")["meta"]["iter"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")

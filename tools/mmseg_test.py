@@ -16,6 +16,7 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.distributed import close_process_group  # noqa: E402
+from resnest_backbones.models import CheckpointError  # noqa: E402
 from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics  # noqa: E402
 
 TOOL = "mmseg_test"
@@ -31,7 +32,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = load_config(args, TOOL)
     cfg.load_from = args.checkpoint
     runner = build_runner(cfg, TOOL)
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except CheckpointError as error:  # a refused or partial checkpoint: the message says what to do
+        raise SystemExit(f"[{TOOL}] error: {error}") from None
     if runner.rank == 0:
         print_metrics(TOOL, metrics)
     close_process_group()

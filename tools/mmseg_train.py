@@ -17,6 +17,7 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.distributed import close_process_group  # noqa: E402
+from resnest_backbones.models import CheckpointError  # noqa: E402
 from resnest_backbones.mmseg.cli import (  # noqa: E402
     MetricsHook, add_common_arguments, build_runner, load_config, print_metrics, require_cuda_for_amp)
 
@@ -41,7 +42,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     runner = build_runner(cfg, TOOL)
     hook = MetricsHook()
     runner.register_hook(hook)
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointError as error:  # a refused or partial checkpoint: the message says what to do
+        raise SystemExit(f"[{TOOL}] error: {error}") from None
     if runner.val_loop is not None and hook.iteration != runner.iter:
         runner.val_loop.run()  # the schedule did not end on a validation: evaluate the final model
     if runner.rank == 0:

@@ -3,27 +3,80 @@
 The tools train/evaluate MMSegmentation models with ResNeSt backbones (Zhang et al., 2020) through mmengine's
 ``Runner``, with the command line of mmseg's own ``tools/train.py``/``tools/test.py``; this module holds the
 parts both need, so the tools stay a few lines each.
+
+Checkpoints (``load_from``, ``--resume``, the checkpoint of ``mmseg_test.py``) are read by torch's weights-only
+unpickler with only :data:`TRAINING_CHECKPOINT_GLOBALS` added, so a file cannot run code; and they must cover the
+model exactly (mmengine's own loader only logs a partial load).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import os.path as osp
-from typing import Any, Dict, Iterator, Optional
+import pickle
+import re
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
-from mmengine.model import MMDistributedDataParallel, is_model_wrapper
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseTTAModel, MMDistributedDataParallel, is_model_wrapper
 from mmengine.registry import MODEL_WRAPPERS
-from mmengine.runner import Runner
+from mmengine.runner import CheckpointLoader, Runner
 from torch import nn
 
 from ..distributed import sync_on_cpu
+from ..models.checkpoint import CheckpointError, LoadReport
+from ..models.unpickling import refusal_message
 
-__all__ = ["AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner", "find_types", "load_config",
-           "print_metrics", "require_cuda_for_amp"]
+__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner",
+           "find_types", "load_config", "print_metrics", "require_cuda_for_amp"]
+
+
+def _history_buffer_statistic(owner: Any, name: str) -> Any:
+    """Stands in for ``getattr`` while a training checkpoint is unpickled, resolving only what mmengine writes.
+
+    A ``HistoryBuffer`` pickles its statistics methods (``HistoryBuffer.min``...); pickle protocol 2, torch's,
+    cannot name a method, so it writes ``getattr(HistoryBuffer, "min")``. A real ``getattr`` would let a file
+    walk from any allowed type to any object (and run it), so only these four are resolved.
+    """
+    if owner is HistoryBuffer and name in ("min", "max", "mean", "current"):
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f"getattr({owner!r}, {name!r}) refused: a training checkpoint only needs "
+                                 f"HistoryBuffer's min/max/mean/current")
+
+
+def _numpy_global(obj: Any) -> List[Any]:
+    """``obj`` under its own name and under the other numpy generation's (numpy 2 moved ``numpy.core`` to
+    ``numpy._core``; a checkpoint names the module of the numpy that wrote it)."""
+    own = f"{obj.__module__}.{obj.__name__}"
+    other = own.replace("numpy._core.", "numpy.core.", 1) if own.startswith("numpy._core.") else \
+        own.replace("numpy.core.", "numpy._core.", 1)
+    return [obj, (obj, other)]
+
+
+_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / numpy 1
+
+#: What mmengine's training checkpoints hold beyond tensors and plain values, for torch's weights-only unpickler
+#: (found by training the toy config and listing what torch refuses; tests/test_safe_loading.py checks that the
+#: list suffices and that each entry is needed). Everything else in a checkpoint is refused.
+TRAINING_CHECKPOINT_GLOBALS: List[Any] = [
+    HistoryBuffer,                                    # message_hub.log_scalars: the history of each logged value,
+    np.ndarray, np.dtype,                             # ... kept as two numpy arrays (values, counts)
+    type(np.dtype(np.float64)),                       # ... the dtype objects' own classes (numpy.dtypes.*):
+    type(np.dtype(np.int64)),                         # ... float64 values, int64 counts
+    *_numpy_global(_multiarray._reconstruct),         # ... (how numpy pickles an array)
+    *_numpy_global(_multiarray.scalar),               # message_hub.runtime_info: numpy scalars (the ETA)
+    (_history_buffer_statistic, "builtins.getattr"),  # HistoryBuffer's statistics methods (see the function)
+]
+
+_WHOLE_MODEL_HINT = ("load_from / --resume / mmseg_test.py take a checkpoint of this config's whole model, as "
+                     "mmseg_train.py writes it; to start from ImageNet backbone weights, set "
+                     "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...) instead")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,11 +105,6 @@ def load_config(args: argparse.Namespace, tool: str) -> Config:
     """Read the config (running its ``custom_imports``), apply the command line, explain single-process SyncBN."""
     if "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
-    # mmengine's checkpoints (the ones --resume and mmseg_test.py read: the user's own training outputs) hold
-    # the message hub's history buffers and numpy values, which torch >= 2.6's default weights_only=True load
-    # refuses. This restores the pre-2.6 default for loads that do not choose; ImageNet backbone weights are
-    # read by resnest_backbones with weights_only=True regardless.
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
@@ -92,6 +140,51 @@ class AnyDeviceRunner(Runner):
         wrapper.update(model_wrapper_cfg or {})
         wrapper["device_ids"] = None
         return MODEL_WRAPPERS.build(wrapper, default_args=dict(module=model))
+
+    def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = "cpu", strict: bool = True,
+                        revise_keys: list = [(r"^module\.", "")]) -> dict:  # noqa: B006 - mmengine's signature
+        """mmengine's ``load_checkpoint`` (``load_from``, ``--resume``), reading safely and loading strictly.
+
+        The file is unpickled by torch's weights-only unpickler with only :data:`TRAINING_CHECKPOINT_GLOBALS`
+        added. With ``strict`` (the default here; mmengine's default only logs), a checkpoint that leaves a model
+        tensor unset or holds tensors the model lacks is an error naming them; mis-shaped tensors always are.
+
+        Raises:
+            CheckpointError: the file asks the unpickler to run code, or does not cover the model exactly.
+        """
+        try:
+            with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
+                checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger=self.logger)
+        except pickle.UnpicklingError as error:
+            message = refusal_message(filename, error)
+            if message is None:
+                raise
+            raise CheckpointError(message) from None  # torch's own message suggests weights_only=False
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
+        state = checkpoint.get("state_dict", checkpoint)
+        revised = OrderedDict(state)
+        for pattern, replacement in revise_keys:
+            revised = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in revised.items())
+        revised._metadata = getattr(state, "_metadata", OrderedDict())  # type: ignore[attr-defined]
+        try:
+            result = model.load_state_dict(revised, strict=False)
+        except RuntimeError as error:  # torch raises on mis-shaped tensors whatever ``strict`` says
+            raise CheckpointError(f"{filename} does not fit the model of this config: {error}\n"
+                                  f"{_WHOLE_MODEL_HINT}") from None
+        report = LoadReport(source_format="whole-model", unexpected=list(result.unexpected_keys),
+                            missing=[k for k in result.missing_keys if not k.endswith("num_batches_tracked")])
+        report.loaded = sorted(set(revised) - set(report.unexpected))
+        if not report.ok:
+            message = f"{filename} does not cover the model of this config exactly\n{report.summary()}"
+            if strict:
+                raise CheckpointError(f"{message}\n{_WHOLE_MODEL_HINT}", report)
+            self.logger.warning(message)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
 
 
 def build_runner(cfg: Config, tool: str) -> Runner:
