@@ -10,10 +10,20 @@ finds it from its own configs::
     model = dict(backbone=dict(_delete_=True, type='resnest_backbones.ResNeSt', variant='resnest101e',
                                out_indices=(0, 1, 2, 3), output_stride=8, norm_cfg=dict(type='SyncBN')))
 
-This package needs mmengine and mmcv only; the toy datasets (which need mmseg) are registered by importing
-:mod:`resnest_backbones.mmseg.datasets`.
+The backbone needs mmengine and mmcv only. With mmseg installed, importing this package also registers the
+ResNeSt paper's decode head, ``resnest_backbones.DeepLabV3Head`` (:mod:`resnest_backbones.mmseg.heads`, a
+``BaseDecodeHead`` subclass); without mmseg (an mmdet-only environment) that module is skipped. The toy datasets
+(which need mmseg) are registered by importing :mod:`resnest_backbones.mmseg.datasets`. Released segmentation
+models are converted by :mod:`resnest_backbones.mmseg.convert`.
 """
+import importlib.util
+
 from .backbone import ResNeSt
 from .registry import DATASETS, MODELS
 
 __all__ = ["DATASETS", "MODELS", "ResNeSt"]
+
+if importlib.util.find_spec("mmseg") is not None:  # the head subclasses mmseg's BaseDecodeHead
+    from .heads import DeepLabV3Head  # noqa: F401
+
+    __all__.append("DeepLabV3Head")
