@@ -134,7 +134,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--num-train", type=int, default=128, help="toy training images (default: %(default)s)")
     parser.add_argument("--num-val", type=int, default=32, help="toy val images (default: %(default)s)")
     parser.add_argument("--output", default=None, help="save the trained model's state dict here")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    parser.add_argument("--data-seed", type=int, default=0, help="toy data seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads; 0 (default): torch's default, or 1 when the machine is already busy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -153,7 +154,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     paths = make_toy_coco(args.data_root, num_train=args.num_train, num_val=args.num_val,
-                          image_size=args.image_size, seed=args.seed)
+                          image_size=args.image_size, seed=args.data_seed)
     train = CocoBoxes(paths["train_images"], paths["train_json"])
     val = CocoBoxes(paths["val_images"], paths["val_json"])
     model = build_model(args, num_classes=len(paths["categories"]) + 1).to(device)  # + background
