@@ -292,6 +292,12 @@ def test_mmseg_released_s101_gives_mmseg_logits(tmp_path: Path, dataset: str) ->
     assert max(diffs) <= TOL, diffs
     # our own files pass through unchanged
     assert maybe_convert_released(converted, tmp_path / "work2") == converted
+    # the in-memory conversion (for a loader that has read the file) gives the same tensors
+    from resnest_backbones.mmseg.convert import convert_if_released
+
+    in_memory, fmt = convert_if_released(torch.load(src, weights_only=True)["state_dict"], src)
+    assert fmt == "mmseg" and set(in_memory) == set(ours.state_dict())
+    assert convert_if_released(ours.state_dict())[1] is None
 
 
 def _without_scope(node: object) -> object:

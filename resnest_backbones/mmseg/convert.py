@@ -37,8 +37,8 @@ from torch import Tensor
 from ..models.checkpoint import CheckpointError, convert_state_dict
 from ..models.file_hash import verify_hash
 
-__all__ = ["SegmentorCheckpoint", "check_state_dict", "convert_segmentor_state_dict", "detect_segmentor_format",
-           "maybe_convert_released", "read_released_segmentor", "save_mmseg_checkpoint"]
+__all__ = ["SegmentorCheckpoint", "check_state_dict", "convert_if_released", "convert_segmentor_state_dict",
+           "detect_segmentor_format", "maybe_convert_released", "read_released_segmentor", "save_mmseg_checkpoint"]
 
 StateDict = Dict[str, Tensor]
 PathLike = Union[str, os.PathLike]
@@ -231,6 +231,33 @@ def save_mmseg_checkpoint(checkpoint: SegmentorCheckpoint, dst: PathLike) -> Non
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     torch.save(checkpoint.to_mmengine(), tmp)
     os.replace(tmp, dst)
+
+
+def convert_if_released(state_dict: Mapping[str, Tensor],
+                        filename: Optional[PathLike] = None) -> Tuple[Mapping[str, Tensor], Optional[str]]:
+    """An already loaded checkpoint's state dict in this project's keys, converted if it is a released file.
+
+    For a loader that has read the file itself (``AnyDeviceRunner.load_checkpoint``): a PyTorch-Encoding or mmseg
+    ResNeSt layout is converted (and ``filename``'s hash prefix checked, when given); anything else (this
+    project's own checkpoints, other models) comes back unchanged.
+
+    Returns:
+        ``(state_dict, source_format)``; ``source_format`` is ``None`` when nothing was converted.
+
+    Raises:
+        CheckpointError: the file's hash does not match its name.
+    """
+    keys = [re.sub(r"^module\.", "", k) for k in state_dict]
+    try:
+        fmt = detect_segmentor_format(keys)
+    except CheckpointError:
+        return state_dict, None
+    if fmt == OURS:
+        return state_dict, None
+    if filename is not None and Path(filename).is_file():
+        verify_hash(filename)
+    converted, fmt = convert_segmentor_state_dict(state_dict)
+    return converted, fmt
 
 
 def maybe_convert_released(checkpoint: PathLike, work_dir: PathLike,
