@@ -410,3 +410,17 @@ def test_detectron2_training_checkpoints_resume_with_the_safe_loader(tmp_path: P
     assert extra["iteration"] == 7 and fresh.iter == 7
     theirs = trainer.model.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in fresh.model.state_dict().items())
+
+
+def test_train_net_eval_only_of_a_whole_model_skips_imagenet_and_runs_tta(tmp_path: Path, toy_data: Path) -> None:
+    """--eval-only MODEL.WEIGHTS <whole model>: the backbone's ImageNet file is not needed (here it does not even
+    exist), and TEST.AUG.ENABLED (the Panoptic FPN 3x recipe) adds detectron2's test-time augmentation."""
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(load_yaml(TOY, "MODEL.DEVICE", "cpu")), save_dir=str(tmp_path)).save("trained")
+    log = _run_train_net(["--config-file", str(TOY), "--eval-only", "OUTPUT_DIR", str(tmp_path / "out"),
+                          "MODEL.WEIGHTS", str(tmp_path / "trained.pth"), "MODEL.RESNEST.WEIGHTS",
+                          str(tmp_path / "absent-imagenet.pth"), "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES",
+                          "(96, 128)", "TEST.AUG.MAX_SIZE", "256"], toy_data)
+    assert "the backbone's ImageNet weights are not loaded first" in log
+    assert "Running inference with test-time augmentation" in log
+    assert (tmp_path / "out" / "inference_TTA" / "toy_coco_val" / "coco_instances_results.json").is_file()

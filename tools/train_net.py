@@ -28,7 +28,10 @@ from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, default_argument_parser, default_setup,
                                default_writers, hooks, launch)
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import COCOEvaluator, inference_on_dataset, print_csv_format, verify_results
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluator, DatasetEvaluators,
+                                   SemSegEvaluator, inference_on_dataset, print_csv_format, verify_results)
+from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 
@@ -86,21 +89,41 @@ def log_notes(notes: List[str]) -> None:
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with COCO evaluation, the ResNeSt-aware checkpointer and CPU processes."""
+    """detectron2's DefaultTrainer with COCO (and panoptic) evaluation, test-time augmentation when the config asks
+    for it, the safe and strict ResNeSt checkpointer, and CPU processes."""
 
     @classmethod
     def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
         return prepare_model(super().build_model(cfg))
 
     @classmethod
-    def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
-        return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name))
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str = "",
+                        instances_only: bool = False) -> DatasetEvaluator:
+        """COCO box/mask AP; for a panoptic data set (``evaluator_type`` "coco_panoptic_seg", e.g.
+        ``coco_2017_val_panoptic_separated``) also PQ and the semantic head's mIoU, unless ``instances_only``."""
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        coco = COCOEvaluator(dataset_name, output_dir=output_folder)
+        if instances_only or MetadataCatalog.get(dataset_name).get("evaluator_type") != "coco_panoptic_seg":
+            return coco
+        return DatasetEvaluators([SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder),
+                                  coco, COCOPanopticEvaluator(dataset_name, output_folder)])
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model: torch.nn.Module) -> Dict[str, Any]:
+        """``TEST.AUG.ENABLED`` (the Panoptic FPN 3x recipe): detectron2's multi-scale + flip test-time
+        augmentation of the detections, evaluated with COCO AP (it augments instances only)."""
+        logger.info("Running inference with test-time augmentation ...")
+        evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name), True)
+                      for name in cfg.DATASETS.TEST]
+        results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        return {name + "_TTA": value for name, value in results.items()}
 
     def build_hooks(self) -> List[hooks.HookBase]:
         # Swap in the checkpointer that loads ImageNet ResNeSt files, before the hooks capture it.
         old = self.checkpointer
         self.checkpointer = ResNeStCheckpointer(old.model, old.save_dir, trainer=weakref.proxy(self))
-        return super().build_hooks()
+        tta = [hooks.EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model))] if self.cfg.TEST.AUG.ENABLED else []
+        return super().build_hooks() + tta
 
 
 def main_yacs(args: argparse.Namespace) -> Any:
@@ -116,6 +139,8 @@ def main_yacs(args: argparse.Namespace) -> Any:
         model = Trainer.build_model(cfg)
         ResNeStCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
