@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 import torch
 
 import resnest_backbones as rb
-from helpers import RunsCodeWhenUnpickled
+from helpers import RunsCodeWhenUnpickled, to_openmmlab
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "resnest14d"
@@ -172,7 +173,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
                     "train_cfg.max_iters=2", "train_cfg.val_interval=2", "param_scheduler.0.end=2",
                     "default_hooks.checkpoint.interval=2", *data])
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return dict(checkpoint=root / "work" / "iter_2.pth", data=data)
+    miou = re.findall(r"\] mIoU = ([0-9.]+) %", result.stdout + result.stderr)
+    return dict(checkpoint=root / "work" / "iter_2.pth", data=data, miou=float(miou[-1]))
 
 
 def _load_training_checkpoint(path: Path) -> Dict[str, Any]:
@@ -283,3 +285,21 @@ def test_mmseg_test_refuses_a_checkpoint_covering_the_model_in_part(trained, tmp
     assert "1 missing, 1 unexpected" in output and f"missing in checkpoint: backbone.{MISSING}" in output
     assert "unexpected in checkpoint: backbone.extra.weight" in output
     assert "model.backbone.init_cfg=dict(type='Pretrained'" in output and "[mmseg_test] metrics" not in output
+
+
+@pytest.mark.mmseg
+def test_mmseg_test_takes_a_released_mmseg_layout_file(trained, tmp_path: Path) -> None:
+    """The strict loader converts a whole segmentor in mmseg's own ResNeSt layout (as mmseg releases them) first:
+    the same weights in that layout evaluate to the same mIoU."""
+    state = _load_training_checkpoint(trained["checkpoint"])["state_dict"]
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    released = {**to_openmmlab(backbone), **{k: v for k, v in state.items() if not k.startswith("backbone.")}}
+    assert "backbone.stem.0.weight" in released and "backbone.conv1.0.weight" not in released
+    path = tmp_path / "released.pth"
+    torch.save({"state_dict": released, "meta": {"CLASSES": ["a", "b"]}}, path)
+    result = _tool(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
+                    "--cfg-options", *trained["data"]])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "a released mmseg model, converted" in output
+    assert abs(float(re.findall(r"\] mIoU = ([0-9.]+) %", output)[-1]) - trained["miou"]) < 1e-6

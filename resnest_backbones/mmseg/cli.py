@@ -32,6 +32,7 @@ from torch import nn
 from ..distributed import sync_on_cpu
 from ..models.checkpoint import CheckpointError, LoadReport
 from ..models.unpickling import refusal_message
+from .convert import convert_if_released
 
 __all__ = ["TRAINING_CHECKPOINT_GLOBALS", "AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner",
            "find_types", "load_config", "print_metrics", "require_cuda_for_amp"]
@@ -146,8 +147,9 @@ class AnyDeviceRunner(Runner):
         """mmengine's ``load_checkpoint`` (``load_from``, ``--resume``), reading safely and loading strictly.
 
         The file is unpickled by torch's weights-only unpickler with only :data:`TRAINING_CHECKPOINT_GLOBALS`
-        added. With ``strict`` (the default here; mmengine's default only logs), a checkpoint that leaves a model
-        tensor unset or holds tensors the model lacks is an error naming them; mis-shaped tensors always are.
+        added; a released mmseg or PyTorch-Encoding ResNeSt segmentor is converted to this project's keys. With
+        ``strict`` (the default here; mmengine's default only logs), a checkpoint that leaves a model tensor unset
+        or holds tensors the model lacks is an error naming them; mis-shaped tensors always are.
 
         Raises:
             CheckpointError: the file asks the unpickler to run code, or does not cover the model exactly.
@@ -165,6 +167,9 @@ class AnyDeviceRunner(Runner):
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
         state = checkpoint.get("state_dict", checkpoint)
+        state, released = convert_if_released(state, filename)  # mmseg's / PyTorch-Encoding's published files
+        if released:
+            self.logger.info(f"{filename}: a released {released} model, converted to this project's keys")
         revised = OrderedDict(state)
         for pattern, replacement in revise_keys:
             revised = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in revised.items())
