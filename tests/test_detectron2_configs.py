@@ -196,7 +196,9 @@ def crop_without_shapely(path: Path) -> List[str]:
 
 def toy_batch(mapper, n: int = 2, sem_seg: bool = False) -> List[Dict]:
     """``n`` mapped toy images; with ``sem_seg``, Panoptic FPN's semantic targets made from the instance masks
-    (things = class 0, background = stuff class 1), since the toy set has no panoptic annotations."""
+    (things = class 0, background = stuff class 1), since the toy set has no panoptic annotations. (A toy panoptic
+    set could be written, but detectron2's COCOPanopticEvaluator needs panopticapi, which is not on PyPI, so the
+    panoptic configs are built, trained and run here, not scored.)"""
     batch = [mapper(copy.deepcopy(d)) for d in (DatasetCatalog.get("toy_coco_train") * n)[:n]]
     for item in batch if sem_seg else []:
         height, width = item["image"].shape[1:]
