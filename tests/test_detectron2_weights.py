@@ -424,3 +424,30 @@ def test_train_net_eval_only_of_a_whole_model_skips_imagenet_and_runs_tta(tmp_pa
     assert "the backbone's ImageNet weights are not loaded first" in log
     assert "Running inference with test-time augmentation" in log
     assert (tmp_path / "out" / "inference_TTA" / "toy_coco_val" / "coco_instances_results.json").is_file()
+
+
+def test_train_net_evaluates_panoptic_data_sets_with_the_panoptic_evaluators(tmp_path: Path) -> None:
+    """A data set of detectron2's "coco_panoptic_seg" type (coco_2017_val_panoptic_separated) gets PQ, mIoU and
+    COCO AP; TTA only the COCO AP (it augments instances only). Construction only: scoring needs panopticapi."""
+    import importlib.util
+
+    from detectron2.data import MetadataCatalog
+    from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
+
+    spec = importlib.util.spec_from_file_location("resnest_train_net", REPO / "tools" / "train_net.py")
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    DatasetCatalog.get("toy_coco_val")  # makes the toy files, whose instances json the fake panoptic set reuses
+    name = "toy_panoptic_separated_for_test"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [])
+        MetadataCatalog.get(name).set(
+            evaluator_type="coco_panoptic_seg", json_file=MetadataCatalog.get("toy_coco_val").json_file,
+            stuff_classes=["things", "background"], ignore_label=255, thing_dataset_id_to_contiguous_id={1: 0},
+            stuff_dataset_id_to_contiguous_id={0: 0, 2: 1})
+    cfg = load_yaml(ROOT / "toy" / "panoptic_fpn_toy.yaml", "OUTPUT_DIR", str(tmp_path))
+    evaluator = train_net.Trainer.build_evaluator(cfg, name)
+    assert isinstance(evaluator, DatasetEvaluators)
+    assert [type(e) for e in evaluator._evaluators] == [SemSegEvaluator, COCOEvaluator, COCOPanopticEvaluator]
+    assert isinstance(train_net.Trainer.build_evaluator(cfg, name, str(tmp_path / "tta"), True), COCOEvaluator)
+    assert isinstance(train_net.Trainer.build_evaluator(cfg, "toy_coco_val"), COCOEvaluator)
