@@ -62,7 +62,7 @@ def _partial_pth(tmp_path: Path, state: Dict[str, torch.Tensor]) -> Path:
 def test_the_crafted_files_do_run_code_when_unpickled_unsafely(tmp_path: Path, state) -> None:
     """The control: without it, "the marker never appears" could pass because the payload is dead."""
     for make, unsafe_load in [(_crafted_pth, lambda p: torch.load(p, weights_only=False)),
-                              (_crafted_pkl, lambda p: pickle.load(open(p, "rb"), encoding="latin1"))]:
+                              (_crafted_pkl, lambda p: pickle.loads(p.read_bytes(), encoding="latin1"))]:
         path = make(tmp_path, state)
         assert not (tmp_path / "marker").exists()
         unsafe_load(path)
