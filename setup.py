@@ -33,6 +33,7 @@ setup(
         ],
         "tools": ["fvcore", "tqdm", "matplotlib"],
         # detectron2's own Python dependencies; detectron2 itself must be built from its source (see README).
-        "detectron2": ["fvcore", "pycocotools", "iopath", "omegaconf", "hydra-core", "yacs"],
+        "detectron2": ["fvcore", "pycocotools", "iopath", "omegaconf", "hydra-core", "yacs",
+                       "shapely"],  # the all-tricks configs crop polygon masks
     },
 )
