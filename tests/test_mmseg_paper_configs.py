@@ -143,3 +143,26 @@ def test_paper_config_recipe_trains_and_runs_tta(path: Path, toy_ade: Path) -> N
         results = tta_model.test_step(pseudo_collate([DATASETS.build(tta_data)[0]]))
     assert len(results) == 1 and tuple(results[0].pred_sem_seg.data.shape) == (1, 48, 64)
     print(f"{path.name}: recipe + build + 1 train step + TTA in {time.perf_counter() - start:.1f} s")
+
+
+TOY = ROOT / "configs" / "mmseg" / "toy" / "deeplabv3_resnest14d-d8_paper_toy-ade.py"
+
+
+def test_toy_paper_config_keeps_the_recipe_and_runs_tta(toy_ade: Path) -> None:
+    """The toy paper config: the paper's head, pipeline order and optimiser structure, shrunk; TTA runs."""
+    cfg = Config.fromfile(str(TOY))
+    assert cfg.model.decode_head.type == "resnest_backbones.DeepLabV3Head" and cfg.model.backbone.avd_dilated
+    assert [t.type for t in cfg.train_pipeline] == [t.type for t in Config.fromfile(str(PAPER[0])).train_pipeline]
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys["decode_head"] == dict(lr_mult=10.0)
+    assert cfg.model.auxiliary_head.loss_decode.loss_weight == 0.2 and len(cfg.param_scheduler) == 1
+    init_default_scope("mmseg")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    tta_data = copy.deepcopy(cfg.test_dataloader.dataset)
+    tta_data.update(type="ADE20KDataset", data_root=str(toy_ade), pipeline=cfg.tta_pipeline)
+    tta_data.pop("toy")
+    tta_cfg = copy.deepcopy(cfg.tta_model)
+    tta_cfg.module = model
+    with torch.no_grad():
+        results = MODELS.build(tta_cfg).eval().test_step(pseudo_collate([DATASETS.build(tta_data)[0]]))
+    assert tuple(results[0].pred_sem_seg.data.shape) == (1, 48, 64)
