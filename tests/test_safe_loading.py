@@ -250,7 +250,8 @@ def test_mmseg_test_refuses_a_checkpoint_that_runs_code(trained, tmp_path: Path)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and f"[mmseg_test] error: {REFUSED} {path}: its pickle calls" in output, \
         output[-3000:]
-    assert "pathlib.Path" in output and "Traceback" not in output
+    # what the allow-list admits (HistoryBuffer, numpy...) is not named; getattr(Path, "touch") is refused too
+    assert "its pickle calls pathlib.Path, pathlib.PosixPath, which" in output and "Traceback" not in output
     assert not (tmp_path / "marker").exists()
 
 

@@ -156,9 +156,13 @@ class AnyDeviceRunner(Runner):
         """
         try:
             with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
-                checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger=self.logger)
+                if osp.isfile(filename):  # weights_only given explicitly: no environment variable can turn it off
+                    checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
+                else:  # URLs, open-mmlab://...: mmengine fetches them and reads them with torch.load's default
+                    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location,
+                                                                  logger=self.logger)
         except pickle.UnpicklingError as error:
-            message = refusal_message(filename, error)
+            message = refusal_message(filename, error, allowed=TRAINING_CHECKPOINT_GLOBALS)
             if message is None:
                 raise
             raise CheckpointError(message) from None  # torch's own message suggests weights_only=False

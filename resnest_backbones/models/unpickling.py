@@ -13,7 +13,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import IO, Any, List, Optional, Union
+from typing import IO, Any, List, Optional, Sequence, Union
 
 import torch
 
@@ -52,17 +52,24 @@ def load_numpy_pickle(handle: IO[bytes]) -> Any:
     return _NumpyUnpickler(handle, encoding="latin1").load()  # latin1: numpy data pickled by Python 2
 
 
-def refusal_message(path: Union[str, os.PathLike], error: BaseException) -> Optional[str]:
+def _global_name(entry: Any) -> str:
+    """The name torch's allow-list gives an entry of ``torch.serialization.safe_globals``."""
+    return entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+
+
+def refusal_message(path: Union[str, os.PathLike], error: BaseException, allowed: Sequence[Any] = ()) -> Optional[str]:
     """What to tell the user when ``error`` is an unpickler refusing a global of ``path``; ``None`` otherwise.
 
     The refusal comes from :func:`load_numpy_pickle` or from ``torch.load(weights_only=True)``; torch names only
-    the first refused global, so the message lists all of them (read from the file without running anything).
+    the first refused global, so the message lists all of them (read from the file without running anything),
+    leaving out those the caller had ``allowed`` (its ``safe_globals`` entries) unless nothing else is left.
     """
     if isinstance(error, _RefusedGlobal):
         names: List[str] = [error.name]
     elif isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
         try:
             names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            names = [n for n in names if n not in {_global_name(g) for g in allowed}] or names
         except Exception:  # noqa: BLE001 - not a zip checkpoint: fall back to torch's message
             names = []
         names = names or re.findall(r"GLOBAL (\S+) was not an allowed global", str(error)) or ["an unknown global"]
