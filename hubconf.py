@@ -1,18 +1,19 @@
 """torch.hub entry points of resnest_backbones: ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention
 Networks") classifiers/backbones under timm's names, and a ResNeSt-FPN backbone for torchvision detection.
 
-Example (from a local checkout; nothing is downloaded)::
+Example (from a local checkout)::
 
     import torch
     classifier = torch.hub.load("path/to/resnest_backbones", "resnest50d", source="local",
-                                pretrained="resnest50-528c19ca.pth")          # ImageNet head (1000 classes)
+                                pretrained=True)           # official ImageNet file, downloaded once; 1000 classes
     backbone = torch.hub.load("path/to/resnest_backbones", "resnest50d", source="local", num_classes=0,
                               out_features=["res3", "res4", "res5"])            # dict of stage features
     fpn = torch.hub.load("path/to/resnest_backbones", "resnest_fpn_backbone", source="local",
                          variant="resnest50d", trainable_layers=3)
 
-``pretrained`` is ``None`` (random weights), a checkpoint path (official, timm, detectron2 or OpenMMLab
-format, loaded strictly), or ``True`` for the official file already placed in torch hub's checkpoint directory.
+``pretrained`` is ``None`` (random weights), ``True`` for the official ImageNet file (downloaded once into torch
+hub's checkpoint directory, sha256-checked), or a checkpoint path or ``http(s)://``/``file://`` URL (official, timm,
+detectron2 or OpenMMLab format, loaded strictly).
 """
 import typing as _typing  # underscored: torch.hub.list() lists every public callable of this module
 
@@ -32,8 +33,8 @@ def _entry_point(name: str) -> _typing.Callable[..., _ResNeSt]:
     entry.__doc__ = f"""ResNeSt variant {name!r} (the core model, resnest_backbones.ResNeSt).
 
     Args:
-        pretrained: None, a checkpoint path (any supported format, loaded strictly), or True (the official
-            file, already in torch hub's checkpoint directory).
+        pretrained: None, True (the official ImageNet file, downloaded once into torch hub's checkpoint
+            directory), or a checkpoint path or URL (any supported format, loaded strictly).
         num_classes: size of the ImageNet head: 1000 by default, as the official and timm hub models; 0 for a
             backbone whose forward returns the stage features.
         **kwargs: other ResNeSt arguments (output_stride, out_features, norm_layer, freeze_at, ...).

@@ -94,8 +94,9 @@ def resnest_fpn_backbone(
     Args:
         variant: a ResNeSt name (``resnest50d``, ``resnest101e``, ... or an official alias, see
             :func:`resnest_backbones.list_variants`).
-        weights: ``None`` (random), a checkpoint path or state dict in any format the core reads (official,
-            timm, detectron2, OpenMMLab), or ``True`` for the official file in torch hub's checkpoint directory.
+        weights: ``None`` (random), ``True`` for the official ImageNet file (downloaded once into torch hub's
+            checkpoint directory), or a checkpoint path, ``http(s)://``/``file://`` URL or state dict in any format
+            the core reads (official, timm, detectron2, OpenMMLab); see ``create_model(pretrained=...)``.
             Loaded strictly: any missing or mis-shaped backbone tensor is an error.
         norm_layer: ``norm_layer(channels)`` for every backbone norm; torchvision's default, frozen batch norm,
             suits fine-tuning from ImageNet weights with small batches. Use ``nn.BatchNorm2d`` from scratch.

@@ -140,17 +140,24 @@ def test_detectron2_radix1_plain_conv_is_explained() -> None:
 
 
 def test_pretrained_true_reads_torch_hub_dir(tmp_path, monkeypatch) -> None:
+    """pretrained=True: the official file in torch hub's cache, hash-checked (downloads: test_weights_download.py)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    with pytest.raises(FileNotFoundError, match="resnest50-528c19ca.pth"):
+
+    def offline(url: str, *args, **kwargs) -> None:
+        raise OSError(f"tests never use the network ({url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    target = tmp_path / "hub" / "checkpoints" / "resnest50-528c19ca.pth"
+    with pytest.raises(rb.CheckpointError, match="weights_step1/resnest50-528c19ca.pth") as error:
         rb.create_model("resnest50d", pretrained=True)
+    assert str(target) in str(error.value)
     with pytest.raises(ValueError, match="no official ImageNet weights"):
         rb.create_model(SMALL, pretrained=True)
     # A file under the official name whose content does not match the name's hash (a broken download)
-    target = tmp_path / "hub" / "checkpoints" / "resnest50-528c19ca.pth"
-    target.parent.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     torch.save(rb.create_model("resnest50d", out_features=["stem"]).state_dict(), target)
-    with pytest.raises(rb.CheckpointError, match="sha256 .* does not start with 528c19ca"):
+    with pytest.raises(rb.CheckpointError, match="hash starts with 528c19ca.*delete"):
         rb.create_model("resnest50d", pretrained=True)
 
 

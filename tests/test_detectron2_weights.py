@@ -35,7 +35,7 @@ from detectron2.engine import DefaultTrainer  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 import resnest_backbones as rb  # noqa: E402
-import resnest_backbones.detectron2.checkpoint as d2_checkpoint  # noqa: E402
+import resnest_backbones.models.hub as rb_hub  # noqa: E402
 from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, register_toy_coco  # noqa: E402
 from helpers import randomize_norms, to_detectron2_wrapper  # noqa: E402
 
@@ -128,12 +128,12 @@ def published_home(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Dict
 @pytest.fixture()
 def published_files(published_home, monkeypatch: pytest.MonkeyPatch) -> Tuple[Dict[str, Dict[str, torch.Tensor]],
                                                                              List[str]]:
-    """``(states by file name, names whose sha256 check was asked for)``: the stand-ins are in torch hub's cache;
-    their sha256 check (which random stand-ins cannot pass) is recorded instead of made; no download happens."""
+    """``(states by file name, names whose hash check was asked for)``: the stand-ins are in torch hub's cache;
+    their hash check (which random stand-ins cannot pass) is recorded instead of made; no download happens."""
     home, states = published_home
     monkeypatch.setenv("TORCH_HOME", str(home))
     checked: List[str] = []
-    monkeypatch.setattr(d2_checkpoint, "verify_sha256", lambda path: checked.append(Path(path).name))
+    monkeypatch.setattr(rb_hub, "verify_hash", lambda path: checked.append(Path(path).name))
 
     def no_network(url: str, *args, **kwargs) -> None:
         raise AssertionError(f"tests never use the network, but {url} was requested")

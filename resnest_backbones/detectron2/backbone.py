@@ -17,7 +17,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P
 from torch import nn
 
 from ..models import ResNeSt, create_model, load_checkpoint
-from .checkpoint import local_weights
+from ..models.hub import local_weights
 
 __all__ = [
     "ResNeStBackbone", "build_resnest", "build_resnest_backbone", "build_resnest_fpn_backbone",

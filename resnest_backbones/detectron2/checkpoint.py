@@ -1,8 +1,8 @@
 """Loading ResNeSt (Zhang et al., 2020) weights into detectron2 models, safely and never in part.
 
-:func:`local_weights` turns a path or URL into a local file (URLs go to torch hub's checkpoint directory, as
-``torch.hub.load_state_dict_from_url`` does) and checks the sha256 prefix in its name; the backbone builders use it
-for their ``weights`` argument.
+:func:`local_weights` (the core's :func:`resnest_backbones.models.hub.local_weights`, re-exported) turns a path or
+URL into a local file (URLs go to torch hub's checkpoint directory, as ``torch.hub.load_state_dict_from_url`` does)
+and checks the hash prefix in its name; the backbone builders use it for their ``weights`` argument.
 
 :class:`ResNeStCheckpointer` is a ``DetectionCheckpointer`` that
 
@@ -19,53 +19,21 @@ for their ``weights`` argument.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 import torch
-import torch.hub
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from ..models import CheckpointError, ResNeSt, load_checkpoint, read_checkpoint
 from ..models.checkpoint import verify_sha256
+from ..models.hub import is_url, local_weights
 from ..models.unpickling import load_numpy_pickle, refusal_message
 
 __all__ = ["ResNeStCheckpointer", "local_weights"]
 
 logger = logging.getLogger(__name__)
-
-_URL_SCHEMES = ("http", "https", "file")
-
-
-def local_weights(path_or_url: str) -> str:
-    """Local path of a checkpoint named by a path or an ``http(s)://``/``file://`` URL.
-
-    A URL is downloaded once, with torch hub's downloader, to ``<torch.hub.get_dir()>/checkpoints/<file name>``
-    (the cache of ``torch.hub.load_state_dict_from_url``, and where ``create_model(pretrained=True)`` looks). The
-    sha256 prefix in the file name (``resnest50-528c19ca.pth``), if any, is verified. Nothing is unpickled here.
-
-    Raises:
-        CheckpointError: the file is missing, or its sha256 does not match its name.
-    """
-    parsed = urlparse(path_or_url)
-    path = Path(path_or_url)
-    if parsed.scheme in _URL_SCHEMES:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(parsed.path)
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            logger.info("downloading %s to %s", path_or_url, path)
-            try:
-                torch.hub.download_url_to_file(parsed._replace(query="").geturl(), str(path), progress=True)
-            except Exception as error:  # noqa: BLE001 - urllib/HTTP errors of every kind mean the same here
-                raise CheckpointError(f"could not download {path_or_url} ({type(error).__name__}: {error}); "
-                                      f"download it yourself into {path.parent} or pass a local path") from error
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
-    verify_sha256(path)
-    return str(path)
 
 
 def _find_resnest(model: nn.Module) -> Optional[Tuple[str, ResNeSt]]:
@@ -88,9 +56,9 @@ class ResNeStCheckpointer(DetectionCheckpointer):
 
     def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         """detectron2's ``load``; an ``http(s)://``/``file://`` URL is fetched with :func:`local_weights` first."""
-        parsed = urlparse(path) if path else None
-        if parsed is not None and parsed.scheme in _URL_SCHEMES:
-            path = local_weights(path) + (f"?{parsed.query}" if parsed.query else "")
+        if path and is_url(path):  # detectron2's "?matching_heuristics=True" options stay on the local name
+            parsed = urlparse(path)
+            path = local_weights(parsed._replace(query="").geturl()) + (f"?{parsed.query}" if parsed.query else "")
         return super().load(path, *args, **kwargs)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:

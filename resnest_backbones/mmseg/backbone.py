@@ -5,7 +5,9 @@ translates OpenMMLab conventions: ``out_indices`` -> a tuple of stage outputs, `
 stem, k stem + stages 1..k) -> the core's ``freeze_at = frozen_stages + 1``, ``norm_cfg`` -> mmcv's
 ``build_norm_layer``, ``dcn``/``stage_with_dcn`` -> the core's deformable stages, and a pretrained ``init_cfg``
 -> the core's strict :func:`resnest_backbones.load_checkpoint` (mmengine's own pretrained init loads with
-``strict=False`` and only logs what did not match). Parameter names are the core's, i.e. the official ones.
+``strict=False`` and only logs what did not match), its file fetched by the core's
+:func:`~resnest_backbones.models.hub.local_weights` (URLs cached in torch hub's cache, hash checked). Parameter
+names are the core's, i.e. the official ones.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from ..models import STAGE_NAMES, load_checkpoint, read_checkpoint, variant_kwargs
+from ..models import STAGE_NAMES, VARIANTS, load_checkpoint, read_checkpoint, resolve_variant, variant_kwargs
+from ..models.hub import OFFICIAL_RELEASE, is_url, local_weights
 from ..models import ResNeSt as CoreResNeSt
 from .registry import MODELS
 
@@ -186,16 +189,21 @@ class ResNeSt(CoreResNeSt, BaseModule):
                              f"got {dict(cfg)}")
         checkpoint = str(cfg["checkpoint"])
         source: Any = checkpoint
-        if "://" in checkpoint:  # URLs, open-mmlab://, s3://...: mmengine knows how to fetch them
+        if is_url(checkpoint) or os.path.isfile(checkpoint):
+            # http(s)/file URLs and paths: the core's one loader path (torch hub's cache, hash check by file name,
+            # then weights_only reading in load_checkpoint), the same as create_model(pretrained=...)
+            source = local_weights(checkpoint)
+        elif "://" in checkpoint:  # open-mmlab://, s3://...: only mmengine knows how to fetch them
             from mmengine.runner import CheckpointLoader
 
             source = CheckpointLoader.load_checkpoint(checkpoint, map_location=cfg.get("map_location", "cpu"))
-        elif not os.path.isfile(checkpoint):
+        else:
+            url = VARIANTS[resolve_variant(self.variant)].url or OFFICIAL_RELEASE + "<file name>"
             raise FileNotFoundError(
                 f"pretrained checkpoint {checkpoint} not found (relative paths start at the working directory); "
-                f"download the official ImageNet weights (e.g. resnest50-528c19ca.pth) from the official ResNeSt "
-                f"GitHub release, tag weights_step1, to that path, or set model.backbone.init_cfg=None to train "
-                f"from scratch")
+                f"give the URL of the official file instead ({url}, GitHub release weights_step1), which is "
+                f"downloaded once into torch hub's cache, or put the file at that path; or set "
+                f"model.backbone.init_cfg=None to train from scratch")
         prefix = cfg.get("prefix")
         if prefix:
             state = read_checkpoint(source)

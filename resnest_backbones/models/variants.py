@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from torch import nn
 
+from .hub import OFFICIAL_RELEASE, cache_dir, local_weights
 from .resnest import ResNeSt
 
-__all__ = ["Variant", "VARIANTS", "create_model", "list_variants", "resolve_variant", "variant_kwargs"]
+__all__ = ["Variant", "VARIANTS", "create_model", "list_variants", "official_url", "resolve_variant",
+           "variant_kwargs"]
 
 ModelT = TypeVar("ModelT", bound=ResNeSt)
 
@@ -30,8 +32,8 @@ class Variant:
     bottleneck_width: int
     avd_first: bool
     aliases: Tuple[str, ...] = ()
-    #: File name of the official ImageNet release (sha256 prefix in the name), when there is one.
-    checkpoint: Optional[str] = None
+    #: URL of the official ImageNet file (sha256 prefix in its name), when one was published.
+    url: Optional[str] = None
 
     def kwargs(self) -> Dict[str, Any]:
         """Constructor arguments of :class:`ResNeSt` for this variant."""
@@ -42,22 +44,27 @@ class Variant:
 
 _R50 = (3, 4, 6, 3)
 
+
+def _official(file_name: str) -> str:
+    return OFFICIAL_RELEASE + file_name
+
+
 VARIANTS: Dict[str, Variant] = {
     "resnest14d": Variant((1, 1, 1, 1), 32, 2, 1, 64, False),
     "resnest26d": Variant((2, 2, 2, 2), 32, 2, 1, 64, False),
-    "resnest50d": Variant(_R50, 32, 2, 1, 64, False, ("resnest50",), "resnest50-528c19ca.pth"),
-    "resnest101e": Variant((3, 4, 23, 3), 64, 2, 1, 64, False, ("resnest101",), "resnest101-22405ba7.pth"),
-    "resnest200e": Variant((3, 24, 36, 3), 64, 2, 1, 64, False, ("resnest200",), "resnest200-75117900.pth"),
-    "resnest269e": Variant((3, 30, 48, 8), 64, 2, 1, 64, False, ("resnest269",), "resnest269-0cc87c48.pth"),
+    "resnest50d": Variant(_R50, 32, 2, 1, 64, False, ("resnest50",), _official("resnest50-528c19ca.pth")),
+    "resnest101e": Variant((3, 4, 23, 3), 64, 2, 1, 64, False, ("resnest101",), _official("resnest101-22405ba7.pth")),
+    "resnest200e": Variant((3, 24, 36, 3), 64, 2, 1, 64, False, ("resnest200",), _official("resnest200-75117900.pth")),
+    "resnest269e": Variant((3, 30, 48, 8), 64, 2, 1, 64, False, ("resnest269",), _official("resnest269-0cc87c48.pth")),
     "resnest50_fast_1s1x64d": Variant(_R50, 32, 1, 1, 64, True),
     "resnest50_fast_2s1x64d": Variant(_R50, 32, 2, 1, 64, True),
     "resnest50_fast_4s1x64d": Variant(_R50, 32, 4, 1, 64, True),
     "resnest50_fast_1s2x40d": Variant(_R50, 32, 1, 2, 40, True),
     "resnest50_fast_2s2x40d": Variant(_R50, 32, 2, 2, 40, True),
     "resnest50d_4s2x40d": Variant(_R50, 32, 4, 2, 40, True, ("resnest50_fast_4s2x40d",),
-                                  "resnest50_fast_4s2x40d-41d14ed0.pth"),
+                                  _official("resnest50_fast_4s2x40d-41d14ed0.pth")),
     "resnest50d_1s4x24d": Variant(_R50, 32, 1, 4, 24, True, ("resnest50_fast_1s4x24d",),
-                                  "resnest50_fast_1s4x24d-d4a4f76f.pth"),
+                                  _official("resnest50_fast_1s4x24d-d4a4f76f.pth")),
 }
 
 _ALIASES: Dict[str, str] = {alias: name for name, v in VARIANTS.items() for alias in v.aliases}
@@ -84,21 +91,24 @@ def variant_kwargs(name: str) -> Dict[str, Any]:
     return VARIANTS[resolve_variant(name)].kwargs()
 
 
-def default_checkpoint_path(name: str) -> Path:
-    """Where ``pretrained=True`` looks for the official weights of ``name`` (torch hub's checkpoint dir)."""
+def official_url(name: str) -> str:
+    """URL of the official ImageNet file of ``name``; a ``ValueError`` lists the variants that have one."""
     variant = VARIANTS[resolve_variant(name)]
-    if variant.checkpoint is None:
+    if variant.url is None:
         raise ValueError(f"no official ImageNet weights were published for {name!r}; variants with weights: "
-                         f"{', '.join(n for n, v in VARIANTS.items() if v.checkpoint)}")
-    import torch.hub
+                         f"{', '.join(n for n, v in VARIANTS.items() if v.url)}")
+    return variant.url
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / variant.checkpoint
+
+def default_checkpoint_path(name: str) -> Path:
+    """Where ``pretrained=True`` caches the official weights of ``name`` (torch hub's checkpoint dir)."""
+    return cache_dir() / official_url(name).rsplit("/", 1)[-1]
 
 
 def create_model(
     name: str,
     *,
-    pretrained: Union[None, bool, str, os.PathLike] = None,
+    pretrained: Union[None, bool, str, os.PathLike, Mapping[str, Any]] = None,
     cls: Type[ModelT] = ResNeSt,  # type: ignore[assignment]
     **overrides: Any,
 ) -> ModelT:
@@ -106,34 +116,26 @@ def create_model(
 
     Args:
         name: a name from :func:`list_variants` (timm's) or an official alias (``resnest50``, ...).
-        pretrained: ``None``/``False`` for random weights; a path to a checkpoint in any supported format
-            (official/timm, detectron2 wrapper, OpenMMLab); ``True`` for the official ImageNet file in torch
-            hub's checkpoint directory, verified against the sha256 prefix in its name (nothing is
-            downloaded: put the file there first).
+        pretrained: ``None``/``False`` for random weights; ``True`` for the official ImageNet file
+            (:func:`official_url`), downloaded once into torch hub's checkpoint directory; a path or an
+            ``http(s)://``/``file://`` URL of a checkpoint in any supported format (official/timm, detectron2
+            wrapper, OpenMMLab), or an already loaded state dict. A sha256 prefix in the file name is verified
+            (:func:`~resnest_backbones.models.hub.local_weights`); files are read with ``weights_only=True``.
         cls: the class to build (an adapter subclass of :class:`ResNeSt`).
         **overrides: any :class:`ResNeSt` argument (``num_classes``, ``output_stride``, ``out_features``...).
 
     Returns:
         The model, with the checkpoint loaded strictly when one is given.
     """
+    if pretrained is True:
+        pretrained = official_url(name)  # before building: an unknown file is an error at once
     kwargs = variant_kwargs(name)
     kwargs.update(overrides)
     model = cls(**kwargs)
-    if pretrained is True:
-        path = default_checkpoint_path(name)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"official weights for {name!r} not found at {path}; download "
-                f"{path.name} from the official ResNeSt GitHub release (tag weights_step1) into that "
-                f"directory, or pass pretrained=<path to the file>")
-        from .checkpoint import verify_sha256
-
-        verify_sha256(path)  # a truncated download fails here, with a clear message
-        pretrained = path
     if pretrained:
         from .checkpoint import load_checkpoint
 
-        load_checkpoint(model, pretrained)
+        load_checkpoint(model, pretrained if isinstance(pretrained, Mapping) else local_weights(pretrained))
     return model
 
 

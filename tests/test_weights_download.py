@@ -1,0 +1,255 @@
+"""Weights by name: ``pretrained=True`` and checkpoint URLs go through one function into torch hub's cache.
+
+Every entry point (``create_model``, the torchvision adapter, ``hubconf.py``, the detectron2 builders and the mmseg
+backbone's ``init_cfg``) fetches a checkpoint with :func:`resnest_backbones.models.hub.local_weights`: a URL is
+downloaded once with torch hub's downloader into ``<torch hub dir>/checkpoints``, and the hash prefix in the file
+name is checked before the file enters the cache.
+
+Tests never use the network: files are served through ``file://`` URLs or an HTTP server on 127.0.0.1 started
+here, torch hub's directory is a temporary folder, and any other download fails the test.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+import torch
+
+import resnest_backbones as rb
+import resnest_backbones.models.hub as rb_hub
+from helpers import randomize_norms
+from resnest_backbones.models import variants as rb_variants
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = "resnest14d"  # no official file: the tests give it one, served locally
+_REAL_DOWNLOAD = torch.hub.download_url_to_file
+
+
+@pytest.fixture(autouse=True)
+def local_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test on any download that is not from 127.0.0.1 or a file:// URL."""
+    def download(url: str, *args, **kwargs) -> None:
+        assert url.startswith(("file://", "http://127.0.0.1:")), f"tests never use the network, but {url} was asked"
+        _REAL_DOWNLOAD(url, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """torch hub's checkpoint cache in a temporary TORCH_HOME (restored afterwards by monkeypatch)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # a torch.hub.set_dir() elsewhere would win over TORCH_HOME
+    assert rb_hub.cache_dir() == tmp_path / "torch_home" / "hub" / "checkpoints"
+    return rb_hub.cache_dir()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Dict[str, torch.Tensor]]:
+    """A stand-in for an official ImageNet file (1000-class head), named ``resnest14d-<sha256[:8]>.pth``."""
+    torch.manual_seed(0)
+    state = randomize_norms(rb.create_model(SMALL, num_classes=1000)).state_dict()
+    folder = tmp_path_factory.mktemp("release")
+    raw = folder / "raw.pth"
+    torch.save(state, raw)
+    path = folder / f"{SMALL}-{hashlib.sha256(raw.read_bytes()).hexdigest()[:8]}.pth"
+    raw.rename(path)
+    (folder / f"{SMALL}-00000000.pth").write_bytes(path.read_bytes())  # the same bytes under a wrong hash
+    return path, state
+
+
+class _Server:
+    """An HTTP server on 127.0.0.1 serving one folder from a thread, recording the paths requested."""
+
+    def __init__(self, folder: Path) -> None:
+        self.requests: List[str] = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            timeout = 10  # a stuck client cannot hold the thread for ever
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                server.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args) -> None:  # keep the test output clean
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                     functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture()
+def server(published) -> Iterator[_Server]:
+    running = _Server(published[0].parent)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _publish(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Give the small variant an official URL, as the variant table does for the published ones."""
+    monkeypatch.setitem(rb.VARIANTS, SMALL, dataclasses.replace(rb.VARIANTS[SMALL], url=url))
+
+
+def _assert_loaded(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    ours = model.state_dict()
+    different = [k for k, v in ours.items() if not torch.equal(v, state[k])]
+    assert different == [], different[:5]
+
+
+# ------------------------------------------------------------------------------------------ the variant table
+def test_official_urls_are_on_the_variant_table() -> None:
+    release = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
+    expected = {"resnest50d": "resnest50-528c19ca.pth", "resnest101e": "resnest101-22405ba7.pth",
+                "resnest200e": "resnest200-75117900.pth", "resnest269e": "resnest269-0cc87c48.pth",
+                "resnest50d_4s2x40d": "resnest50_fast_4s2x40d-41d14ed0.pth",
+                "resnest50d_1s4x24d": "resnest50_fast_1s4x24d-d4a4f76f.pth"}
+    assert {name: v.url for name, v in rb.VARIANTS.items() if v.url} == {k: release + f for k, f in expected.items()}
+    assert rb_variants.official_url("resnest50") == release + "resnest50-528c19ca.pth"  # aliases too
+    with pytest.raises(ValueError, match="no official ImageNet weights.*resnest50d"):
+        rb_variants.official_url(SMALL)
+
+
+# ------------------------------------------------------------------------------------------ pretrained=True
+def test_pretrained_true_downloads_once_then_uses_the_cache(cache: Path, server: _Server, published,
+                                                            monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    path, state = published
+    _publish(monkeypatch, f"{server.url}/{path.name}")
+    model = rb.create_model(SMALL, pretrained=True, num_classes=1000)
+    _assert_loaded(model, state)
+    assert server.requests == [f"/{path.name}"]
+    assert [p.name for p in cache.iterdir()] == [path.name]  # only the file: no partial or staging leftovers
+    assert (cache / path.name).read_bytes() == path.read_bytes()
+    assert rb_variants.default_checkpoint_path(SMALL) == cache / path.name
+    err = capfd.readouterr().err
+    assert f"{server.url}/{path.name}" in err and str(cache / path.name) in err  # what is downloaded, and where
+    assert "100%" in err  # torch hub's progress bar
+
+    _assert_loaded(rb.create_model(SMALL, pretrained=True, num_classes=1000), state)
+    assert server.requests == [f"/{path.name}"]  # the second call is served by the cache
+
+
+def test_wrong_hash_is_an_error_and_leaves_no_file(cache: Path, server: _Server, published,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"{server.url}/{SMALL}-00000000.pth"
+    _publish(monkeypatch, url)
+    with pytest.raises(rb.CheckpointError, match=f"download of {url} does not match the hash") as error:
+        rb.create_model(SMALL, pretrained=True)
+    assert "00000000" in str(error.value) and "nothing was saved" in str(error.value)
+    assert list(cache.iterdir()) == []
+
+
+def test_a_corrupt_cached_file_says_to_delete_it(cache: Path, published, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = published
+    _publish(monkeypatch, f"http://127.0.0.1:{_closed_port()}/{path.name}")
+    cache.mkdir(parents=True)
+    (cache / path.name).write_bytes(path.read_bytes()[:1000])  # an interrupted copy made by hand
+    with pytest.raises(rb.CheckpointError, match=f"delete {cache / path.name}"):
+        rb.create_model(SMALL, pretrained=True)
+
+
+def test_offline_error_names_the_url_and_the_cache_path(cache: Path, published,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path, state = published
+    url = f"http://127.0.0.1:{_closed_port()}/{path.name}"
+    _publish(monkeypatch, url)
+    with pytest.raises(rb.CheckpointError, match="could not download") as error:
+        rb.create_model(SMALL, pretrained=True)
+    assert url in str(error.value) and str(cache / path.name) in str(error.value)
+    assert not cache.exists() or list(cache.iterdir()) == []
+    # doing what the message says works
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / path.name).write_bytes(path.read_bytes())
+    _assert_loaded(rb.create_model(SMALL, pretrained=True, num_classes=1000), state)
+
+
+# ------------------------------------------------------------------------------- pretrained=<url or path>
+def test_pretrained_file_url_and_path(cache: Path, published) -> None:
+    path, state = published
+    _assert_loaded(rb.create_model(SMALL, pretrained=path.as_uri(), num_classes=1000), state)
+    assert (cache / path.name).read_bytes() == path.read_bytes()  # file:// URLs are cached like http ones
+    for source in (str(path), path):
+        _assert_loaded(rb.create_model(SMALL, pretrained=source, num_classes=1000), state)
+    wrong = path.parent / f"{SMALL}-00000000.pth"
+    with pytest.raises(rb.CheckpointError, match="hash starts with 00000000"):
+        rb.create_model(SMALL, pretrained=wrong)  # a local file is checked against its name too
+    with pytest.raises(rb.CheckpointError, match="does not exist"):
+        rb.create_model(SMALL, pretrained=path.parent / "absent.pth")
+
+
+def test_torchvision_and_hub_entry_points_download(cache: Path, server: _Server, published,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnest_backbones.torchvision import resnest_fpn_backbone
+
+    path, state = published
+    _publish(monkeypatch, f"{server.url}/{path.name}")
+    fpn = resnest_fpn_backbone(SMALL, weights=True, trainable_layers=5, norm_layer=torch.nn.BatchNorm2d)
+    body = fpn.body.state_dict()
+    assert body and all(torch.equal(v, state[k]) for k, v in body.items())
+    hub_model = torch.hub.load(str(REPO), SMALL, source="local", pretrained=True)
+    _assert_loaded(hub_model, state)
+    assert server.requests == [f"/{path.name}"]  # downloaded once, for both
+
+
+@pytest.mark.detectron2
+def test_detectron2_uses_the_same_function(cache: Path, published) -> None:
+    import resnest_backbones.detectron2.backbone as d2_backbone
+    import resnest_backbones.detectron2.checkpoint as d2_checkpoint
+
+    assert d2_checkpoint.local_weights is d2_backbone.local_weights is rb_hub.local_weights
+    path, state = published
+    backbone = d2_backbone.build_resnest(SMALL, weights=path.as_uri())
+    assert all(torch.equal(v, state[k]) for k, v in backbone.state_dict().items())
+    assert (cache / path.name).is_file()
+
+
+@pytest.mark.mmseg
+def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: _Server, published,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import resnest_backbones.mmseg.backbone as mmseg_backbone
+
+    path, state = published
+    calls: List[str] = []
+
+    def spy(source: str) -> str:
+        calls.append(source)
+        return rb_hub.local_weights(source)
+
+    monkeypatch.setattr(mmseg_backbone, "local_weights", spy)
+    url = f"{server.url}/{path.name}"
+    model = mmseg_backbone.ResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=url))
+    model.init_weights()
+    assert calls == [url] and server.requests == [f"/{path.name}"]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert (cache / path.name).is_file()
+    # the hash check applies to mmseg's URLs as well (mmengine's own loader does not check it)
+    wrong = mmseg_backbone.ResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=f"{server.url}/"
+                                                                                       f"{SMALL}-00000000.pth"))
+    with pytest.raises(rb.CheckpointError, match="does not match the hash"):
+        wrong.init_weights()
+    assert sorted(p.name for p in cache.iterdir()) == [path.name]
