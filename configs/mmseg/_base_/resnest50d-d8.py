@@ -10,8 +10,9 @@
 # Left as it was: the ImageNet file. mmseg trained from open-mmlab://resnest101 (resnest101_d2-f3b931b2.pth, the
 # OpenMMLab conversion); ours points to the official file; both load here (init_cfg.checkpoint=...).
 
-# Official ImageNet weights, from the official ResNeSt GitHub release (tag weights_step1); see the README.
-checkpoint_file = 'checkpoints/resnest50-528c19ca.pth'
+# Official ImageNet weights, from the official ResNeSt GitHub release (tag weights_step1), downloaded once into
+# torch hub's cache (hash-checked) when the model is initialised; a local path works too.
+checkpoint_file = 'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/resnest50-528c19ca.pth'
 resnest_backbone = dict(
     _delete_=True,  # replaces the base config's ResNet backbone instead of merging into it
     type='resnest_backbones.ResNeSt',

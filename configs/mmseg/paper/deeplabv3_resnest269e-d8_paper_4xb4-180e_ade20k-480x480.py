@@ -3,5 +3,5 @@
 #   released weights: deeplab_resnest269_ade-0074dd10.pth (PyTorch-Encoding; SHA-1 prefix), tools/convert_weights.py --to mmseg
 _base_ = './deeplabv3_resnest50d-d8_paper_4xb4-180e_ade20k-480x480.py'
 
-checkpoint_file = 'checkpoints/resnest269-0cc87c48.pth'  # official ImageNet weights (GitHub release weights_step1)
+checkpoint_file = 'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/resnest269-0cc87c48.pth'
 model = dict(backbone=dict(variant='resnest269e', init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))

@@ -27,7 +27,7 @@ max_iters = epochs * iters_per_epoch  # 227340
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # PE: SyncBatchNorm in backbone and heads
 # Official ImageNet weights (official ResNeSt GitHub release, tag weights_step1); PE loaded its model store's
 # resnest50 file (SHA-1 name resnest50-fb9de5b3.pth), in the same official keys -- either loads here.
-checkpoint_file = 'checkpoints/resnest50-528c19ca.pth'
+checkpoint_file = 'https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/resnest50-528c19ca.pth'
 
 data_preprocessor = dict(
     type='SegDataPreProcessor',
