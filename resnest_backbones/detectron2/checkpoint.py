@@ -83,8 +83,8 @@ class ResNeStCheckpointer(DetectionCheckpointer):
         return super()._load_file(filename)
 
     def _torch_load(self, f: str) -> Dict[str, Any]:
-        # fvcore calls torch.load without weights_only, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD can turn into a full
-        # unpickle; an explicit weights_only=True cannot be overridden that way.
+        # fvcore calls torch.load without weights_only, which a process-wide environment variable can turn into a
+        # full unpickle; an explicit weights_only=True cannot be overridden that way.
         return self._read(f, None)
 
     @staticmethod
