@@ -53,7 +53,7 @@ def check_recipe(cfg: Config, variant: str) -> None:
     backbone, head, aux = model.backbone, model.decode_head, model.auxiliary_head
     assert backbone.type == "resnest_backbones.ResNeSt" and backbone.variant == variant
     assert backbone.output_stride == 8 and backbone.avd_dilated is True and backbone.norm_cfg.type == "SyncBN"
-    assert backbone.init_cfg.checkpoint.startswith(f"checkpoints/{variant.rstrip('de')}-")
+    assert Path(backbone.init_cfg.checkpoint).name.startswith(f"{variant.rstrip('de')}-")  # official ImageNet file
     assert head.type == "resnest_backbones.DeepLabV3Head"
     assert (head.in_channels, head.channels, tuple(head.dilations), head.project_dropout, head.dropout_ratio,
             head.align_corners) == (2048, 256, (12, 24, 36), 0.5, 0.1, True)
