@@ -64,6 +64,22 @@ def test_train_then_test_toy_ade(tmp_path: Path) -> None:
     assert abs(_miou(output) - trained) < 1e-6  # same weights, same data, same metric
 
 
+def test_tta_option_wraps_the_model_and_swaps_the_test_pipeline() -> None:
+    """mmseg_test.py --tta does what mmseg's tools/test.py --tta does; a config without TTA is a clear error."""
+    from mmengine.config import Config
+
+    from resnest_backbones.mmseg.cli import use_tta
+
+    cfg = Config.fromfile(ROOT / "configs/mmseg/paper/deeplabv3_resnest50d-d8_paper_4xb4-180e_ade20k-480x480.py")
+    model, tta = cfg.model.copy(), cfg.tta_model.copy()
+    use_tta(cfg, "mmseg_test")
+    assert cfg.model.type == tta.type and cfg.model.module == model
+    assert cfg.test_dataloader.dataset.pipeline == cfg.tta_pipeline
+    bare = Config(dict(model=model, test_dataloader=dict(dataset=dict(pipeline=[]))))
+    with pytest.raises(SystemExit, match="defines no tta_pipeline and no tta_model"):
+        use_tta(bare, "mmseg_test")
+
+
 def test_mmseg_own_train_tool_runs_toy_cityscapes(tmp_path: Path) -> None:
     """The configs need nothing but custom_imports: mmseg's tools/train.py trains them too."""
     import mmseg

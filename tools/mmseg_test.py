@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from resnest_backbones.distributed import close_process_group  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
-from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics  # noqa: E402
+from resnest_backbones.mmseg.cli import (  # noqa: E402
+    add_common_arguments, build_runner, load_config, print_metrics, use_tta)
 
 TOOL = "mmseg_test"
 
@@ -25,11 +26,16 @@ TOOL = "mmseg_test"
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", help="config file")
-    parser.add_argument("checkpoint", help="checkpoint of the whole segmentor (e.g. work_dirs/.../iter_160000.pth)")
+    parser.add_argument("checkpoint", help="checkpoint of the whole segmentor (e.g. work_dirs/.../iter_160000.pth), "
+                                           "or a released mmseg / PyTorch-Encoding ResNeSt file as downloaded")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: the config's tta_pipeline and tta_model (multi-scale + flip)")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
 
     cfg = load_config(args, TOOL)
+    if args.tta:
+        use_tta(cfg, TOOL)
     cfg.load_from = args.checkpoint
     runner = build_runner(cfg, TOOL)
     try:

@@ -35,7 +35,7 @@ from ..models.unpickling import refusal_message
 from .convert import convert_if_released
 
 __all__ = ["TRAINING_CHECKPOINT_GLOBALS", "AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner",
-           "find_types", "load_config", "print_metrics", "require_cuda_for_amp"]
+           "find_types", "load_config", "print_metrics", "require_cuda_for_amp", "use_tta"]
 
 
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
@@ -120,6 +120,18 @@ def load_config(args: argparse.Namespace, tool: str) -> Config:
         print(f"[{tool}] --launcher none: the config's SyncBN layers run as plain BatchNorm in this single process "
               f"(mmengine reverts them); use --launcher pytorch/slurm for synchronised statistics", flush=True)
     return cfg
+
+
+def use_tta(cfg: Config, tool: str) -> None:
+    """Evaluate with the config's test-time augmentation (as mmseg's ``tools/test.py --tta`` does): the test set
+    goes through ``tta_pipeline`` and the model is wrapped in ``tta_model``, which merges the views."""
+    missing = [key for key in ("tta_pipeline", "tta_model") if cfg.get(key) is None]
+    if missing:
+        raise SystemExit(f"[{tool}] --tta: the config defines no {' and no '.join(missing)}; use a config with "
+                         f"test-time augmentation (e.g. configs/mmseg/paper/*) or drop --tta")
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
 
 
 class AnyDeviceRunner(Runner):
