@@ -27,16 +27,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import FrozenBatchNorm2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from resnest_backbones.toy_data import make_toy_coco  # noqa: E402
-from resnest_backbones.torchvision import resnest_fpn_backbone  # noqa: E402
+from resnest_backbones.torchvision import toy_faster_rcnn  # noqa: E402
 
 Target = Dict[str, Tensor]
 
@@ -67,26 +64,8 @@ class CocoBoxes(torch.utils.data.Dataset):
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> FasterRCNN:
-    """Faster R-CNN with a ResNeSt-FPN backbone sized for the small toy images."""
-    pretrained = args.weights is not None
-    backbone = resnest_fpn_backbone(
-        args.variant, weights=args.weights,
-        # torchvision's rule: frozen BN and 3 trainable stages from ImageNet weights, everything trained
-        # with ordinary BN from scratch.
-        norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d,
-        trainable_layers=3 if pretrained else 5,
-    )
-    # Sized for 1-4 objects of 25-60 px on 128 px images, so that a CPU trains it in minutes: anchors one
-    # octave smaller than COCO's (32..512), fewer proposals and sampled RoIs, and a 256-wide box head
-    # (torchvision's 1024-wide one alone costs more than the whole backbone here).
-    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
-    width = 256
-    return FasterRCNN(
-        backbone, num_classes=None, rpn_anchor_generator=anchors, min_size=args.image_size,
-        max_size=args.image_size, rpn_pre_nms_top_n_train=500, rpn_post_nms_top_n_train=250,
-        rpn_pre_nms_top_n_test=250, rpn_post_nms_top_n_test=100, box_batch_size_per_image=128,
-        box_head=TwoMLPHead(backbone.out_channels * 7 * 7, width), box_predictor=FastRCNNPredictor(width, num_classes),
-    )
+    """Faster R-CNN with a ResNeSt-FPN backbone sized for the small toy images (see ``toy_faster_rcnn``)."""
+    return toy_faster_rcnn(args.variant, num_classes, args.image_size, weights=args.weights)
 
 
 def evaluate(model: FasterRCNN, dataset: CocoBoxes, json_path: Path, device: torch.device,

@@ -11,19 +11,20 @@ model exactly (mmengine's own loader only logs a partial load).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.hooks import Hook
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.model import BaseTTAModel, MMDistributedDataParallel, is_model_wrapper
 from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import CheckpointLoader, Runner
@@ -35,7 +36,8 @@ from ..models.unpickling import refusal_message
 from .convert import convert_if_released
 
 __all__ = ["TRAINING_CHECKPOINT_GLOBALS", "AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner",
-           "find_types", "load_config", "print_metrics", "require_cuda_for_amp", "use_tta"]
+           "find_types", "load_config", "load_whole_model", "print_metrics", "read_checkpoint",
+           "require_cuda_for_amp", "use_tta"]
 
 
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
@@ -134,6 +136,64 @@ def use_tta(cfg: Config, tool: str) -> None:
     cfg.model = cfg.tta_model
 
 
+def read_checkpoint(filename: str, map_location: Union[str, Callable] = "cpu", logger: Any = None) -> Dict[str, Any]:
+    """Read an mmengine checkpoint without running code: torch's weights-only unpickler with only
+    :data:`TRAINING_CHECKPOINT_GLOBALS` added (local files), or mmengine's loader for URLs and ``open-mmlab://``.
+
+    Raises:
+        CheckpointError: the file asks the unpickler to run code (the message names what was refused).
+    """
+    try:
+        with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
+            if osp.isfile(filename):  # weights_only given explicitly: no environment variable can turn it off
+                return torch.load(filename, map_location=map_location, weights_only=True)
+            # URLs, open-mmlab://...: mmengine fetches them and reads them with torch.load's default
+            return CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger=logger)
+    except pickle.UnpicklingError as error:
+        message = refusal_message(filename, error, allowed=TRAINING_CHECKPOINT_GLOBALS)
+        if message is None:
+            raise
+        raise CheckpointError(message) from None  # torch's own message suggests weights_only=False
+
+
+def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str, strict: bool = True,
+                     revise_keys: Sequence[Tuple[str, str]] = ((r"^module\.", ""),), logger: Any = None) -> LoadReport:
+    """Load ``checkpoint`` (read from ``filename``) into the whole segmentor ``model``.
+
+    A released mmseg or PyTorch-Encoding ResNeSt segmentor is converted to this project's keys first. With
+    ``strict``, a checkpoint that leaves a model tensor unset or holds tensors the model lacks is an error naming
+    them (without, it is logged); mis-shaped tensors always are.
+
+    Returns:
+        The load report.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit the model.
+    """
+    state = checkpoint.get("state_dict", checkpoint)
+    state, released = convert_if_released(state, filename)  # mmseg's / PyTorch-Encoding's published files
+    if released:
+        print_log(f"{filename}: a released {released} model, converted to this project's keys", logger=logger)
+    revised = OrderedDict(state)
+    for pattern, replacement in revise_keys:
+        revised = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in revised.items())
+    revised._metadata = getattr(state, "_metadata", OrderedDict())  # type: ignore[attr-defined]
+    try:
+        result = model.load_state_dict(revised, strict=False)
+    except RuntimeError as error:  # torch raises on mis-shaped tensors whatever ``strict`` says
+        raise CheckpointError(f"{filename} does not fit the model of this config: {error}\n"
+                              f"{_WHOLE_MODEL_HINT}") from None
+    report = LoadReport(source_format="whole-model", unexpected=list(result.unexpected_keys),
+                        missing=[k for k in result.missing_keys if not k.endswith("num_batches_tracked")])
+    report.loaded = sorted(set(revised) - set(report.unexpected))
+    if not report.ok:
+        message = f"{filename} does not cover the model of this config exactly\n{report.summary()}"
+        if strict:
+            raise CheckpointError(f"{message}\n{_WHOLE_MODEL_HINT}", report)
+        print_log(message, logger=logger, level=logging.WARNING)
+    return report
+
+
 class AnyDeviceRunner(Runner):
     """mmengine's ``Runner`` that also runs distributed on CPU processes (gloo).
 
@@ -166,43 +226,12 @@ class AnyDeviceRunner(Runner):
         Raises:
             CheckpointError: the file asks the unpickler to run code, or does not cover the model exactly.
         """
-        try:
-            with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
-                if osp.isfile(filename):  # weights_only given explicitly: no environment variable can turn it off
-                    checkpoint = torch.load(filename, map_location=map_location, weights_only=True)
-                else:  # URLs, open-mmlab://...: mmengine fetches them and reads them with torch.load's default
-                    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location,
-                                                                  logger=self.logger)
-        except pickle.UnpicklingError as error:
-            message = refusal_message(filename, error, allowed=TRAINING_CHECKPOINT_GLOBALS)
-            if message is None:
-                raise
-            raise CheckpointError(message) from None  # torch's own message suggests weights_only=False
+        checkpoint = read_checkpoint(filename, map_location, self.logger)
         self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
         model = self.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        state = checkpoint.get("state_dict", checkpoint)
-        state, released = convert_if_released(state, filename)  # mmseg's / PyTorch-Encoding's published files
-        if released:
-            self.logger.info(f"{filename}: a released {released} model, converted to this project's keys")
-        revised = OrderedDict(state)
-        for pattern, replacement in revise_keys:
-            revised = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in revised.items())
-        revised._metadata = getattr(state, "_metadata", OrderedDict())  # type: ignore[attr-defined]
-        try:
-            result = model.load_state_dict(revised, strict=False)
-        except RuntimeError as error:  # torch raises on mis-shaped tensors whatever ``strict`` says
-            raise CheckpointError(f"{filename} does not fit the model of this config: {error}\n"
-                                  f"{_WHOLE_MODEL_HINT}") from None
-        report = LoadReport(source_format="whole-model", unexpected=list(result.unexpected_keys),
-                            missing=[k for k in result.missing_keys if not k.endswith("num_batches_tracked")])
-        report.loaded = sorted(set(revised) - set(report.unexpected))
-        if not report.ok:
-            message = f"{filename} does not cover the model of this config exactly\n{report.summary()}"
-            if strict:
-                raise CheckpointError(f"{message}\n{_WHOLE_MODEL_HINT}", report)
-            self.logger.warning(message)
+        load_whole_model(model, checkpoint, filename, strict=strict, revise_keys=revise_keys, logger=self.logger)
         self._has_loaded = True
         self.logger.info(f"Load checkpoint from {filename}")
         return checkpoint
