@@ -1,0 +1,88 @@
+"""Run an MMSegmentation segmentor with a ResNeSt backbone (Zhang et al., 2020) on an image and draw its
+segmentation with mmseg's ``SegLocalVisualizer`` (used by ``tools/predict.py`` through
+:mod:`resnest_backbones.predict`, and by ``tools/demo.py`` to show predictions next to the ground truth).
+
+The model is built by ``mmseg.apis.init_model`` (which does not initialise it from ImageNet files) and loaded the
+way the project's mmseg tools load checkpoints: torch's weights-only unpickler with only the training-checkpoint
+allow-list, released mmseg/PyTorch-Encoding layouts converted, strictly
+(:func:`resnest_backbones.mmseg.cli.read_checkpoint` / :func:`~resnest_backbones.mmseg.cli.load_whole_model`).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.apis import inference_model, init_model
+from mmseg.registry import DATASETS
+from mmseg.visualization import SegLocalVisualizer
+
+from ..models.hub import local_weights
+from .cli import load_whole_model, read_checkpoint
+
+__all__ = ["MMSegPredictor"]
+
+PathLike = Union[str, os.PathLike]
+_names = itertools.count()  # mmengine visualisers are named instances: one fresh name each
+
+
+def _dataset_meta(cfg: Config, checkpoint: Dict[str, Any], num_classes: int) -> Dict[str, Any]:
+    """Class names and palette: the checkpoint's (mmengine saves the data set's), else the config's test data set
+    class's, else numbered classes (the visualiser then picks colours)."""
+    meta = (checkpoint.get("meta") or {}).get("dataset_meta")
+    if meta and "classes" in meta:
+        return dict(meta)
+    dataset_type = cfg.get("test_dataloader", {}).get("dataset", {}).get("type")
+    if dataset_type is not None:
+        cls = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else dataset_type
+        metainfo = getattr(cls, "METAINFO", None)
+        if metainfo and len(metainfo.get("classes", ())) == num_classes:
+            return dict(metainfo)
+    return {"classes": [str(i) for i in range(num_classes)], "palette": None}
+
+
+class MMSegPredictor:
+    """A segmentor of an mmseg config with its trained weights; calling it on an RGB image returns the image
+    with the predicted segmentation overlaid (same size).
+
+    Args:
+        config: an mmseg config file (``configs/mmseg/...py``).
+        weights: a whole-segmentor checkpoint (path or URL): ``mmseg_train.py``'s, or a released mmseg /
+            PyTorch-Encoding ResNeSt model.
+        device: where the model runs.
+        opacity: of the overlay (0 transparent .. 1 opaque).
+        with_labels: write the class names on the regions.
+
+    Raises:
+        CheckpointError: the weights are missing, would run code when unpickled, or do not fit the config.
+    """
+
+    def __init__(self, config: PathLike, weights: PathLike, *, device: str = "cpu", opacity: float = 0.6,
+                 with_labels: bool = True) -> None:
+        path = local_weights(weights)
+        cfg = Config.fromfile(os.fspath(config))  # imports custom_imports (our registry scope)
+        self.model = init_model(cfg, checkpoint=None, device="cpu")
+        checkpoint = read_checkpoint(path)
+        load_whole_model(self.model, checkpoint, path)
+        self.model.to(device).eval()
+        self.model.dataset_meta = _dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes)
+        init_default_scope(cfg.get("default_scope", "mmseg"))
+        self.visualizer = SegLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}", alpha=opacity)
+        self.visualizer.dataset_meta = self.model.dataset_meta
+        self.with_labels = with_labels
+
+    def __call__(self, image: np.ndarray, ground_truth: Optional[np.ndarray] = None) -> np.ndarray:
+        """``image`` (RGB) with the prediction overlaid; with ``ground_truth`` (class indices, 255 = ignore), the
+        ground-truth overlay and the prediction side by side (twice the width)."""
+        with torch.no_grad():
+            result = inference_model(self.model, np.ascontiguousarray(image[:, :, ::-1]))  # mmseg reads BGR
+        if ground_truth is not None:
+            result.gt_sem_seg = PixelData(data=torch.as_tensor(ground_truth, dtype=torch.int64)[None])
+        self.visualizer.add_datasample("prediction", image, result, draw_gt=ground_truth is not None,
+                                       draw_pred=True, show=False, with_labels=self.with_labels)
+        return self.visualizer.get_image()

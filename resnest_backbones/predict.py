@@ -1,0 +1,222 @@
+"""Run a trained ResNeSt model (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") on images and draw what
+it predicts: the library behind ``tools/predict.py`` and the pictures of ``tools/demo.py``.
+
+Three kinds of models, each drawn with its framework's own tools:
+
+- detectron2 (a yacs ``.yaml`` or LazyConfig ``.py`` config): detectron2's ``Visualizer`` (boxes, masks,
+  panoptic segments) -- :mod:`resnest_backbones.detectron2.predict`;
+- MMSegmentation (a ``configs/mmseg`` ``.py`` config): mmseg's ``SegLocalVisualizer`` overlay --
+  :mod:`resnest_backbones.mmseg.predict`;
+- torchvision (``tools/torchvision_train.py --output model.pth``): ``draw_bounding_boxes`` -- here.
+
+A predictor is a callable taking an RGB ``uint8`` array ``(H, W, 3)`` and returning the same-sized RGB array with
+the predictions drawn. Frameworks are imported only when their predictor is built.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .models.checkpoint import CheckpointError
+from .models.hub import local_weights
+
+__all__ = ["FRAMEWORKS", "IMAGE_SUFFIXES", "Predictor", "detect_framework", "list_images", "load_predictor",
+           "predict_images", "read_image", "torchvision_predictor"]
+
+PathLike = Union[str, os.PathLike]
+#: RGB uint8 (H, W, 3) -> RGB uint8 (H, W, 3) with the predictions drawn.
+Predictor = Callable[[np.ndarray], np.ndarray]
+FRAMEWORKS = ("detectron2", "mmseg", "torchvision")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(inputs: Sequence[PathLike]) -> List[Path]:
+    """The image files named by ``inputs`` (files, or folders whose image files are taken in name order).
+
+    Raises:
+        FileNotFoundError: an input does not exist, or no image was found.
+    """
+    images: List[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"input {path} does not exist (give image files or folders of images)")
+    if not images:
+        raise FileNotFoundError(f"no image found in {[os.fspath(i) for i in inputs]} (image files end in "
+                                f"{', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """An image file as an RGB ``uint8`` array ``(H, W, 3)``."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise ValueError(f"cannot read {path} as an image: {error}") from None
+
+
+def detect_framework(config: Optional[PathLike], framework: Optional[str] = None) -> str:
+    """Which framework runs ``config``: ``framework`` when given; else a ``.yaml`` is detectron2's, a ``.py``
+    under a ``detectron2``/``mmseg`` folder is that framework's, and otherwise its text decides (mmseg configs
+    build on ``_base_``/``custom_imports``, LazyConfigs import their parts).
+
+    Raises:
+        ValueError: unknown framework or config type.
+        FileNotFoundError: the config does not exist.
+    """
+    if framework is not None:
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+        if framework != "torchvision" and config is None:
+            raise ValueError(f"--framework {framework} needs a config file")
+        return framework
+    if config is None:
+        raise ValueError("give a config file (detectron2 .yaml/.py, mmseg .py) or --framework torchvision")
+    path = Path(config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    if path.suffix in (".yaml", ".yml"):
+        return "detectron2"
+    if path.suffix != ".py":
+        raise ValueError(f"unknown config type {path.name}: detectron2 configs are .yaml or .py (LazyConfig), "
+                         f"mmseg configs .py; for torchvision give --framework torchvision")
+    for name in ("detectron2", "mmseg"):
+        if name in path.resolve().parts:
+            return name
+    text = path.read_text()
+    if "_base_" in text or "custom_imports" in text:
+        return "mmseg"
+    if "import" in text:
+        return "detectron2"
+    raise ValueError(f"cannot tell which framework {path} is for; give --framework detectron2 or mmseg")
+
+
+def _state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a model file (a state dict, or one under ``model``/``state_dict``), read without running
+    code."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's wrong file
+        raise CheckpointError(f"cannot read {path} as a PyTorch model file: {error}") from None
+    for key in ("model", "state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} does not hold a state dict")
+    return data
+
+
+def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
+                          class_names: Optional[Sequence[str]] = None, score_threshold: float = 0.5,
+                          device: Union[str, torch.device] = "cpu") -> Predictor:
+    """The toy Faster R-CNN of ``tools/torchvision_train.py`` loaded from its ``--output`` file.
+
+    Args:
+        weights: the file (path or URL) ``torchvision_train.py --output`` wrote.
+        variant, image_size: as given to ``torchvision_train.py`` (its defaults here too).
+        class_names: names of the classes 1..N (default: the toy COCO categories when their number fits).
+        score_threshold: boxes scoring below are not drawn.
+        device: where the model runs.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a model of this variant.
+    """
+    from torchvision.utils import draw_bounding_boxes
+
+    from .toy_data import COCO_CATEGORIES
+    from .torchvision import toy_faster_rcnn
+
+    path = local_weights(weights)
+    state = _state_dict(path)
+    key = "roi_heads.box_predictor.cls_score.weight"
+    if key not in state:
+        raise CheckpointError(f"{path} is not a torchvision Faster R-CNN saved by tools/torchvision_train.py "
+                              f"--output (no {key})")
+    num_classes = state[key].shape[0]
+    model = toy_faster_rcnn(variant, num_classes, image_size,
+                            frozen_norm=not any(k.endswith("num_batches_tracked") for k in state))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit the toy Faster R-CNN with a {variant} backbone (give the "
+                              f"--variant it was trained with): {str(error)[:2000]}") from None
+    model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, score_threshold)
+    model.to(device).eval()
+    if class_names is None:
+        class_names = COCO_CATEGORIES if len(COCO_CATEGORIES) == num_classes - 1 else \
+            [str(i) for i in range(1, num_classes)]
+    names = ["background", *class_names]
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a writable copy
+        with torch.no_grad():
+            output = model([pixels.to(device, torch.float32) / 255.0])[0]
+        keep = output["scores"] >= score_threshold
+        boxes, labels, scores = output["boxes"][keep].cpu(), output["labels"][keep], output["scores"][keep]
+        if not len(boxes):
+            return image.copy()
+        text = [f"{names[int(c)] if int(c) < len(names) else int(c)} {s:.2f}" for c, s in zip(labels, scores)]
+        drawn = draw_bounding_boxes(pixels, boxes, labels=text, width=2)
+        return drawn.permute(1, 2, 0).numpy()
+
+    return predict
+
+
+def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike, *, score_threshold: float = 0.5,
+                   device: Optional[str] = None, **options: Any) -> Predictor:
+    """Build the predictor of ``framework`` (see :func:`detect_framework`) from ``config`` and ``weights``.
+
+    Args:
+        framework: ``detectron2``, ``mmseg`` or ``torchvision``.
+        config: the config file (not used for torchvision).
+        weights: a whole-model checkpoint: path or ``http(s)://``/``file://`` URL.
+        score_threshold: detections scoring below are not drawn (detectron2, torchvision).
+        device: ``cuda``/``cpu``; default CUDA when available.
+        **options: torchvision: ``variant``, ``image_size``, ``class_names``; detectron2: ``opts`` (config
+            overrides as on train_net.py's command line).
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if framework == "torchvision":
+        return torchvision_predictor(weights, score_threshold=score_threshold, device=device, **options)
+    if config is None:
+        raise ValueError(f"{framework} needs a config file")
+    if framework == "detectron2":
+        from .detectron2.predict import detectron2_predictor
+        return detectron2_predictor(config, weights, score_threshold=score_threshold, device=device, **options)
+    if framework == "mmseg":
+        from .mmseg.predict import MMSegPredictor
+        return MMSegPredictor(config, weights, device=device, **options)
+    raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
+
+
+def predict_images(predictor: Predictor, images: Sequence[PathLike], output_dir: PathLike,
+                   progress: bool = True) -> List[Path]:
+    """Run ``predictor`` on every image and write the drawn results as PNGs (same size, same stem) into
+    ``output_dir``, with a progress bar. Returns the written paths."""
+    from tqdm import tqdm
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    stems: Dict[str, int] = {}
+    for path in tqdm(list(images), desc="predict", unit="image", disable=not progress):
+        image = read_image(path)
+        drawn = np.asarray(predictor(image))
+        if drawn.shape != image.shape:  # a drawing bug, not the user's: say what happened
+            raise RuntimeError(f"{path}: the drawn image is {drawn.shape}, the input {image.shape}")
+        stem = Path(path).stem
+        stems[stem] = stems.get(stem, 0) + 1  # two inputs of the same name from different folders
+        target = out / (f"{stem}.png" if stems[stem] == 1 else f"{stem}_{stems[stem]}.png")
+        Image.fromarray(drawn.astype(np.uint8)).save(target)
+        written.append(target)
+    return written
