@@ -1,0 +1,208 @@
+"""tools/predict.py and resnest_backbones.predict: ResNeSt (Zhang et al., 2020) models trained a few iterations on
+the toy data by the project's own tools, run on toy images and drawn. Checked: one output per input, of the
+input's size, with pixels changed where the model predicted something (on a predicted box's edge; over the
+predicted segmentation), and clear errors for a missing input, an unknown config type and wrong weights.
+The detectron2 and mmseg parts are skipped, visibly, without their framework."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import torch
+
+from resnest_backbones import create_model
+from resnest_backbones.models.checkpoint import CheckpointError
+from resnest_backbones.predict import (detect_framework, list_images, load_predictor, predict_images, read_image,
+                                       torchvision_predictor)
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_D2 = REPO / "configs" / "detectron2" / "toy" / "mask_rcnn_toy.yaml"
+TOY_ADE = REPO / "configs" / "mmseg" / "toy" / "deeplabv3_resnest14d-d8_toy-ade.py"
+ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
+def _run(args: List[str], env: Dict[str, str] = ENV, timeout: float = 120) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return proc.stdout
+
+
+def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    return np.any(before != after, axis=-1)
+
+
+def _box_edge_changed(before: np.ndarray, after: np.ndarray, box: List[float]) -> bool:
+    """Whether pixels on the outline of ``box`` (x0, y0, x1, y1) changed (a drawn rectangle)."""
+    height, width = before.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = np.clip([x0, x1], 0, width - 1)
+    y0, y1 = np.clip([y0, y1], 0, height - 1)
+    changed = _changed(before, after)
+    band = 2  # drawing libraries put the line on, just inside or just outside the edge
+    edges = [changed[max(0, y0 - band):y0 + band + 1, x0:x1 + 1], changed[max(0, y1 - band):y1 + band + 1, x0:x1 + 1],
+             changed[y0:y1 + 1, max(0, x0 - band):x0 + band + 1], changed[y0:y1 + 1, max(0, x1 - band):x1 + band + 1]]
+    return all(e.size and e.mean() > 0.5 for e in edges)
+
+
+@pytest.fixture(scope="module")
+def toy_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small toy COCO set with a torchvision Faster R-CNN trained 2 steps on it (``root/tv.pth``)."""
+    root = tmp_path_factory.mktemp("toy_coco")
+    _run(["tools/torchvision_train.py", "--iters", "2", "--batch-size", "2", "--data-root", str(root),
+          "--num-train", "8", "--num-val", "4", "--threads", "1", "--output", str(root / "tv.pth")])
+    return root
+
+
+@pytest.fixture(scope="module")
+def val_images(toy_coco: Path) -> List[Path]:
+    return sorted((toy_coco / "val").glob("*.png"))[:2]
+
+
+def test_torchvision_draws_predicted_boxes(toy_coco: Path, val_images: List[Path], tmp_path: Path) -> None:
+    from resnest_backbones.torchvision import toy_faster_rcnn
+
+    predictor = torchvision_predictor(toy_coco / "tv.pth", score_threshold=0.0)
+    written = predict_images(predictor, val_images, tmp_path / "out", progress=False)
+    assert [p.name for p in written] == [p.name for p in val_images]
+    model = toy_faster_rcnn("resnest14d", 4, 128)
+    model.load_state_dict(torch.load(toy_coco / "tv.pth", weights_only=True))
+    model.roi_heads.score_thresh = 0.0
+    model.eval()
+    for source, output in zip(val_images, written):
+        before, after = read_image(source), read_image(output)
+        assert after.shape == before.shape
+        with torch.no_grad():
+            boxes = model([torch.from_numpy(before.copy()).permute(2, 0, 1).float() / 255])[0]["boxes"]
+        assert len(boxes), "the barely trained model predicted nothing even at threshold 0"
+        assert _box_edge_changed(before, after, boxes[0].tolist()), "the top box is not drawn"
+
+
+def test_cli_torchvision_and_errors(toy_coco: Path, val_images: List[Path], tmp_path: Path) -> None:
+    out = _run(["tools/predict.py", "--framework", "torchvision", "--weights", str(toy_coco / "tv.pth"),
+                "--input", str(val_images[0].parent), "--output", str(tmp_path), "--score-threshold", "0"])
+    printed = [Path(line) for line in out.split()]
+    assert len(printed) == len(list((toy_coco / "val").glob("*.png"))) and all(p.is_file() for p in printed)
+    proc = subprocess.run([sys.executable, "tools/predict.py", "--framework", "torchvision", "--weights",
+                           str(toy_coco / "tv.pth"), "--input", str(tmp_path / "absent.jpg")], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "absent.jpg does not exist" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_errors(toy_coco: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_images([tmp_path / "nothing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image found"):
+        list_images([tmp_path / "empty"])
+    odd = tmp_path / "model.cfg"
+    odd.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="unknown config type"):
+        detect_framework(odd)
+    with pytest.raises(ValueError, match="unknown framework"):
+        detect_framework(odd, "keras")
+    assert detect_framework(TOY_D2) == "detectron2" and detect_framework(TOY_ADE) == "mmseg"
+    assert detect_framework(REPO / "configs" / "detectron2" / "COCO-Detection" / "faster_rcnn_S50_FPN_1x.py") == \
+        "detectron2"
+    with pytest.raises(CheckpointError, match="does not exist"):
+        torchvision_predictor(tmp_path / "missing.pth")
+    backbone = tmp_path / "backbone.pth"
+    torch.save(create_model("resnest14d").state_dict(), backbone)
+    with pytest.raises(CheckpointError, match="not a torchvision Faster R-CNN"):
+        torchvision_predictor(backbone)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        torchvision_predictor(toy_coco / "tv.pth", variant="resnest26d")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        torchvision_predictor(text)
+
+
+@pytest.fixture(scope="module")
+def d2_model(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy Mask R-CNN trained 2 iterations by tools/train_net.py."""
+    out = tmp_path_factory.mktemp("d2")
+    _run(["tools/train_net.py", "--config-file", str(TOY_D2), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2",
+          "SOLVER.IMS_PER_BATCH", "2", "TEST.PRECISE_BN.ENABLED", "False", "DATASETS.TEST", "()"],
+         env=dict(ENV, RESNEST_TOY_COCO=str(toy_coco)), timeout=300)
+    return out / "model_final.pth"
+
+
+@pytest.mark.detectron2
+def test_detectron2_draws_boxes_and_masks(d2_model: Path, val_images: List[Path], tmp_path: Path) -> None:
+    from resnest_backbones.detectron2.predict import load_model
+
+    predictor = load_predictor("detectron2", TOY_D2, d2_model, score_threshold=0.0, device="cpu")
+    written = predict_images(predictor, val_images, tmp_path, progress=False)
+    model, _, _, metadata = load_model(TOY_D2, d2_model, score_threshold=0.0)
+    assert list(metadata.thing_classes) == ["circle", "square", "triangle"]
+    for source, output in zip(val_images, written):
+        before, after = read_image(source), read_image(output)
+        assert after.shape == before.shape
+        with torch.no_grad():
+            tensor = torch.as_tensor(before[:, :, ::-1].copy()).permute(2, 0, 1).float()  # BGR, already 128 px
+            instances = model([{"image": tensor, "height": 128, "width": 128}])[0]["instances"]
+        assert len(instances), "the barely trained model predicted nothing even at threshold 0"
+        top = instances[int(instances.scores.argmax())]
+        assert _box_edge_changed(before, after, top.pred_boxes.tensor[0].tolist()), "the top box is not drawn"
+        mask = top.pred_masks[0].numpy()
+        if mask.any():  # mask pixels are tinted
+            assert _changed(before, after)[mask].mean() > 0.5
+
+
+@pytest.mark.detectron2
+def test_detectron2_refuses_wrong_weights(toy_coco: Path, tmp_path: Path) -> None:
+    backbone = tmp_path / "backbone.pth"
+    torch.save(create_model("resnest14d").state_dict(), backbone)
+    with pytest.raises(CheckpointError, match="only a backbone"):
+        load_predictor("detectron2", TOY_D2, backbone)
+    with pytest.raises(CheckpointError):
+        load_predictor("detectron2", TOY_D2, toy_coco / "tv.pth")  # torchvision's model
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_predictor("detectron2", TOY_D2, tmp_path / "missing.pth")
+
+
+@pytest.fixture(scope="module")
+def mmseg_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy DeepLabV3 trained 2 iterations by tools/mmseg_train.py (its toy data made under a temporary root)."""
+    work = tmp_path_factory.mktemp("mmseg")
+    data = ["--cfg-options", *(f"{loader}.dataset.data_root={work / 'data'}"
+                               for loader in ("train_dataloader", "val_dataloader", "test_dataloader")),
+            "train_cfg.max_iters=2", "train_cfg.val_interval=2", "param_scheduler.0.end=2",
+            "default_hooks.checkpoint.interval=2"]
+    _run(["tools/mmseg_train.py", str(TOY_ADE), "--work-dir", str(work), *data], timeout=300)
+    return work / "iter_2.pth"
+
+
+@pytest.mark.mmseg
+def test_mmseg_overlays_prediction(mmseg_model: Path, tmp_path: Path) -> None:
+    from mmseg.apis import inference_model
+
+    from resnest_backbones.mmseg.predict import MMSegPredictor
+
+    images = sorted((mmseg_model.parent / "data" / "images" / "validation").glob("*.jpg"))[:2]
+    predictor = MMSegPredictor(TOY_ADE, mmseg_model)
+    assert list(predictor.model.dataset_meta["classes"]) == ["wall", "building", "sky", "floor", "tree"]
+    written = predict_images(predictor, images, tmp_path, progress=False)
+    for source, output in zip(images, written):
+        before, after = read_image(source), read_image(output)
+        assert after.shape == before.shape
+        labels = inference_model(predictor.model, before[:, :, ::-1].copy()).pred_sem_seg.data[0].numpy()
+        assert _changed(before, after)[labels < 5].mean() > 0.9  # every predicted class is tinted
+    truth = np.zeros(before.shape[:2], dtype=np.int64)
+    side_by_side = predictor(before, ground_truth=truth)
+    assert side_by_side.shape == (before.shape[0], 2 * before.shape[1], 3)
+    assert np.array_equal(side_by_side[:, before.shape[1]:], after)
+
+
+@pytest.mark.mmseg
+def test_mmseg_refuses_wrong_weights(toy_coco: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not cover the model"):
+        load_predictor("mmseg", TOY_ADE, toy_coco / "tv.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_predictor("mmseg", TOY_ADE, tmp_path / "missing.pth")
