@@ -6,7 +6,10 @@ Runs, in order, every section whose framework is installed, and prints one resul
 2. torchvision: Faster R-CNN with a ResNeSt-FPN backbone trained a few steps on the toy COCO data.
 3. mmseg: a toy DeepLabV3 trained and evaluated on the toy ADE20K-layout data (prints its mIoU).
 4. detectron2 (only when detectron2 is installed): a toy Faster R-CNN trained and evaluated with COCOEvaluator.
-Toy data is generated deterministically under data/ on first use.
+Toy data is generated deterministically under data/ on first use. Each trained model is then run on a few toy
+val images (resnest_backbones.predict, as tools/predict.py does) and drawn into one PNG per section under
+work_dirs/demo_pictures/ (boxes on the detection images; segmentation next to the ground truth), whose paths are
+printed.
 """
 from __future__ import annotations
 
@@ -18,8 +21,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, List
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+PICTURES = ROOT / "work_dirs" / "demo_pictures"
+SHOWN = 4  # val images per picture
 
 
 def core_section() -> str:
@@ -51,16 +60,76 @@ def core_section() -> str:
     return "\n    ".join(lines)
 
 
-# (title, framework module that must be importable or None, command) -- each command prints its own result.
+def _save(rows: List[List[np.ndarray]], name: str) -> Path:
+    """Tile drawn images (rows of equal-height images, 4 px gaps) into ``PICTURES/name``."""
+    from PIL import Image
+
+    if not rows or not all(rows):
+        raise FileNotFoundError("no toy val images to draw on (data/ was not made?)")
+    gap = 4
+    lines = [np.concatenate([np.pad(im, ((0, 0), (0, gap), (0, 0)), constant_values=255) for im in row], axis=1)
+             for row in rows]
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, gap), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    PICTURES.mkdir(parents=True, exist_ok=True)
+    path = PICTURES / name
+    Image.fromarray(np.concatenate(lines, axis=0)).save(path)
+    return path
+
+
+def _detections(predictor: Callable[[np.ndarray], np.ndarray], name: str) -> Path:
+    """The first toy COCO val images with ``predictor``'s boxes drawn, in a row."""
+    from resnest_backbones.predict import read_image
+
+    images = sorted((ROOT / "data" / "toy_coco" / "val").glob("*.png"))[:SHOWN]
+    return _save([[predictor(read_image(path)) for path in images]], name)
+
+
+def torchvision_picture() -> Path:
+    from resnest_backbones.predict import torchvision_predictor
+
+    # 20 steps only: a lower threshold than predict.py's 0.5 so that the still-unsure boxes show
+    return _detections(torchvision_predictor(ROOT / "work_dirs" / "demo_torchvision" / "model.pth",
+                                             score_threshold=0.3), "torchvision_faster_rcnn.png")
+
+
+def mmseg_picture() -> Path:
+    """Ground truth | prediction for the first toy ADE20K val images, one row each."""
+    from PIL import Image
+
+    from resnest_backbones.mmseg.predict import MMSegPredictor
+    from resnest_backbones.predict import read_image
+
+    work = ROOT / "work_dirs" / "demo_mmseg"
+    checkpoint = ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
+    predictor = MMSegPredictor(ROOT / SECTIONS[1][2][2], checkpoint, with_labels=False)
+    rows = []
+    for path in sorted((ROOT / "data" / "toy_ade" / "images" / "validation").glob("*.jpg"))[:SHOWN]:
+        labels = np.asarray(Image.open(path.parents[2] / "annotations" / "validation" / f"{path.stem}.png"))
+        truth = np.where(labels == 0, 255, labels.astype(np.int64) - 1)  # the config's reduce_zero_label
+        rows.append([predictor(read_image(path), ground_truth=truth)])
+    return _save(rows, "mmseg_deeplabv3.png")
+
+
+def detectron2_picture() -> Path:
+    from resnest_backbones.detectron2.predict import detectron2_predictor
+
+    return _detections(detectron2_predictor(ROOT / SECTIONS[2][2][3], ROOT / "work_dirs" / "demo_d2" / "model_final.pth"),
+                       "detectron2_faster_rcnn.png")
+
+
+# (title, framework module that must be importable or None, command, picture) -- each command prints its own
+# result; picture() draws the trained model's predictions and returns the PNG's path.
 SECTIONS = [
     ("torchvision Faster R-CNN on toy COCO", None,
-     [sys.executable, "tools/torchvision_train.py", "--iters", "20"]),
+     [sys.executable, "tools/torchvision_train.py", "--iters", "20", "--output", "work_dirs/demo_torchvision/model.pth"],
+     torchvision_picture),
     ("mmseg DeepLabV3 on toy ADE20K", "mmseg.models",
      [sys.executable, "tools/mmseg_train.py", "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py",
-      "--work-dir", "work_dirs/demo_mmseg"]),
+      "--work-dir", "work_dirs/demo_mmseg"], mmseg_picture),
     ("detectron2 Faster R-CNN on toy COCO", "detectron2.modeling",
      [sys.executable, "tools/train_net.py", "--config-file", "configs/detectron2/toy/faster_rcnn_toy.yaml",
-      "OUTPUT_DIR", "work_dirs/demo_d2"]),
+      "OUTPUT_DIR", "work_dirs/demo_d2"], detectron2_picture),
 ]
 
 
@@ -81,7 +150,8 @@ def main() -> None:
     if args.only in (None, "core"):
         print("[demo] core ...", flush=True)
         print("[demo] core:\n    " + core_section(), flush=True)
-    for title, framework, command in SECTIONS:
+    pictures: List[Path] = []
+    for title, framework, command, picture in SECTIONS:
         key = title.split()[0]
         if args.only not in (None, key):
             continue
@@ -92,7 +162,16 @@ def main() -> None:
         t0 = time.time()
         if subprocess.call(command, cwd=ROOT) != 0:
             failures.append(title)
+        else:
+            try:
+                pictures.append(picture())
+                print(f"[demo] {title}: predictions drawn in {pictures[-1]}", flush=True)
+            except Exception as error:  # noqa: BLE001 - report it with the section, go on with the others
+                print(f"[demo] {title}: drawing the predictions failed: {error!r}", flush=True)
+                failures.append(title)
         print(f"[demo] {title}: {'FAILED' if title in failures else 'done'} in {time.time() - t0:.0f} s", flush=True)
+    if pictures:
+        print("[demo] pictures:\n    " + "\n    ".join(str(p.relative_to(ROOT)) for p in pictures))
     print(f"[demo] finished in {time.time() - start:.0f} s" + (f"; failed: {failures}" if failures else ""))
     sys.exit(1 if failures else 0)
 
