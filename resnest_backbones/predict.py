@@ -118,7 +118,7 @@ def _state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
                           class_names: Optional[Sequence[str]] = None, score_threshold: float = 0.5,
-                          device: Union[str, torch.device] = "cpu") -> Predictor:
+                          max_detections: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> Predictor:
     """The toy Faster R-CNN of ``tools/torchvision_train.py`` loaded from its ``--output`` file.
 
     Args:
@@ -126,6 +126,7 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
         variant, image_size: as given to ``torchvision_train.py`` (its defaults here too).
         class_names: names of the classes 1..N (default: the toy COCO categories when their number fits).
         score_threshold: boxes scoring below are not drawn.
+        max_detections: draw at most this many (the best-scoring) boxes per image; default: all.
         device: where the model runs.
 
     Raises:
@@ -161,7 +162,7 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
         pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # a writable copy
         with torch.no_grad():
             output = model([pixels.to(device, torch.float32) / 255.0])[0]
-        keep = output["scores"] >= score_threshold
+        keep = torch.nonzero(output["scores"] >= score_threshold).flatten()[:max_detections]  # sorted by score
         boxes, labels, scores = output["boxes"][keep].cpu(), output["labels"][keep], output["scores"][keep]
         if not len(boxes):
             return image.copy()
