@@ -81,8 +81,14 @@ class MMSegPredictor:
         ground-truth overlay and the prediction side by side (twice the width)."""
         with torch.no_grad():
             result = inference_model(self.model, np.ascontiguousarray(image[:, :, ::-1]))  # mmseg reads BGR
-        if ground_truth is not None:
-            result.gt_sem_seg = PixelData(data=torch.as_tensor(ground_truth, dtype=torch.int64)[None])
-        self.visualizer.add_datasample("prediction", image, result, draw_gt=ground_truth is not None,
-                                       draw_pred=True, show=False, with_labels=self.with_labels)
+        drawn = self._draw(image, result, gt=False)
+        if ground_truth is None:
+            return drawn
+        result.gt_sem_seg = PixelData(data=torch.as_tensor(ground_truth, dtype=torch.int64)[None])
+        return np.concatenate([self._draw(image, result, gt=True), drawn], axis=1)
+
+    def _draw(self, image: np.ndarray, result: Any, gt: bool) -> np.ndarray:
+        # add_datasample hands its side-by-side picture only to files/backends; its last drawing is the image's
+        self.visualizer.add_datasample("prediction", image, result, draw_gt=gt, draw_pred=not gt, show=False,
+                                       with_labels=self.with_labels)
         return self.visualizer.get_image()
