@@ -81,7 +81,7 @@ TARGETS: Dict[str, Target] = {
                     _last_float(r"\] mIoU = ([0-9.]+) %")),
     "detectron2": Target("detectron2.modeling", 50.0, "toy COCO box AP50 (%), detectron2 Faster R-CNN",
                          "tests/test_detectron2_tools.py::test_toy_faster_rcnn_reaches_ap50", _detectron2,
-                         _last_float(r"copypaste: ([0-9.nan]+),([0-9.nan]+),")),
+                         _last_float(r"copypaste: (?:[0-9.]+|nan),([0-9.]+|nan),")),
     "torchvision": Target(None, 50.0, "toy COCO box AP50 (%), torchvision Faster R-CNN",
                           "tests/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50", _torchvision,
                           _last_float(r"AP50 ([0-9.]+)")),
@@ -145,7 +145,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="run as many runs at once as fit in this many cores (default: all)")
     parser.add_argument("--output", default="benchmarks/results/toy_margins.json", help="JSON of every run")
+    parser.add_argument("--summarise", nargs="+", metavar="JSON", help="run nothing: print the table of these "
+                        "earlier outputs together (a sweep done in parts)")
     args = parser.parse_args(argv)
+    if args.summarise:
+        print(summarise([run for path in args.summarise for run in json.loads(Path(path).read_text())]))
+        return
 
     targets = []
     for name in args.targets:
