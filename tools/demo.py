@@ -77,11 +77,11 @@ def _save(rows: List[List[np.ndarray]], name: str) -> Path:
     return path
 
 
-def _detections(predictor: Callable[[np.ndarray], np.ndarray], name: str) -> Path:
-    """The first toy COCO val images with ``predictor``'s boxes drawn, in a row."""
+def _detections(predictor: Callable[[np.ndarray], np.ndarray], data: str, name: str) -> Path:
+    """The first images of the toy COCO set ``data/<data>`` with ``predictor``'s boxes drawn, in a row."""
     from resnest_backbones.predict import read_image
 
-    images = sorted((ROOT / "data" / "toy_coco" / "val").glob("*.png"))[:SHOWN]
+    images = sorted((ROOT / "data" / data / "val").glob("*.png"))[:SHOWN]
     return _save([[predictor(read_image(path)) for path in images]], name)
 
 
@@ -90,7 +90,8 @@ def torchvision_picture() -> Path:
 
     # 20 steps leave every score far below predict.py's 0.5: the picture shows the 3 best boxes, whatever their score
     return _detections(torchvision_predictor(ROOT / "work_dirs" / "demo_torchvision" / "model.pth",
-                                             score_threshold=0.0, max_detections=3), "torchvision_faster_rcnn.png")
+                                             score_threshold=0.0, max_detections=3), "toy_coco_torchvision",
+                       "torchvision_faster_rcnn.png")
 
 
 def mmseg_picture() -> Path:
@@ -115,7 +116,7 @@ def detectron2_picture() -> Path:
     from resnest_backbones.detectron2.predict import detectron2_predictor
 
     return _detections(detectron2_predictor(ROOT / SECTIONS[2][2][3], ROOT / "work_dirs" / "demo_d2" / "model_final.pth"),
-                       "detectron2_faster_rcnn.png")
+                       "toy_coco", "detectron2_faster_rcnn.png")
 
 
 # (title, framework module that must be importable or None, command, picture) -- each command prints its own

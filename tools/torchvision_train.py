@@ -2,7 +2,7 @@
 """Train torchvision's Faster R-CNN with a ResNeSt-FPN backbone on the toy COCO data, then evaluate it.
 
 ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") through ``resnest_backbones.torchvision``,
-in a plain PyTorch loop: the toy data is generated on first use (``data/toy_coco``), the model trains for
+in a plain PyTorch loop: the toy data is generated on first use (``data/toy_coco_torchvision``), the model trains for
 ``--iters`` steps on the CPU (or a GPU when there is one), printing its losses, and is evaluated on the val
 split (detections, and COCO box AP / AP50 when pycocotools is installed).
 
@@ -108,7 +108,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--weights", default=None, help="ImageNet checkpoint of the variant (default: none)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=0.02, help="SGD learning rate (default: %(default)s)")
-    parser.add_argument("--data-root", default="data/toy_coco", help="toy COCO directory (default: %(default)s)")
+    # Not detectron2's data/toy_coco: that set has other sizes, and a run making one would replace the other's files
+    # under a concurrent run of the other tool.
+    parser.add_argument("--data-root", default="data/toy_coco_torchvision",
+                        help="toy COCO directory (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=128, help="toy image side (default: %(default)s)")
     parser.add_argument("--num-train", type=int, default=128, help="toy training images (default: %(default)s)")
     parser.add_argument("--num-val", type=int, default=32, help="toy val images (default: %(default)s)")

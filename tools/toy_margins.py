@@ -61,18 +61,23 @@ def _last_float(pattern: str) -> Callable[[str], float]:
     return parse
 
 
+# Every run makes its own copy of the toy data in its scratch directory (the same files: the data's seed is fixed):
+# runs at once must not share a data directory, since a tool that finds other parameters there replaces it.
 def _mmseg(seed: int, threads: int, tmp: Path) -> List[str]:
+    data = [f"{loader}.dataset.data_root={tmp / 'data'}" for loader in ("train_dataloader", "val_dataloader",
+                                                                         "test_dataloader")]
     return [PY, "tools/mmseg_train.py", "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py",
-            "--work-dir", str(tmp / "work"), "--cfg-options", f"randomness.seed={seed}"]
+            "--work-dir", str(tmp / "work"), "--cfg-options", f"randomness.seed={seed}", *data]
 
 
 def _detectron2(seed: int, threads: int, tmp: Path) -> List[str]:
-    return [PY, "tools/train_net.py", "--config-file", "configs/detectron2/toy/faster_rcnn_toy.yaml",
-            "OUTPUT_DIR", str(tmp / "out"), "SEED", str(seed)]
+    return ["env", f"RESNEST_TOY_COCO={tmp / 'data'}", PY, "tools/train_net.py", "--config-file",
+            "configs/detectron2/toy/faster_rcnn_toy.yaml", "OUTPUT_DIR", str(tmp / "out"), "SEED", str(seed)]
 
 
 def _torchvision(seed: int, threads: int, tmp: Path) -> List[str]:
-    return [PY, "tools/torchvision_train.py", "--seed", str(seed), "--threads", str(threads)]
+    return [PY, "tools/torchvision_train.py", "--seed", str(seed), "--threads", str(threads),
+            "--data-root", str(tmp / "data")]
 
 
 TARGETS: Dict[str, Target] = {
