@@ -75,7 +75,8 @@ def test_config_builds_trains_and_infers(path: Path) -> None:
     assert tuple(backbone.strides) == (1, 2, 1, 1) and tuple(backbone.dilations) == (1, 1, 2, 4)  # OS8
     assert backbone.norm_cfg.type == "SyncBN"
     if "toy" not in path.parts:
-        assert backbone.init_cfg.type == "Pretrained" and backbone.init_cfg.checkpoint.startswith("checkpoints/")
+        assert backbone.init_cfg.type == "Pretrained" and backbone.init_cfg.checkpoint.startswith(
+            "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/")  # official, downloaded
         assert Path(backbone.init_cfg.checkpoint).name.startswith(backbone.variant.rstrip("de"))
         assert cfg.optim_wrapper.optimizer == dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=0.0005)
         poly = cfg.param_scheduler[0]
