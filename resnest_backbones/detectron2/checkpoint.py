@@ -27,7 +27,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from ..models import CheckpointError, ResNeSt, load_checkpoint, read_checkpoint
-from ..models.checkpoint import verify_sha256
+from ..models.file_hash import verify_hash
 from ..models.hub import is_url, local_weights
 from ..models.unpickling import load_numpy_pickle, refusal_message
 
@@ -62,7 +62,7 @@ class ResNeStCheckpointer(DetectionCheckpointer):
         return super().load(path, *args, **kwargs)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        verify_sha256(filename)  # no-op unless the name carries a hash (name-<sha256 prefix>.pth)
+        verify_hash(filename)  # no-op unless the name carries a hash (name-<hex>.pth; SHA-256 or SHA-1)
         if filename.endswith(".pkl"):
             data = self._read(filename, load_numpy_pickle)
             if isinstance(data, dict) and "model" in data and "__author__" in data:

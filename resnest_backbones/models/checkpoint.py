@@ -15,7 +15,6 @@ arrays and nothing else; a file whose pickle names any other callable is refused
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -37,7 +36,6 @@ __all__ = [
     "detect_format",
     "load_checkpoint",
     "read_checkpoint",
-    "verify_sha256",
 ]
 
 logger = logging.getLogger("resnest_backbones")
@@ -99,24 +97,6 @@ class LoadReport:
 
 
 # ------------------------------------------------------------------------------------------------- reading
-def verify_sha256(path: Union[str, os.PathLike]) -> Optional[str]:
-    """Check ``path`` against the sha256 prefix in its name (``name-<hex>.pth``); returns the prefix.
-
-    Returns ``None`` when the name carries no hash; raises :class:`CheckpointError` on a mismatch.
-    """
-    match = re.search(r"-([0-9a-f]{8,64})\.(pth|pt|pkl)$", Path(path).name)
-    if not match:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(match.group(1)):
-        raise CheckpointError(f"{path}: sha256 {digest.hexdigest()[:16]}... does not start with {match.group(1)} "
-                              f"as its name says; the file is corrupt or incomplete, download it again")
-    return match.group(1)
-
-
 def read_checkpoint(source: Source) -> StateDict:
     """The tensors of a checkpoint file or object, unwrapped from ``state_dict``/``model`` containers.
 
