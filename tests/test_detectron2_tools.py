@@ -123,7 +123,7 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path, data_ro
     expected = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in build_model(cfg).modules())
     assert int(layers.group(1)) == expected > 0  # backbone, FPN and box head: every SyncBN of the config
     assert "SyncBN -> BN" not in log
-    assert torch.load(out / "model_0000002.pth", map_location="cpu", weights_only=False)["iteration"] == 2
+    assert torch.load(out / "model_0000002.pth", map_location="cpu", weights_only=True)["iteration"] == 2
     assert iterations(out)[-1] == 5 and (out / "model_final.pth").is_file()
     distributed = coco_results(log)["bbox"]
     log = run_train_net([*toy, "--eval-only", "OUTPUT_DIR", str(tmp_path / "eval"), "MODEL.WEIGHTS",
@@ -148,7 +148,7 @@ def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path, data_root: P
     log = run_train_net(["--resume", *args], data_root, timeout=600)
     assert "Starting training from iteration 30" in log, log[-3000:]
     assert iterations(out) == [19, 39, 49]  # appended to what the killed run wrote, up to MAX_ITER
-    assert torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["iteration"] == 49
+    assert torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["iteration"] == 49
     assert file_digests(list(before)) == before
     assert "AP50" in coco_results(log)["bbox"]
 
