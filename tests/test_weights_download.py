@@ -253,3 +253,22 @@ def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: 
     with pytest.raises(rb.CheckpointError, match="does not match the hash"):
         wrong.init_weights()
     assert sorted(p.name for p in cache.iterdir()) == [path.name]
+
+
+def test_a_file_is_hashed_once_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The download check and the loader meet the same file: the second check must not hash it again, but a file
+    rewritten since (new size or time) is hashed anew and a corrupt rewrite is caught."""
+    from resnest_backbones.models import file_hash
+
+    payload = b"resnest weights stand-in"
+    path = tmp_path / f"stand-in-{hashlib.sha256(payload).hexdigest()[:8]}.pth"
+    path.write_bytes(payload)
+    hashed: List[str] = []
+    real_digest = file_hash._digest
+    monkeypatch.setattr(file_hash, "_digest", lambda p, algorithm: hashed.append(algorithm) or real_digest(p, algorithm))
+    assert file_hash.verify_hash(path) == file_hash.verify_hash(path) == (path.name[-12:-4], "sha256")
+    assert hashed == ["sha256"]
+    path.write_bytes(payload + b" corrupted")
+    with pytest.raises(rb.CheckpointError, match="corrupt"):
+        file_hash.verify_hash(path)
+    assert len(hashed) > 1

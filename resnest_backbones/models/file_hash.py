@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from .checkpoint import CheckpointError
 
@@ -31,6 +31,10 @@ _PYTORCH_ENCODING_NAME = re.compile(
 # mmseg's released models: <config>_<yyyymmdd>_<hhmmss>-<sha256[:8]>.pth (mmseg also has fcn_* names)
 _MMSEG_NAME = re.compile(r"_\d{8}_\d{6}-[0-9a-f]{8}\.pth$")
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(pth|pt|pkl)$")
+# Files that passed, keyed by what changes when a file is rewritten: one load path may meet the same file more than
+# once (a URL is checked when downloaded or found in the cache, then again by the loader it is handed to), and
+# hashing a ResNeSt-200 file takes about a second.
+_VERIFIED: Dict[Tuple[str, int, int, int], Tuple[str, str]] = {}
 
 
 def hash_algorithm(path: PathLike) -> str:
@@ -52,6 +56,7 @@ def _digest(path: PathLike, algorithm: str) -> str:
 def verify_hash(path: PathLike) -> Optional[Tuple[str, str]]:
     """Check ``path`` against the hash prefix in its name with its family's algorithm.
 
+    A file is hashed once: it is not hashed again while its inode, size and modification time stay the same.
     A file whose prefix is instead the other algorithm's is accepted as well (it is intact; PyTorch-Encoding's
     ImageNet backbones, e.g. ``resnest50-fb9de5b3.pth``, are named like the official ones but by SHA-1).
 
@@ -64,15 +69,21 @@ def verify_hash(path: PathLike) -> Optional[Tuple[str, str]]:
     match = _HASH_IN_NAME.search(Path(path).name)
     if not match:
         return None
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return _VERIFIED[key]
     prefix = match.group(1)
     expected = hash_algorithm(path)
     digests = {expected: _digest(path, expected)}
     if digests[expected].startswith(prefix):
+        _VERIFIED[key] = (prefix, expected)
         return prefix, expected
     other = "sha256" if expected == "sha1" else "sha1"
     if len(prefix) <= 40:  # longer prefixes cannot be a SHA-1
         digests[other] = _digest(path, other)
         if digests[other].startswith(prefix):
+            _VERIFIED[key] = (prefix, other)
             return prefix, other
     family = ("a PyTorch-Encoding file, named by the first 8 hex of its SHA-1" if expected == "sha1" else
               "named by a SHA-256 prefix, as official ResNeSt, OpenMMLab and mmseg files are")
