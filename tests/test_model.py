@@ -41,13 +41,30 @@ def test_backward_reaches_every_parameter(name: str) -> None:
     assert not missing
 
 
-def test_parameter_counts_match_the_published_table() -> None:
-    # REFERENCE.md section 1, timm's published counts in millions (exact equality with the official and timm
-    # models themselves is checked in test_parity.py).
-    published = {"resnest14d": 10.61, "resnest26d": 17.07, "resnest50d": 27.48, "resnest50d_4s2x40d": 30.42,
-                 "resnest50d_1s4x24d": 25.68}
-    for name, millions in published.items():
-        assert round(rb.models.count_parameters(rb.create_model(name, num_classes=1000)) / 1e6, 2) == millions, name
+@pytest.mark.parametrize("name", [n for n, v in rb.VARIANTS.items() if v.params_m is not None])
+def test_parameter_counts_match_the_published_table(name: str) -> None:
+    # timm's published two-decimal counts (Variant.params_m); exact equality with the official and timm models
+    # themselves is checked in test_parity.py. The paper's one-decimal counts of the resnest50_fast_* models
+    # (Variant.paper_params_m) are rounded by the paper and not compared.
+    model = rb.create_model(name, num_classes=1000)
+    assert round(rb.models.count_parameters(model) / 1e6, 2) == rb.VARIANTS[name].params_m
+
+
+def test_published_metadata_is_complete() -> None:
+    # Every variant has a published count and top-1, from exactly one source (timm's exact count or the paper's).
+    for name, variant in rb.VARIANTS.items():
+        assert variant.published_params_m() is not None and variant.top1 is not None, name
+        assert (variant.params_m is None) is (variant.paper_params_m is not None), name
+
+
+def test_eval_sizes_are_timms() -> None:
+    # The evaluation crop of each model timm publishes is timm's test input size (the official zoo's crop).
+    timm = pytest.importorskip("timm")
+    published = [n for n in rb.VARIANTS if timm.models.get_pretrained_cfg(n) is not None]
+    assert len(published) == 8
+    for name in published:
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert (cfg.test_input_size or cfg.input_size)[-1] == rb.VARIANTS[name].eval_size, name
 
 
 def test_aliases_and_unknown_names() -> None:

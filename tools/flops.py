@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """FLOPs and parameter counts of every ResNeSt variant (Zhang et al., 2020, arXiv 2004.08955), via fvcore.
 
-Prints a markdown table: our parameter count next to the paper's/official README's (REFERENCE.md), and
+Prints a markdown table: our parameter count next to the published one (``Variant.published_params_m``), and
 fvcore's multiply-accumulate count (fvcore counts one "flop" per multiply-add, the convention of the paper's
-"GFLOPs" and of timm's "GMACs") at 224x224 and at the resolution each published model was evaluated at.
+"GFLOPs" and of timm's "GMACs") at 224x224 and at the resolution each published model was evaluated at
+(``Variant.eval_size``).
 
     python tools/flops.py                       # every variant, markdown table on stdout
     python tools/flops.py --variants resnest50d --out docs_drafts/flops.md
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,24 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import resnest_backbones as rb  # noqa: E402
-
-#: (params in M, GFLOPs or None, evaluation crop) as published (REFERENCE.md section 1: paper / official README).
-PAPER: Dict[str, Tuple[float, Optional[float], int]] = {
-    "resnest14d": (10.61, None, 224),
-    "resnest26d": (17.07, None, 224),
-    "resnest50d": (27.48, None, 224),
-    "resnest101e": (48.28, None, 256),
-    "resnest200e": (70.20, None, 320),
-    "resnest269e": (110.93, None, 416),
-    "resnest50_fast_1s1x64d": (26.3, 4.34, 224),
-    "resnest50_fast_2s1x64d": (27.5, 4.34, 224),
-    "resnest50_fast_4s1x64d": (31.9, 4.35, 224),
-    "resnest50_fast_1s2x40d": (25.9, 4.38, 224),
-    "resnest50_fast_2s2x40d": (26.9, 4.38, 224),
-    "resnest50d_4s2x40d": (30.42, 4.41, 224),
-    "resnest50d_1s4x24d": (25.68, 4.42, 224),
-}
-
 
 def count(name: str, size: int) -> Tuple[float, float, List[str]]:
     """``(params in M, GMACs at size x size, ops fvcore could not count)`` of ``name`` with its 1000-way head."""
@@ -54,19 +37,25 @@ def count(name: str, size: int) -> Tuple[float, float, List[str]]:
     return params, macs, skipped
 
 
+def _published(value: Optional[float]) -> str:
+    """A published figure with two decimals, or a dash where none was published."""
+    return "–" if value is None else f"{value:.2f}"
+
+
 def report(names: Sequence[str], progress: bool = True) -> str:
     rows = ["| variant | params (M) | paper params (M) | GMACs @224 | paper GFLOPs | eval size | GMACs @eval size |",
             "|---|---|---|---|---|---|---|"]
     skipped_all: set = set()
     for name in names:
-        paper_params, paper_flops, eval_size = PAPER.get(name, (float("nan"), None, 224))
+        variant = rb.models.VARIANTS[name]
+        paper_params, paper_flops, eval_size = variant.published_params_m(), variant.gflops, variant.eval_size
         if progress:
             print(f"counting {name} ...", file=sys.stderr, flush=True)
         params, macs, skipped = count(name, 224)
         skipped_all.update(skipped)
         eval_macs = macs if eval_size == 224 else count(name, eval_size)[1]
-        rows.append(f"| {name} | {params:.2f} | {paper_params:.2f} | {macs:.2f} | "
-                    f"{'–' if paper_flops is None else f'{paper_flops:.2f}'} | {eval_size} | {eval_macs:.2f} |")
+        rows.append(f"| {name} | {params:.2f} | {_published(paper_params)} | {macs:.2f} | "
+                    f"{_published(paper_flops)} | {eval_size} | {eval_macs:.2f} |")
     rows.append("")
     rows.append("GMACs: fvcore's count (one multiply-add = one flop), batch 1, with the 1000-class head. "
                 "Not counted (elementwise, negligible): " + (", ".join(sorted(skipped_all)) or "nothing") + ".")

@@ -34,12 +34,30 @@ class Variant:
     aliases: Tuple[str, ...] = ()
     #: URL of the official ImageNet file (sha256 prefix in its name), when one was published.
     url: Optional[str] = None
+    # Published figures (tools/flops.py, tests/test_model.py and the README quote them from here).
+    #: Parameter count in millions with the 1000-class head as timm's model cards print it (two decimals; equal
+    #: to ours and the official model's, see tests/test_parity.py); ``None`` where timm has no such model.
+    params_m: Optional[float] = None
+    #: Parameter count in millions as the ResNeSt paper prints it (radix/cardinality ablation table, one
+    #: decimal, rounded by the paper); given only where timm publishes none (the ``resnest50_fast_*`` models).
+    paper_params_m: Optional[float] = None
+    #: GFLOPs (multiply-adds) at 224x224 from the paper's ablation table; ``None`` where the paper gives none.
+    gflops: Optional[float] = None
+    #: Side of the square crop the published top-1 was evaluated at (official model zoo; timm's ``input_size``).
+    eval_size: int = 224
+    #: ImageNet top-1 (%) at ``eval_size``: official model zoo; timm's results for resnest14d/26d (no official
+    #: model).
+    top1: Optional[float] = None
 
     def kwargs(self) -> Dict[str, Any]:
         """Constructor arguments of :class:`ResNeSt` for this variant."""
         return dict(layers=self.layers, stem_width=self.stem_width, radix=self.radix,
                     cardinality=self.cardinality, bottleneck_width=self.bottleneck_width,
                     avd=True, avd_first=self.avd_first)
+
+    def published_params_m(self) -> Optional[float]:
+        """The published parameter count (millions): timm's exact one, else the paper's rounded one."""
+        return self.params_m if self.params_m is not None else self.paper_params_m
 
 
 _R50 = (3, 4, 6, 3)
@@ -50,21 +68,27 @@ def _official(file_name: str) -> str:
 
 
 VARIANTS: Dict[str, Variant] = {
-    "resnest14d": Variant((1, 1, 1, 1), 32, 2, 1, 64, False),
-    "resnest26d": Variant((2, 2, 2, 2), 32, 2, 1, 64, False),
-    "resnest50d": Variant(_R50, 32, 2, 1, 64, False, ("resnest50",), _official("resnest50-528c19ca.pth")),
-    "resnest101e": Variant((3, 4, 23, 3), 64, 2, 1, 64, False, ("resnest101",), _official("resnest101-22405ba7.pth")),
-    "resnest200e": Variant((3, 24, 36, 3), 64, 2, 1, 64, False, ("resnest200",), _official("resnest200-75117900.pth")),
-    "resnest269e": Variant((3, 30, 48, 8), 64, 2, 1, 64, False, ("resnest269",), _official("resnest269-0cc87c48.pth")),
-    "resnest50_fast_1s1x64d": Variant(_R50, 32, 1, 1, 64, True),
-    "resnest50_fast_2s1x64d": Variant(_R50, 32, 2, 1, 64, True),
-    "resnest50_fast_4s1x64d": Variant(_R50, 32, 4, 1, 64, True),
-    "resnest50_fast_1s2x40d": Variant(_R50, 32, 1, 2, 40, True),
-    "resnest50_fast_2s2x40d": Variant(_R50, 32, 2, 2, 40, True),
+    "resnest14d": Variant((1, 1, 1, 1), 32, 2, 1, 64, False, params_m=10.61, top1=75.52),
+    "resnest26d": Variant((2, 2, 2, 2), 32, 2, 1, 64, False, params_m=17.07, top1=78.48),
+    "resnest50d": Variant(_R50, 32, 2, 1, 64, False, ("resnest50",), _official("resnest50-528c19ca.pth"),
+                         params_m=27.48, top1=81.03),
+    "resnest101e": Variant((3, 4, 23, 3), 64, 2, 1, 64, False, ("resnest101",), _official("resnest101-22405ba7.pth"),
+                           params_m=48.28, eval_size=256, top1=82.83),
+    "resnest200e": Variant((3, 24, 36, 3), 64, 2, 1, 64, False, ("resnest200",), _official("resnest200-75117900.pth"),
+                           params_m=70.20, eval_size=320, top1=83.84),
+    "resnest269e": Variant((3, 30, 48, 8), 64, 2, 1, 64, False, ("resnest269",), _official("resnest269-0cc87c48.pth"),
+                           params_m=110.93, eval_size=416, top1=84.54),
+    "resnest50_fast_1s1x64d": Variant(_R50, 32, 1, 1, 64, True, paper_params_m=26.3, gflops=4.34, top1=80.33),
+    "resnest50_fast_2s1x64d": Variant(_R50, 32, 2, 1, 64, True, paper_params_m=27.5, gflops=4.34, top1=80.53),
+    "resnest50_fast_4s1x64d": Variant(_R50, 32, 4, 1, 64, True, paper_params_m=31.9, gflops=4.35, top1=80.76),
+    "resnest50_fast_1s2x40d": Variant(_R50, 32, 1, 2, 40, True, paper_params_m=25.9, gflops=4.38, top1=80.59),
+    "resnest50_fast_2s2x40d": Variant(_R50, 32, 2, 2, 40, True, paper_params_m=26.9, gflops=4.38, top1=80.61),
     "resnest50d_4s2x40d": Variant(_R50, 32, 4, 2, 40, True, ("resnest50_fast_4s2x40d",),
-                                  _official("resnest50_fast_4s2x40d-41d14ed0.pth")),
+                                  _official("resnest50_fast_4s2x40d-41d14ed0.pth"),
+                                  params_m=30.42, gflops=4.41, top1=81.14),
     "resnest50d_1s4x24d": Variant(_R50, 32, 1, 4, 24, True, ("resnest50_fast_1s4x24d",),
-                                  _official("resnest50_fast_1s4x24d-d4a4f76f.pth")),
+                                  _official("resnest50_fast_1s4x24d-d4a4f76f.pth"),
+                                  params_m=25.68, gflops=4.42, top1=80.99),
 }
 
 _ALIASES: Dict[str, str] = {alias: name for name, v in VARIANTS.items() for alias in v.aliases}
