@@ -1,0 +1,12 @@
+"""Side-by-side speed and memory measurement of ResNeSt implementations (``tools/benchmark.py`` renders it).
+
+* :mod:`.models`: the input cases and the compared implementations (ours, ours fused, timm, the official
+  ``resnest`` package), built with the same weights;
+* :mod:`.timing`: one repetition of an inference or training step, and interleaved timing;
+* :mod:`.memory`: peak memory of a few steps, each measured in a fresh subprocess
+  (``python -m resnest_backbones.benchmark.memory``);
+* :mod:`.results`: the whole run (:func:`~.results.run_benchmark`), ratios to timm and the report's metadata.
+
+Kept apart from the command line so that the measurement is importable and testable without it. This file
+imports none of them, so that running the memory worker with ``-m`` loads its module only once.
+"""

@@ -1,0 +1,131 @@
+"""The input cases and the compared implementations, built with the same weights."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..accel import fuse_for_inference
+from ..models.variants import VARIANTS, create_model
+
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+class Case:
+    """One input case: ``BATCHxSIZE[:logits|features]`` (square images, 3 channels)."""
+
+    def __init__(self, spec: str) -> None:
+        shape, _, head = spec.partition(":")
+        try:
+            batch, size = (int(v) for v in shape.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"bad case {spec!r}: write BATCHxSIZE[:logits|features], e.g. 8x224:logits") from None
+        head = head or "logits"
+        if head not in ("logits", "features"):
+            raise ValueError(f"bad case {spec!r}: the head must be 'logits' or 'features'")
+        self.spec, self.batch, self.size, self.head = f"{batch}x{size}:{head}", batch, size, head
+
+    def __str__(self) -> str:
+        return self.spec
+
+    def image(self) -> Tensor:
+        """The case's input batch (seed 0, on the CPU): the same for every implementation and process."""
+        return torch.randn(self.batch, 3, self.size, self.size, generator=torch.Generator().manual_seed(0))
+
+
+class _OfficialFeatures(nn.Module):
+    """The official network's four stage outputs (it has no features mode of its own)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        net = self.net
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        feats = []
+        for i in range(1, 5):
+            x = getattr(net, f"layer{i}")(x)
+            feats.append(x)
+        return feats
+
+
+def _optional(module: str) -> Optional[Any]:
+    """The module if it is installed (timm and the official package are optional), else ``None``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def official_name(variant: str) -> Optional[str]:
+    """Constructor name of ``variant`` in the official ``resnest.torch`` package, or ``None`` (not installed,
+    or no such model there). Derived from the variant table: the official alias if the variant has one, else
+    the name itself (the ``resnest50_fast_*`` models that timm lacks keep the official name)."""
+    official = _optional("resnest.torch")
+    if official is None:
+        return None
+    return next((n for n in (*VARIANTS[variant].aliases, variant) if hasattr(official, n)), None)
+
+
+def available_impls(variant: str, compile_models: bool) -> List[str]:
+    """Implementations benchmarked for ``variant`` in this environment (ours first)."""
+    impls = ["ours", "ours+fused"]
+    if _optional("timm") is not None:
+        impls.append("timm")
+    if official_name(variant) is not None:
+        impls.append("official")
+    if compile_models:
+        impls += [f"{name}+compile" for name in ("ours", "timm") if name in impls]
+    return impls
+
+
+def reference_state_dict(variant: str) -> Optional[Dict[str, Tensor]]:
+    """Deterministic shared weights (timm's initialisation, seed 0) in official/timm keys, or ``None``."""
+    timm = _optional("timm")
+    if timm is None:
+        return None
+    torch.manual_seed(0)
+    return timm.create_model(variant, pretrained=False, num_classes=1000).state_dict()
+
+
+def build(impl: str, variant: str, head: str, state: Optional[Dict[str, Tensor]]) -> nn.Module:
+    """The model of ``impl`` (``ours``, ``ours+fused``, ``timm``, ``official``, ``*+compile``), shared weights."""
+    base = impl.split("+")[0]
+    logits = head == "logits"
+    sd = state if logits or state is None else {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if base == "ours":
+        model: nn.Module = create_model(variant, num_classes=1000 if logits else 0)
+    elif base == "timm":
+        import timm
+
+        model = timm.create_model(variant, pretrained=False, num_classes=1000, **(
+            {} if logits else {"features_only": True, "out_indices": (1, 2, 3, 4)}))
+    elif base == "official":
+        import resnest.torch as official
+
+        name = official_name(variant)
+        if name is None:
+            raise ValueError(f"the official package has no model for {variant!r}")
+        model = getattr(official, name)(pretrained=False)
+    else:
+        raise ValueError(f"unknown implementation {impl!r}")
+    if state is not None:
+        model.load_state_dict(state if base == "official" else sd, strict=True)
+    if base == "official" and not logits:
+        model = _OfficialFeatures(model)
+    return model
+
+
+def prepare(model: nn.Module, impl: str, mode: str, memory_format: torch.memory_format,
+            device: torch.device) -> nn.Module:
+    """Device, memory format, train/eval, fusion and compilation for one benchmark entry."""
+    model = model.to(device).to(memory_format=memory_format)
+    model.train(mode == "train")
+    if "+fused" in impl:
+        model = fuse_for_inference(model)
+    if "+compile" in impl:
+        model = torch.compile(model)
+    return model

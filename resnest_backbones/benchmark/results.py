@@ -1,0 +1,159 @@
+"""The whole benchmark run and its report: results, ratios to timm (per format and best format), metadata.
+
+The report is plain JSON data: ``{"meta": ..., "results": [...], "best_format": [...]}``.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from .memory import measure_memory
+from .models import FORMATS, Case, available_impls, build, prepare, reference_state_dict
+from .timing import AMP_DTYPES, Runner, summary, time_entries
+
+MODES = ("inference", "train", "memory")
+
+
+@dataclass
+class Settings:
+    """What to measure (the command line's options; see ``tools/benchmark.py --help``)."""
+
+    variant: str
+    cases: Sequence[Case]
+    formats: Sequence[str] = tuple(FORMATS)
+    modes: Sequence[str] = MODES
+    memory_phases: Sequence[str] = ("train",)
+    impls: Optional[Sequence[str]] = None  # None: every available implementation
+    compile: bool = False
+    repeats: int = 7
+    warmup: int = 2
+    threads: int = 0  # 0: torch's default
+    device: str = "auto"
+    amp: str = "none"
+    command: str = ""  # recorded in the report's metadata
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_benchmark(settings: Settings) -> Dict[str, Any]:
+    """Times every (case, mode, format, implementation) interleaved, then measures memory; the report."""
+    device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    amp = AMP_DTYPES[settings.amp]
+    impls = [i for i in available_impls(settings.variant, settings.compile)
+             if not settings.impls or i in settings.impls]
+    state = reference_state_dict(settings.variant)
+    results: List[Dict[str, Any]] = []
+    for case in settings.cases:
+        x_cpu = case.image()
+        for mode in [m for m in settings.modes if m != "memory"]:
+            runners: Dict[str, Runner] = {}
+            for fmt in settings.formats:
+                x = x_cpu.to(device).contiguous(memory_format=FORMATS[fmt])
+                for impl in impls:
+                    if mode == "train" and "+fused" in impl:
+                        continue  # inference only
+                    model = prepare(build(impl, settings.variant, case.head, state), impl, mode, FORMATS[fmt], device)
+                    runners[f"{impl}|{fmt}"] = Runner(model, mode, x, amp, device)
+            times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}")
+            for key, values in times.items():
+                impl, fmt = key.split("|")
+                results.append({"mode": mode, "case": case.spec, "format": fmt, "impl": impl,
+                                **summary(values, case.batch)})
+            del runners
+        if "memory" in settings.modes:
+            results += _memory_results(settings, case, impls, device)
+    add_ratios(results)
+    return {"meta": metadata(settings, device, impls), "results": results, "best_format": best_format_ratios(results)}
+
+
+def _memory_results(settings: Settings, case: Case, impls: Sequence[str], device: torch.device) -> List[Dict[str, Any]]:
+    """One fresh-process peak-memory measurement per phase, format and implementation (2 steps each)."""
+    rows = []
+    for phase in settings.memory_phases:
+        for fmt in settings.formats:
+            for impl in impls:
+                if phase == "train" and ("+fused" in impl or "+compile" in impl):
+                    continue
+                spec = {"impl": impl, "variant": settings.variant, "case": case.spec, "format": fmt,
+                        "phase": phase, "device": device.type, "amp": settings.amp,
+                        "threads": torch.get_num_threads(), "steps": 2}
+                mem = measure_memory(spec)
+                print(f"  {case} memory {phase} {impl} {fmt}: {mem['peak_bytes'] / 2**20:.0f} MiB",
+                      file=sys.stderr, flush=True)
+                rows.append({"mode": f"memory-{phase}", "case": case.spec, "format": fmt, "impl": impl,
+                             "peak_mib": mem["peak_bytes"] / 2**20, "method": mem["method"]})
+    return rows
+
+
+def add_ratios(results: List[Dict[str, Any]]) -> None:
+    """``ratio_vs_timm``: throughput ours/timm (higher is better) or peak memory ours/timm (lower is better),
+    same mode, case and memory format."""
+    index = {(r["mode"], r["case"], r["format"], r["impl"]): r for r in results}
+    for r in results:
+        ref = index.get((r["mode"], r["case"], r["format"], "timm"))
+        if ref is None or r["impl"] == "timm":
+            continue
+        key = "peak_mib" if "peak_mib" in r else "images_per_s"
+        r["ratio_vs_timm"] = r[key] / ref[key]
+
+
+def best_format_ratios(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Each implementation in its best memory format vs timm in its best one (the issue's criterion)."""
+    rows = []
+    keys = sorted({(r["mode"], r["case"]) for r in results}, key=lambda k: (k[1], k[0]))
+    for mode, case in keys:
+        entries = [r for r in results if r["mode"] == mode and r["case"] == case]
+        is_memory = mode.startswith("memory")
+
+        def best(impl: str) -> Optional[Dict[str, Any]]:
+            cands = [r for r in entries if r["impl"] == impl]
+            if not cands:
+                return None
+            return min(cands, key=lambda r: r["peak_mib"]) if is_memory else max(cands, key=lambda r: r["images_per_s"])
+
+        ref = best("timm")
+        for impl in sorted({r["impl"] for r in entries}, key=lambda i: (i != "ours", i)):
+            mine = best(impl)
+            if mine is None or ref is None or impl == "timm":
+                continue
+            value = "peak_mib" if is_memory else "images_per_s"
+            rows.append({"mode": mode, "case": case, "impl": impl, "format": mine["format"],
+                         "timm_format": ref["format"], "value": mine[value], "timm_value": ref[value],
+                         "ratio_vs_timm": mine[value] / ref[value]})
+    return rows
+
+
+def metadata(settings: Settings, device: torch.device, impls: Sequence[str]) -> Dict[str, Any]:
+    """Command, date, machine, versions and settings: what a reader needs to judge the numbers."""
+    versions = {"torch": torch.__version__}
+    for name in ("timm", "resnest"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"command": settings.command, "date": datetime.datetime.now(
+        datetime.timezone.utc).isoformat(timespec="seconds"), "device": device.type,
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu,
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "variant": settings.variant,
+        "amp": settings.amp, "repeats": settings.repeats, "warmup": settings.warmup, "impls": list(impls),
+        "versions": versions}

@@ -1,0 +1,79 @@
+"""One repetition of an inference or training step, and interleaved timing of several of them."""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+AMP_DTYPES: Dict[str, Optional[torch.dtype]] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def loss_of(out: Any, target: Tensor) -> Tensor:
+    """Cross-entropy for logits; for feature maps the sum of their means (every output gets a gradient)."""
+    if isinstance(out, Tensor):
+        return nn.functional.cross_entropy(out.float(), target)
+    values = out.values() if isinstance(out, dict) else out
+    return sum(v.float().mean() for v in values)
+
+
+class Runner:
+    """One callable per (impl, mode) that runs one repetition: an inference pass or one SGD step."""
+
+    def __init__(self, model: nn.Module, mode: str, x: Tensor, amp: Optional[torch.dtype], device: torch.device):
+        self.model, self.mode, self.x, self.amp, self.device = model, mode, x, amp, device
+        self.target = torch.randint(0, 1000, (x.shape[0],), generator=torch.Generator().manual_seed(0)).to(device)
+        self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4) \
+            if mode == "train" else None
+        use_scaler = amp == torch.float16 and device.type == "cuda" and mode == "train"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def __call__(self) -> None:
+        if self.opt is None:
+            with torch.no_grad(), self._autocast():
+                self.model(self.x)
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = loss_of(self.model(self.x), self.target)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def summary(times: Sequence[float], batch: int) -> Dict[str, Any]:
+    """Median, min and max of the repetitions' times, and the matching throughputs (images/s)."""
+    med = statistics.median(times)
+    return {"times_s": list(times), "median_s": med, "min_s": min(times), "max_s": max(times),
+            "images_per_s": batch / med, "images_per_s_min": batch / max(times), "images_per_s_max": batch / min(times)}
+
+
+def time_entries(runners: Dict[str, Runner], repeats: int, warmup: int, label: str) -> Dict[str, List[float]]:
+    """Interleaved timing: every repetition runs each entry once, in a rotating order, so that machine load
+    hits all entries alike."""
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for rep in range(repeats):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+        print(f"  {label}: repetition {rep + 1}/{repeats} " + " ".join(
+            f"{n}={statistics.median(t):.3f}s" for n, t in times.items()), file=sys.stderr, flush=True)
+    return times
