@@ -34,14 +34,15 @@ class Variant:
     aliases: Tuple[str, ...] = ()
     #: URL of the official ImageNet file (sha256 prefix in its name), when one was published.
     url: Optional[str] = None
-    # Published figures (tools/flops.py, tests/test_model.py and the README quote them from here).
+    # Published figures (tools/flops.py, tests/test_model.py and the README quote them from here; sources as
+    # collected in docs/reference.md section 1).
     #: Parameter count in millions with the 1000-class head as timm's model cards print it (two decimals; equal
     #: to ours and the official model's, see tests/test_parity.py); ``None`` where timm has no such model.
     params_m: Optional[float] = None
-    #: Parameter count in millions as the ResNeSt paper prints it (radix/cardinality ablation table, one
-    #: decimal, rounded by the paper); given only where timm publishes none (the ``resnest50_fast_*`` models).
+    #: Parameter count in millions as the ResNeSt paper / official model zoo prints it (one decimal, rounded
+    #: there); given only where timm publishes none (the ``resnest50_fast_*`` models).
     paper_params_m: Optional[float] = None
-    #: GFLOPs (multiply-adds) at 224x224 from the paper's ablation table; ``None`` where the paper gives none.
+    #: GFLOPs (multiply-adds) at 224x224 as the paper / official model zoo prints them (the fast models only).
     gflops: Optional[float] = None
     #: Side of the square crop the published top-1 was evaluated at (official model zoo; timm's ``input_size``).
     eval_size: int = 224
