@@ -1,7 +1,9 @@
 """tools/train_net.py end to end on the toy COCO data (ResNeSt, Zhang et al., 2020, as a detectron2 backbone):
 a few iterations plus COCO evaluation, evaluation-only resume of the result, and (``slow``) two CPU processes
 (gloo, SyncBN), resuming after a SIGKILL, and training the toy Faster R-CNN to box AP50 >= 0.5 on a CPU within
-15 minutes. Skipped, visibly, without detectron2."""
+15 minutes; and, in this process, the logic of :mod:`resnest_backbones.detectron2.engine` behind it (machine
+adaptation, DDP without device ids for CPU processes, the trainer built without replacing any detectron2 name).
+Skipped, visibly, without detectron2."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import pytest
 import torch
@@ -20,7 +22,17 @@ from helpers import file_digests, kill_when
 pytest.importorskip("detectron2.modeling", exc_type=ImportError,
                     reason="detectron2 is not installed or does not import (build it from source, see README)")
 
+import detectron2.engine.defaults  # noqa: E402 - after the skip
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.engine import DefaultTrainer, SimpleTrainer, default_argument_parser  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, register_toy_coco  # noqa: E402
+from resnest_backbones.detectron2 import engine  # noqa: E402
+
 pytestmark = pytest.mark.detectron2
+ORIGINAL_CREATE_DDP_MODEL = detectron2.engine.defaults.create_ddp_model
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "configs" / "detectron2" / "toy"
 
@@ -162,3 +174,102 @@ def test_toy_faster_rcnn_reaches_ap50(tmp_path: Path, data_root: Path) -> None:
     ap50 = coco_results(log)["bbox"]["AP50"]
     print(f"toy Faster R-CNN ResNeSt-14 FPN: box AP50 {ap50:.1f} after {minutes:.1f} min")
     assert ap50 >= 50.0 and minutes <= 15
+
+
+def yacs_toy_cfg(*opts: str) -> CfgNode:
+    cfg = add_resnest_config(get_cfg())
+    cfg.merge_from_file(str(TOY / "faster_rcnn_toy.yaml"))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_adapt_to_machine_yacs(monkeypatch: pytest.MonkeyPatch, cuda: bool) -> None:
+    """One process: SyncBN -> BN everywhere the config names it, with CUDA or without; the device becomes "cpu"
+    only without CUDA. Each change is one log line."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg = yacs_toy_cfg("MODEL.DEVICE", "cuda")
+    assert cfg.MODEL.RESNEST.NORM == "SyncBN"
+    notes = engine.adapt_to_machine(cfg, cfg.MODEL, "DEVICE")
+    assert cfg.MODEL.DEVICE == ("cuda" if cuda else "cpu")
+    assert cfg.MODEL.RESNEST.NORM == cfg.MODEL.FPN.NORM == cfg.MODEL.ROI_BOX_HEAD.NORM == "BN"
+    assert notes[-1].startswith("single process: SyncBN -> BN") and "MODEL.RESNEST.NORM" in notes[-1]
+    assert (notes[0] == "CUDA is not available: device set to 'cpu' (DEVICE)") == (not cuda)
+    assert len(notes) == (1 if cuda else 2)
+    assert engine.adapt_to_machine(cfg, cfg.MODEL, "DEVICE") == []  # nothing left to change
+
+
+def test_adapt_to_machine_lazy_and_several_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LazyConfig's ``train.device``; with several processes SyncBN stays (it is synchronised there)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = OmegaConf.create({"train": {"device": "cuda"}, "model": {"backbone": {"norm": "SyncBN"}}})
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    assert engine.adapt_to_machine(cfg, cfg.train, "device") == ["CUDA is not available: device set to 'cpu' (device)"]
+    assert cfg.train.device == "cpu" and cfg.model.backbone.norm == "SyncBN"
+    monkeypatch.setattr(comm, "get_world_size", lambda: 1)
+    assert engine.adapt_to_machine(cfg, cfg.train, "device") == [
+        "single process: SyncBN -> BN (the same computation here) for model.backbone.norm"]
+    assert cfg.model.backbone.norm == "BN"
+
+
+def test_skip_imagenet_init_only_for_eval_only_from_a_file() -> None:
+    node = {"weights": "imagenet.pth"}
+    assert engine.skip_imagenet_init(node, "weights", "model.pth", eval_only=False) == []
+    assert engine.skip_imagenet_init(node, "weights", "", eval_only=True) == []
+    assert node["weights"] == "imagenet.pth"
+    assert engine.skip_imagenet_init(node, "weights", "model.pth", eval_only=True) == [
+        "--eval-only from model.pth: the backbone's ImageNet weights are not loaded first"]
+    assert node["weights"] == ""
+    assert engine.skip_imagenet_init(None, "weights", "model.pth", eval_only=True) == []
+
+
+@pytest.mark.parametrize("world_size, cuda, device_ids", [(2, False, None), (2, True, "unset"), (1, False, "unset")])
+def test_ddp_gets_no_device_ids_in_cpu_processes(monkeypatch: pytest.MonkeyPatch, world_size: int, cuda: bool,
+                                                  device_ids: Any) -> None:
+    """Only CPU processes need ``device_ids=None`` (detectron2 would pass the local GPU, which DDP refuses for a
+    CPU model); elsewhere detectron2's choice stands, and a caller's explicit device ids always do."""
+    calls = []
+    monkeypatch.setattr(comm, "get_world_size", lambda: world_size)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(engine, "create_ddp_model", lambda model, **kwargs: calls.append(kwargs) or model)
+    model = torch.nn.Linear(2, 2)
+    assert engine.cpu_processes() == (world_size > 1 and not cuda)
+    assert engine.create_ddp_model_on_any_device(model, broadcast_buffers=False) is model
+    assert calls[-1].get("device_ids", "unset") == device_ids and calls[-1]["broadcast_buffers"] is False
+    engine.create_ddp_model_on_any_device(model, device_ids=[3])
+    assert calls[-1]["device_ids"] == [3]
+
+
+def test_prepare_model_swaps_syncbn_only_in_cpu_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resnest_backbones.layers import SyncBatchNorm
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.SyncBatchNorm(4), torch.nn.BatchNorm2d(4))
+    assert engine.prepare_model(model) is model and type(model[1]) is torch.nn.SyncBatchNorm  # one process
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    assert engine.prepare_model(model) is model
+    assert isinstance(model[1], SyncBatchNorm) and type(model[2]) is torch.nn.BatchNorm2d
+
+
+def test_trainer_builds_what_default_trainer_builds_and_replaces_nothing(tmp_path: Path) -> None:
+    """Trainer writes DefaultTrainer's construction out (to wrap the model itself): the same attributes and hooks,
+    with the ResNeSt checkpointer. A whole run of the tool's function trains and evaluates, and leaves detectron2's
+    ``create_ddp_model`` untouched (the tool used to replace it for the whole process)."""
+    register_toy_coco(tmp_path / "toy", num_train=4, num_val=2, image_size=96)
+    opts = ["MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.MAX_ITER", "1",
+            "SOLVER.IMS_PER_BATCH", "2", "TEST.PRECISE_BN.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0"]
+    cfg = yacs_toy_cfg(*opts)
+    engine.adapt_to_machine(cfg, cfg.MODEL, "DEVICE")
+    cfg.freeze()
+    reference, trainer = DefaultTrainer(cfg), engine.Trainer(cfg)
+    assert set(vars(trainer)) == set(vars(reference))
+    assert type(trainer._trainer) is SimpleTrainer and trainer.model is trainer.checkpointer.model
+    assert isinstance(trainer.checkpointer, ResNeStCheckpointer)
+    assert [type(h) for h in trainer._hooks] == [type(h) for h in reference._hooks]
+    del reference, trainer
+    args = default_argument_parser().parse_args(["--config-file", str(TOY / "faster_rcnn_toy.yaml"), *opts])
+    engine.train_or_evaluate(args)
+    assert (tmp_path / "out" / "model_final.pth").is_file()
+    assert (tmp_path / "out" / "inference" / "toy_coco_val" / "coco_instances_results.json").is_file()
+    assert detectron2.engine.defaults.create_ddp_model is ORIGINAL_CREATE_DDP_MODEL
+    assert engine.create_ddp_model is ORIGINAL_CREATE_DDP_MODEL

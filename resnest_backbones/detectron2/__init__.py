@@ -2,7 +2,9 @@
 
 Importing this package registers, in detectron2's ``BACKBONE_REGISTRY``, ``build_resnest_backbone``,
 ``build_resnest_fpn_backbone`` and ``build_retinanet_resnest_fpn_backbone``, and in its dataset catalogs the
-toy COCO data sets ``toy_coco_train`` / ``toy_coco_val`` (generated on first use).
+toy COCO data sets ``toy_coco_train`` / ``toy_coco_val`` (generated on first use). Training and evaluation
+(``tools/train_net.py``: ``Trainer``, CPU processes, the yacs and LazyConfig routes) are in the submodule
+:mod:`resnest_backbones.detectron2.engine`, imported on demand (it pulls in detectron2's engine and evaluation).
 
 Example:
     >>> from detectron2.config import get_cfg
