@@ -23,10 +23,12 @@ from .models import (
     load_checkpoint,
     read_checkpoint,
 )
+from .accel import fuse_for_inference, memory_efficient_training
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VARIANTS", "CheckpointError", "FeatureInfo", "LoadReport", "ResNeSt", "convert_state_dict", "create_model",
-    "list_variants", "load_checkpoint", "read_checkpoint", "__version__",
+    "fuse_for_inference", "list_variants", "load_checkpoint", "memory_efficient_training", "read_checkpoint",
+    "__version__",
 ]

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from resnest_backbones.layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, STEM_INDICES, stem_key
+
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every batch norm random affine parameters and running statistics.
@@ -45,10 +47,11 @@ def max_rel_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 # Foreign checkpoint layouts, written from the official keys the way REFERENCE.md's key table describes them,
 # independently of the package's converter (so the converter is tested against them, not against itself).
-_D2_STEM = {"conv1.0.": "stem.conv1_1.", "conv1.1.": "stem.conv1_1.norm.", "conv1.3.": "stem.conv1_2.",
-            "conv1.4.": "stem.conv1_2.norm.", "conv1.6.": "stem.conv1_3.", "bn1.": "stem.conv1_3.norm."}
-_MMLAB_STEM = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.", "conv1.4.": "stem.4.",
-               "conv1.6.": "stem.6.", "bn1.": "stem.7."}
+_D2_STEM = {stem_key(CONV_A): "stem.conv1_1.", stem_key(NORM_A): "stem.conv1_1.norm.",
+            stem_key(CONV_B): "stem.conv1_2.", stem_key(NORM_B): "stem.conv1_2.norm.",
+            stem_key(CONV_C): "stem.conv1_3.", "bn1.": "stem.conv1_3.norm."}
+# OpenMMLab's stem Sequential uses the same child indices and holds the network's bn1 as its 8th layer.
+_MMLAB_STEM = {**{stem_key(i): f"stem.{i}." for i in STEM_INDICES}, "bn1.": "stem.7."}
 
 
 def _rename(state: dict, stem: dict, block_key, skip=lambda key: False) -> dict:

@@ -1,19 +1,19 @@
 """Inference mode for ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks"): fold norms into convs.
 
-In eval mode a batch norm is a fixed per-channel affine map ``y = x * scale + shift``; right after a
-convolution it can be folded into the convolution's weight and bias, which removes one full pass over every
-activation map (batch norm is ~15% of ResNeSt's CPU inference time). The folded convolutions then run with
-their ReLU (and, at the end of each block, the residual add) fused into one oneDNN kernel on CPU
-(:class:`ConvAct`). :func:`fuse_for_inference` returns a
-fused **copy** and leaves the model it was given untouched, so the change is undone by keeping (or
-rebuilding/reloading) the original. The copy computes the same function up to float rounding (about 1e-6
-relative), has no norm layers any more (its ``state_dict`` keys differ: load checkpoints into the original
-model, then fuse) and is meant for inference only: its parameters are frozen and it stays in eval mode.
+In eval mode a batch norm is a fixed per-channel affine map ``y = x * scale + shift``; right after a convolution it
+can be folded into the convolution's weight and bias, which removes one full pass over every activation map (a
+sizeable share of ResNeSt's CPU inference time: ``benchmarks/micro_measurements.md``). The folded convolutions then
+run with their ReLU (and, at the end of each block, the residual add) fused into one oneDNN kernel on CPU
+(:class:`ConvAct`). :func:`fuse_for_inference` returns a fused **copy** and leaves the model it was given
+untouched, so the change is undone by keeping (or rebuilding/reloading) the original. The copy computes the same
+function up to float rounding (about 1e-6 relative), has no norm layers any more (its ``state_dict`` keys differ:
+load checkpoints into the original model, then fuse) and is meant for inference only: its parameters are frozen and
+its class (:class:`InferenceOnly` mixed into the model's own) refuses ``train(True)``.
 """
 from __future__ import annotations
 
 import copy
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import DeformConv2d, SplitAttention
 from ..layers.split_attention import combine_splits
-from .resnest import Bottleneck, ResNeSt
+from ..layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, DeepStem
+from ..models.resnest import Bottleneck, ResNeSt
+from .training import reference_modules
 
-__all__ = ["ConvAct", "fold_norm", "fuse_for_inference", "fusable_pairs"]
+__all__ = ["ConvAct", "InferenceOnly", "fold_norm", "fuse_for_inference", "fusable_pairs"]
 
 
 def _is_foldable_norm(module: nn.Module) -> bool:
@@ -42,10 +44,10 @@ def _conv_norm_pairs(model: ResNeSt) -> Iterator[Tuple[nn.Module, str, nn.Module
     matters (DropBlock between ``bn0`` and the ReLU is the identity in eval mode).
     """
     stem = model.conv1
-    if isinstance(stem, nn.Sequential) and len(stem) == 7:
-        yield stem, "0", stem, "1"
-        yield stem, "3", stem, "4"
-        yield stem, "6", model, "bn1"
+    if isinstance(stem, DeepStem):
+        yield stem, str(CONV_A), stem, str(NORM_A)
+        yield stem, str(CONV_B), stem, str(NORM_B)
+        yield stem, str(CONV_C), model, "bn1"
     for module in model.modules():
         if isinstance(module, Bottleneck):
             yield module, "conv1", module, "bn1"
@@ -173,9 +175,9 @@ def _fuse_activations(model: ResNeSt) -> None:
     """Swap the folded conv -> (identity) -> ReLU chains for :class:`ConvAct` kernels, where every norm of the
     chain was folded (a block with, e.g., GroupNorm keeps its plain forward)."""
     stem = model.conv1
-    if (isinstance(stem, nn.Sequential) and len(stem) == 7 and _is_folded(stem[1]) and _is_folded(stem[4])
-            and _is_folded(model.bn1) and all(type(stem[i]) is nn.Conv2d for i in (0, 3, 6))):
-        model.conv1 = nn.Sequential(ConvAct(stem[0], True), ConvAct(stem[3], True), ConvAct(stem[6], True))
+    if (type(stem) is DeepStem and _is_folded(stem.norm_a) and _is_folded(stem.norm_b) and _is_folded(model.bn1)
+            and all(type(conv) is nn.Conv2d for conv in (stem.conv_a, stem.conv_b, stem.conv_c))):
+        model.conv1 = nn.Sequential(*(ConvAct(conv, True) for conv in (stem.conv_a, stem.conv_b, stem.conv_c)))
         model.relu = nn.Identity()  # only the stem uses the network-level ReLU
     for block in [m for m in model.modules() if type(m) is Bottleneck]:
         attn = block.conv2
@@ -201,7 +203,7 @@ def fuse_for_inference(model: ResNeSt) -> ResNeSt:
 
     Returns:
         The fused copy, in eval mode, parameters frozen. Norms that are not batch norms (e.g. GroupNorm)
-        stay as they are. Typically 1.1-1.2x faster on CPU; outputs match ``model.eval()`` to ~1e-6 relative.
+        stay as they are. Faster on CPU (see ``benchmarks/``); outputs match ``model.eval()`` to ~1e-6 relative.
 
     Example:
         >>> model = create_model("resnest50d", pretrained=True).eval()
@@ -210,7 +212,8 @@ def fuse_for_inference(model: ResNeSt) -> ResNeSt:
     if not isinstance(model, ResNeSt):
         raise TypeError(f"fuse_for_inference expects a ResNeSt model, got {type(model).__name__}; for a "
                         f"detection/segmentation model pass its backbone (e.g. model.backbone.body)")
-    fused = copy.deepcopy(model).eval()
+    # The training-only memory-saving modules would not match the exact classes fused below.
+    fused = reference_modules(copy.deepcopy(model)).eval()
     for conv_parent, conv_name, norm_parent, norm_name in list(_conv_norm_pairs(fused)):
         conv, norm = getattr(conv_parent, conv_name), getattr(norm_parent, norm_name)
         if isinstance(conv, (nn.Conv2d, DeformConv2d)) and _is_foldable_norm(norm):
@@ -220,13 +223,33 @@ def fuse_for_inference(model: ResNeSt) -> ResNeSt:
     for param in fused.parameters():
         param.requires_grad_(False)
     # Nothing is left for norm_eval/frozen bookkeeping to do; keep the copy in eval mode whatever train() says.
-    fused.train = _eval_only.__get__(fused)  # type: ignore[method-assign]
+    fused.__class__ = _inference_only_class(type(fused))
     return fused
 
 
-def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
-    """``train()`` of a fused model: batch norms are gone, so training it would silently drop them."""
-    if mode:
-        raise RuntimeError("a model returned by fuse_for_inference() is for inference only (its batch norms "
-                           "are folded away); train the original model and fuse it again")
-    return nn.Module.train(self, False)
+class InferenceOnly(nn.Module):
+    """Base mixed into the class of every :func:`fuse_for_inference` copy: ``train(True)`` raises.
+
+    The copy's class is ``InferenceOnly<Original>(InferenceOnly, Original)``, so an adapter's copy keeps
+    every method of its adapter class; only ``train`` changes.
+    """
+
+    def train(self, mode: bool = True) -> "InferenceOnly":
+        """``eval()``/``train(False)`` work; training would silently drop the folded batch norms, so it raises."""
+        if mode:
+            raise RuntimeError("a model returned by fuse_for_inference() is for inference only (its batch norms "
+                               "are folded away); train the original model and fuse it again")
+        return super().train(False)
+
+
+_INFERENCE_CLASSES: Dict[type, type] = {}
+
+
+def _inference_only_class(cls: type) -> type:
+    """The (cached) ``InferenceOnly`` subclass of ``cls``: one class per model class, not one per copy."""
+    if issubclass(cls, InferenceOnly):
+        return cls
+    if cls not in _INFERENCE_CLASSES:
+        _INFERENCE_CLASSES[cls] = type(f"InferenceOnly{cls.__name__}", (InferenceOnly, cls),
+                                       {"__module__": __name__, "__doc__": cls.__doc__})
+    return _INFERENCE_CLASSES[cls]

@@ -1,4 +1,4 @@
-"""Memory-saving fused training ops for ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks").
+"""Memory-saving training ops for ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks").
 
 Plain autograd keeps, for every ``conv -> batch norm -> ReLU -> consumer`` chain, both the norm's input (for
 the norm's backward) and the ReLU output (for the ReLU's and the consumer's backward). The ReLU output is a
@@ -15,8 +15,9 @@ batch statistics and recompute ``relu(bn(x))`` in the backward pass:
 Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` in the tests); the forward
 values are bit-identical, because the forward runs the very same ATen kernels. The ops are used only in
 training with autograd recording, for ``nn.BatchNorm2d`` with affine parameters and running statistics, and
-never under TorchScript or ``torch.compile`` (whose compilers plan memory themselves). :func:`enabled` /
-:func:`set_enabled` / :class:`memory_efficient` switch them off, e.g. to compare with the plain path.
+never under TorchScript or ``torch.compile`` (whose compilers plan memory themselves). There is no global
+switch: :mod:`resnest_backbones.accel.training` puts modules that call these ops into a model, and takes them
+out again, explicitly.
 """
 from __future__ import annotations
 
@@ -26,39 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.split_attention import combine_splits
+
 __all__ = [
-    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "enabled", "memory_efficient",
-    "set_enabled", "supports", "supports_conv",
+    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "supports", "supports_conv",
 ]
-
-_ENABLED = True
-
-
-def enabled() -> bool:
-    """Whether the fused training ops are switched on (default ``True``)."""
-    return _ENABLED
-
-
-def set_enabled(value: bool) -> None:
-    """Switch the fused training ops on or off for the whole process."""
-    global _ENABLED
-    _ENABLED = bool(value)
-
-
-class memory_efficient:  # noqa: N801 - used like ``torch.no_grad``
-    """Context manager setting :func:`enabled` inside a ``with`` block, e.g. ``with memory_efficient(False):``."""
-
-    def __init__(self, value: bool = True) -> None:
-        self.value = bool(value)
-        self.previous = _ENABLED
-
-    def __enter__(self) -> "memory_efficient":
-        self.previous = _ENABLED
-        set_enabled(self.value)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        set_enabled(self.previous)
 
 
 def _compiling() -> bool:
@@ -66,19 +39,20 @@ def _compiling() -> bool:
     return bool(compiler is not None and compiler.is_compiling())
 
 
-def supports(norm: nn.Module, x: Tensor) -> bool:
-    """Whether the fused ops apply to ``norm`` on input ``x`` now.
+def supports(norm: nn.Module, *sources: Tensor) -> bool:
+    """Whether the fused ops apply to ``norm`` now, for an input computed from the tensors ``sources``.
 
     True only for an exact ``nn.BatchNorm2d`` with affine parameters and running statistics (subclasses such
     as ``SyncBatchNorm`` or frozen norms keep their own forward), while autograd records a graph that needs
-    gradients, outside TorchScript, tracing (ONNX export, fvcore) and ``torch.compile``.
+    gradients (through a source or the norm's parameters), outside TorchScript, tracing (ONNX export, fvcore)
+    and ``torch.compile``. ``sources`` lets a caller decide before computing the norm's input (e.g. from a
+    block's input and the weight of the conv in between).
     """
-    if not (_ENABLED and torch.is_grad_enabled()) or torch.jit.is_scripting() or torch.jit.is_tracing() \
-            or _compiling():
+    if not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing() or _compiling():
         return False
     if type(norm) is not nn.BatchNorm2d or not norm.affine or not norm.track_running_stats:
         return False
-    return x.requires_grad or norm.weight.requires_grad or norm.bias.requires_grad
+    return any(t.requires_grad for t in sources) or norm.weight.requires_grad or norm.bias.requires_grad
 
 
 def _norm_args(norm: nn.BatchNorm2d) -> Tuple[bool, float]:
@@ -203,8 +177,6 @@ class _CombineRecompute(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
                 cache: Optional[RecomputeCache]) -> Tensor:
-        from .split_attention import combine_splits  # the one forward formula (no import cycle at load time)
-
         ctx.save_for_backward(weights, x, scale, shift)
         ctx.cache = cache
         return combine_splits(z, weights)

@@ -16,6 +16,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from torch import nn
 
+from ..accel import memory_efficient_training
 from ..models import ResNeSt, create_model, load_checkpoint
 from ..models.hub import local_weights
 
@@ -59,6 +60,7 @@ class ResNeStBackbone(ResNeSt, Backbone):
         for name, child in list(self.named_children()):
             if any(child is part for part in frozen):
                 setattr(self, name, FrozenBatchNorm2d.convert_frozen_batchnorm(child))
+        memory_efficient_training(self)  # the default everywhere, also for a directly constructed backbone
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         """Channels and stride of every output, from the core's ``feature_info``."""

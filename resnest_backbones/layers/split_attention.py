@@ -7,15 +7,11 @@ axis, or a sigmoid gate when ``radix == 1``).
 Channel layout is radix-major: channel ``r * C + k * (C // cardinality) + j`` is split ``r`` of cardinal
 group ``k``. Every published checkpoint depends on this layout, so it must never change.
 """
-# No `from __future__ import annotations` here: TorchScript reads the real annotations of @torch.jit.unused
-# methods and cannot resolve string ones.
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from . import fused
 
 NormLayer = Callable[[int], nn.Module]
 ConvLayer = Callable[..., nn.Module]
@@ -39,10 +35,10 @@ def combine_splits(x: Tensor, weights: Tensor) -> Tensor:
         ``(B, C, H, W)`` in the memory format of ``x`` (channels_last stays channels_last).
 
     One multiply then ``addcmul_`` per further split: no ``(B, radix, C, H, W)`` temporary and no
-    5-D reduction. Measured on CPU, this is 2x (contiguous) to 9x (channels_last) faster than
-    ``(x.view(B, radix, C, H, W) * weights).sum(1)``, whose 5-D reduction also returns a contiguous
-    tensor and so throws channels_last away before the next convolution. The multiply allocates the output,
-    so the in-place accumulation never touches a tensor autograd saved.
+    5-D reduction, unlike ``(x.view(B, radix, C, H, W) * weights).sum(1)``, whose 5-D reduction is slower
+    and returns a contiguous tensor, throwing channels_last away before the next convolution (measurements:
+    ``benchmarks/micro_measurements.md``). The multiply allocates the output, so the in-place accumulation
+    never touches a tensor autograd saved.
     """
     channels = weights.shape[2]
     out = x[:, :channels] * weights[:, 0]
@@ -127,20 +123,8 @@ class SplitAttention(nn.Module):
 
     def attend(self, x: Tensor) -> Tensor:
         """Everything after the split convolution: ``bn0 -> relu -> attention`` on its output ``x``."""
-        if not torch.jit.is_scripting() and self._use_fused(x):
-            return self._attend_fused(x)
         x = self.relu(self.drop_block(self.bn0(x)))
         return combine_splits(x, self.mixing_weights(x))
-
-    @torch.jit.unused
-    def _use_fused(self, x: Tensor) -> bool:
-        return isinstance(self.drop_block, nn.Identity) and fused.supports(self.bn0, x)
-
-    @torch.jit.unused
-    def _attend_fused(self, x: Tensor) -> Tensor:
-        # Training: the same values, but the activated splits are recomputed in backward instead of kept.
-        z, scale, shift, cache = fused.bn_relu(x, self.bn0)
-        return fused.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.attend(self.conv(x))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..models import STAGE_NAMES, VARIANTS, load_checkpoint, read_checkpoint, resolve_variant, variant_kwargs
 from ..models.hub import OFFICIAL_RELEASE, is_url, local_weights
 from ..models import ResNeSt as CoreResNeSt
+from ..accel import memory_efficient_training
 from .registry import MODELS
 
 __all__ = ["ResNeSt"]
@@ -160,6 +161,7 @@ class ResNeSt(CoreResNeSt, BaseModule):
         self.variant = variant
         self.out_indices = out_indices
         self.init_cfg = copy.deepcopy(init_cfg)
+        memory_efficient_training(self)  # as create_model does: the memory-saving training modules
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:  # type: ignore[override]
         """The outputs of the stages in ``out_indices``, in that order."""

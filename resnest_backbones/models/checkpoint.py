@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, STEM_INDICES, stem_key
 from .unpickling import load_numpy_pickle, refusal_message
 
 __all__ = [
@@ -140,9 +141,9 @@ def read_checkpoint(source: Source) -> StateDict:
 
 # ------------------------------------------------------------------------------------------ conversions
 _D2_RULES: List[Tuple[str, str]] = [
-    (r"^stem\.conv1_1\.norm\.", "conv1.1."), (r"^stem\.conv1_1\.", "conv1.0."),
-    (r"^stem\.conv1_2\.norm\.", "conv1.4."), (r"^stem\.conv1_2\.", "conv1.3."),
-    (r"^stem\.conv1_3\.norm\.", "bn1."), (r"^stem\.conv1_3\.", "conv1.6."),
+    (r"^stem\.conv1_1\.norm\.", stem_key(NORM_A)), (r"^stem\.conv1_1\.", stem_key(CONV_A)),
+    (r"^stem\.conv1_2\.norm\.", stem_key(NORM_B)), (r"^stem\.conv1_2\.", stem_key(CONV_B)),
+    (r"^stem\.conv1_3\.norm\.", "bn1."), (r"^stem\.conv1_3\.", stem_key(CONV_C)),
     (r"^res([2-5])\.", lambda m: f"layer{int(m.group(1)) - 1}."),  # type: ignore[list-item]
     (r"\.conv1\.norm\.", ".bn1."), (r"\.conv3\.norm\.", ".bn3."),
     (r"\.shortcut\.norm\.", ".downsample.2."), (r"\.shortcut\.", ".downsample.1."),
@@ -172,10 +173,9 @@ def convert_detectron2_wrapper(state: Mapping[str, Any]) -> Dict[str, Any]:
         converted[key] = value
     return converted
 
-_MMLAB_RULES: List[Tuple[str, str]] = [
-    (r"^stem\.0\.", "conv1.0."), (r"^stem\.1\.", "conv1.1."), (r"^stem\.3\.", "conv1.3."),
-    (r"^stem\.4\.", "conv1.4."), (r"^stem\.6\.", "conv1.6."), (r"^stem\.7\.", "bn1."),
-    (r"\.gn([0-3])\.", r".bn\1."),
+# OpenMMLab's stem is one Sequential with our indices, plus the network's ``bn1`` as its 8th layer.
+_MMLAB_RULES: List[Tuple[str, str]] = [(rf"^stem\.{i}\.", stem_key(i)) for i in STEM_INDICES] + [
+    (r"^stem\.7\.", "bn1."), (r"\.gn([0-3])\.", r".bn\1."),
 ]
 # OpenMMLab's ResLayer puts no pooling layer in a stride-1 shortcut (res2, dilated stages), so there the conv and
 # norm are ``downsample.0``/``.1`` where ours (official/timm) are ``.1``/``.2`` behind an identity/pool slot.
@@ -205,7 +205,7 @@ def detect_format(keys: List[str]) -> str:
         return "detectron2"
     if any(k.startswith("stem.0.") for k in bare):
         return "openmmlab"
-    if any(k.startswith(("conv1.0.", "layer1.", "bn1.")) for k in bare):
+    if any(k.startswith((stem_key(CONV_A), "layer1.", "bn1.")) for k in bare):
         return "official"
     raise CheckpointError(f"not a ResNeSt checkpoint in a known format (official/timm, detectron2, OpenMMLab); "
                           f"first keys: {keys[:5]}")

@@ -7,8 +7,8 @@ official/timm ``state_dict`` keys everywhere and the published ImageNet checkpoi
 
 The core takes plain arguments only, never a framework's config object.
 """
-# No `from __future__ import annotations` here: TorchScript reads the real annotations of @torch.jit.unused
-# methods and cannot resolve string ones.
+# No `from __future__ import annotations` here: TorchScript reads the real annotations of the @torch.jit.unused
+# method and cannot resolve string ones.
 
 import functools
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -18,7 +18,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import DeformConv2d, DropBlock2d, SplitAttention, fused
+from ..layers import DeepStem, DeformConv2d, DropBlock2d, SplitAttention
 from .checkpoint import DETECTRON2_WRAPPER_PREFIXES, CheckpointError, convert_detectron2_wrapper
 
 NormLayer = Callable[[int], nn.Module]
@@ -111,25 +111,16 @@ class Bottleneck(nn.Module):
 
     def _residual(self, x: Tensor) -> Tensor:
         out = self.conv1(x)
-        if not torch.jit.is_scripting() and self._use_fused(out):
-            out = self._bn1_conv2_fused(out)
-        else:
-            out = self.conv2(self.avd_first(self.relu(self.drop_block1(self.bn1(out)))))
+        out = self.conv2(self.avd_first(self.relu(self.drop_block1(self.bn1(out)))))
+        return self._project_and_add(out, x)
+
+    def _project_and_add(self, out: Tensor, x: Tensor) -> Tensor:
+        """``relu(bn3(conv3(avd_last(out))) + shortcut(x))``: the block's end after split attention."""
         out = self.avd_last(out)
         out = self.drop_block3(self.bn3(self.conv3(out)))
         # In place: the norm's output is not saved by autograd, so this saves an allocation and a pass.
         out += self.downsample(x)
         return self.relu(out)
-
-    @torch.jit.unused
-    def _use_fused(self, out: Tensor) -> bool:
-        return (isinstance(self.drop_block1, nn.Identity) and isinstance(self.avd_first, nn.Identity)
-                and fused.supports_conv(self.conv2.conv) and fused.supports(self.bn1, out))
-
-    @torch.jit.unused
-    def _bn1_conv2_fused(self, out: Tensor) -> Tensor:
-        # Training: same values, but the split conv's input is recomputed in backward instead of kept.
-        return self.conv2.attend(fused.bn_relu_conv(out, self.bn1, self.conv2.conv))
 
     @torch.jit.unused
     def _checkpointed(self, x: Tensor) -> Tensor:
@@ -239,15 +230,7 @@ class ResNeSt(nn.Module):
         last_needed = 4 if num_classes > 0 else OUTPUT_NAMES.index(self.out_features[-1])
 
         stem_out = 2 * stem_width
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(in_channels, stem_width, 3, stride=2, padding=1, bias=False),
-            norm_layer(stem_width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(stem_width, stem_width, 3, stride=1, padding=1, bias=False),
-            norm_layer(stem_width),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(stem_width, stem_out, 3, stride=1, padding=1, bias=False),
-        )
+        self.conv1 = DeepStem(in_channels, stem_width, stem_out, norm_layer)  # its third norm is bn1 (official)
         self.bn1 = norm_layer(stem_out)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -359,27 +342,10 @@ class ResNeSt(nn.Module):
             raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]} (shape "
                              f"{list(x.shape)}); build the model with in_channels={x.shape[1]} or fix the input")
 
-    @torch.jit.unused
-    def _use_fused_stem(self, x: Tensor) -> bool:
-        stem = self.conv1
-        return (len(stem) == 7 and isinstance(stem[2], nn.ReLU) and isinstance(stem[5], nn.ReLU)
-                and fused.supports_conv(stem[3]) and fused.supports_conv(stem[6])
-                and fused.supports(stem[1], stem[0].weight) and fused.supports(stem[4], stem[0].weight))
-
-    @torch.jit.unused
-    def _stem_fused(self, x: Tensor) -> Tensor:
-        # Training: the inputs of the 2nd and 3rd stem convs are recomputed in backward instead of kept.
-        stem = self.conv1
-        return fused.bn_relu_conv(fused.bn_relu_conv(stem[0](x), stem[1], stem[3]), stem[4], stem[6])
-
     def _forward_all(self, x: Tensor) -> Tuple[Dict[str, Tensor], Tensor]:
         self.check_input(x)
         outputs: Dict[str, Tensor] = {}
-        if not torch.jit.is_scripting() and self._use_fused_stem(x):
-            x = self._stem_fused(x)
-        else:
-            x = self.conv1(x)
-        x = self.maxpool(self.relu(self.bn1(x)))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         if "stem" in self.out_features:
             outputs["stem"] = x
         x = self.layer1(x)

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Uni
 
 from torch import nn
 
+from ..accel.training import memory_efficient_training
 from .hub import OFFICIAL_RELEASE, cache_dir, local_weights
 from .resnest import ResNeSt
 
@@ -135,6 +136,7 @@ def create_model(
     *,
     pretrained: Union[None, bool, str, os.PathLike, Mapping[str, Any]] = None,
     cls: Type[ModelT] = ResNeSt,  # type: ignore[assignment]
+    memory_efficient: bool = True,
     **overrides: Any,
 ) -> ModelT:
     """Build the variant ``name``.
@@ -147,6 +149,9 @@ def create_model(
             wrapper, OpenMMLab), or an already loaded state dict. A sha256 prefix in the file name is verified
             (:func:`~resnest_backbones.models.hub.local_weights`); files are read with ``weights_only=True``.
         cls: the class to build (an adapter subclass of :class:`ResNeSt`).
+        memory_efficient: use the memory-saving training modules
+            (:func:`~resnest_backbones.accel.memory_efficient_training`: same values and parameters, less
+            activation memory in training); ``False`` builds the reference modules.
         **overrides: any :class:`ResNeSt` argument (``num_classes``, ``output_stride``, ``out_features``...).
 
     Returns:
@@ -157,6 +162,8 @@ def create_model(
     kwargs = variant_kwargs(name)
     kwargs.update(overrides)
     model = cls(**kwargs)
+    if memory_efficient:
+        memory_efficient_training(model)
     if pretrained:
         from .checkpoint import load_checkpoint
 

@@ -1,0 +1,291 @@
+"""The acceleration package beside the reference ResNeSt (Zhang et al., 2020): the memory-saving autograd ops
+(gradcheck, equality with the plain ops), the explicit swap of the training modules (same gradients, running
+statistics and keys as the reference, less saved activation memory), TorchScript of a swapped model, and the
+fused inference copy's class.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import resnest_backbones as rb
+from helpers import max_rel_diff, randomize_norms
+from resnest_backbones.accel import (
+    InferenceOnly,
+    MemoryEfficientBottleneck,
+    MemoryEfficientDeepStem,
+    MemoryEfficientSplitAttention,
+    fuse_for_inference,
+    memory_efficient_training,
+    ops,
+    reference_modules,
+)
+from resnest_backbones.layers import DeepStem
+from resnest_backbones.layers.split_attention import combine_splits
+from resnest_backbones.layers.stem import NORM_B, STEM_INDICES, stem_key
+
+CL = torch.channels_last
+_ACCELERATED = (MemoryEfficientBottleneck, MemoryEfficientDeepStem, MemoryEfficientSplitAttention)
+
+
+def _image(size: int = 64, batch: int = 2, seed: int = 1) -> Tensor:
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _outputs(out) -> Dict[str, Tensor]:
+    return out if isinstance(out, dict) else {"logits": out}
+
+
+# ----------------------------------------------------------------------------------- the ops (gradcheck)
+def _random_bn(channels: int, training: bool, seed: int = 0) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels).double().train(training)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bn.weight.copy_(torch.rand(channels, generator=gen, dtype=torch.double) + 0.5)
+        bn.bias.copy_(torch.randn(channels, generator=gen, dtype=torch.double) * 0.3)
+        bn.running_mean.copy_(torch.randn(channels, generator=gen, dtype=torch.double) * 0.2)
+        bn.running_var.copy_(torch.rand(channels, generator=gen, dtype=torch.double) + 0.5)
+    return bn
+
+
+def _gradcheck_inputs(channels: int, seed: int = 0) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(3, channels, 5, 4, generator=gen, dtype=torch.double, requires_grad=True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("groups, stride, dilation", [(1, 1, 1), (2, 2, 1), (2, 1, 2)])
+def test_bn_relu_conv_gradcheck(training: bool, groups: int, stride: int, dilation: int) -> None:
+    bn = _random_bn(4, training)
+    conv_weight = torch.randn(6, 4 // groups, 3, 3, dtype=torch.double, generator=torch.Generator().manual_seed(1))
+    x = _gradcheck_inputs(4)
+    gamma, beta = bn.weight.detach().clone().requires_grad_(), bn.bias.detach().clone().requires_grad_()
+    cw = conv_weight.clone().requires_grad_()
+
+    def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, cw: Tensor) -> Tensor:
+        return ops._BNReLUConv.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(), training,
+                                     0.0, bn.eps, cw, [stride] * 2, [dilation] * 2, [dilation] * 2, groups)
+
+    def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, cw: Tensor) -> Tensor:
+        z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
+                                                training, 0.0, bn.eps))
+        return nn.functional.conv2d(z, cw, None, stride, dilation, dilation, groups)
+
+    inputs = (x, gamma, beta, cw)
+    assert torch.autograd.gradcheck(fused_fn, inputs)
+    _assert_same_value_and_grads(fused_fn, plain_fn, inputs)
+
+
+def _assert_same_value_and_grads(fused_fn, plain_fn, inputs) -> None:
+    out_f, out_p = fused_fn(*inputs), plain_fn(*inputs)
+    assert torch.allclose(out_f, out_p, rtol=1e-12, atol=1e-12)
+    probe = torch.randn(out_p.shape, dtype=out_p.dtype, generator=torch.Generator().manual_seed(2))
+    grads_f = torch.autograd.grad((out_f * probe).sum(), inputs)
+    grads_p = torch.autograd.grad((out_p * probe).sum(), inputs)
+    for gf, gp in zip(grads_f, grads_p):
+        assert torch.allclose(gf, gp, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["recomputed-once", "recomputed-twice"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("radix", [1, 2, 4])
+def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool) -> None:
+    channels = 3
+    bn = _random_bn(radix * channels, training)
+    x = _gradcheck_inputs(radix * channels)
+    gamma, beta = bn.weight.detach().clone().requires_grad_(), bn.bias.detach().clone().requires_grad_()
+    mix = torch.randn(radix, channels, dtype=torch.double, generator=torch.Generator().manual_seed(3),
+                      requires_grad=True)
+
+    def weights_of(z: Tensor, mix: Tensor) -> Tensor:
+        # Weights that depend on z, like split attention's (pooled -> MLP -> softmax).
+        pooled = z.mean((2, 3)).view(z.shape[0], radix, channels).sum(1)
+        return torch.softmax(pooled.unsqueeze(1) * mix, dim=1).view(z.shape[0], radix, channels, 1, 1)
+
+    def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
+        cache = ops.RecomputeCache()  # shared: the combine's backward hands its recomputed z to _BNReLU's
+        z, scale, shift = ops._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(),
+                                            training, 0.0, bn.eps, cache)
+        return ops.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift, cache if shared else None)
+
+    def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
+        z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
+                                                training, 0.0, bn.eps))
+        return combine_splits(z, weights_of(z, mix))
+
+    inputs = (x, gamma, beta, mix)
+    assert torch.autograd.gradcheck(fused_fn, inputs)
+    _assert_same_value_and_grads(fused_fn, plain_fn, inputs)
+
+
+# ------------------------------------------------------------------------- the modules, swapped explicitly
+def _train_step(model: nn.Module, x: Tensor) -> List[Tensor]:
+    out = _outputs(model(x))
+    sum((v.double() ** 2).mean() for v in out.values()).backward()
+    return [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name, kwargs, fmt", [
+    ("resnest14d", {"num_classes": 10}, torch.contiguous_format),
+    ("resnest14d", {"num_classes": 10}, CL),
+    ("resnest50_fast_4s2x40d", {"out_features": ["res2", "res3"]}, torch.contiguous_format),
+    ("resnest50_fast_1s1x64d", {"out_features": ["res2"]}, torch.contiguous_format),
+    ("resnest14d", {"norm_eval": True, "output_stride": 16}, torch.contiguous_format),
+    ("resnest14d", {"freeze_at": 2}, torch.contiguous_format),
+    ("resnest14d", {"with_cp": True}, torch.contiguous_format),
+])
+def test_memory_efficient_training_matches_reference(name: str, kwargs: dict, fmt: torch.memory_format) -> None:
+    torch.manual_seed(0)
+    plain = rb.create_model(name, memory_efficient=False, **kwargs)
+    plain = randomize_norms(plain).double().train().to(memory_format=fmt)
+    for module in plain.modules():  # exercise the cumulative-average branch too
+        if isinstance(module, nn.BatchNorm2d) and module.num_features % 2:
+            module.momentum = None
+    fast = memory_efficient_training(copy.deepcopy(plain))
+    assert not any(isinstance(m, _ACCELERATED) for m in plain.modules())
+    x = _image(64).double().contiguous(memory_format=fmt).requires_grad_(kwargs.get("with_cp", False))
+    calls = {"n": 0}
+    original = ops._BNReLUConv.apply
+
+    def counting(*args):
+        calls["n"] += 1
+        return original(*args)
+
+    ops._BNReLUConv.apply = counting
+    try:
+        grads_fast = _train_step(fast, x)
+    finally:
+        ops._BNReLUConv.apply = original
+    grads_plain = _train_step(plain, x)
+    assert calls["n"] > 0, "the memory-saving path was not taken"
+    for (name_p, p), gf, gp in zip(plain.named_parameters(), grads_fast, grads_plain):
+        assert (gf is None) == (gp is None), name_p
+        if gp is not None:
+            assert torch.allclose(gf, gp, rtol=1e-9, atol=1e-12), name_p
+    for (name_b, bp), bf in zip(plain.named_buffers(), fast.buffers()):
+        assert torch.equal(bp, bf), name_b  # running statistics and num_batches_tracked updated identically
+
+
+def test_ops_only_where_they_apply() -> None:
+    bn = nn.BatchNorm2d(4)
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    assert ops.supports(bn, x)
+    with torch.no_grad():
+        assert not ops.supports(bn, x)
+    assert not ops.supports(nn.GroupNorm(2, 4), x)
+    assert not ops.supports(nn.SyncBatchNorm(4), x)
+    assert not ops.supports(nn.BatchNorm2d(4, affine=False), x)
+    assert not ops.supports(nn.BatchNorm2d(4, track_running_stats=False), x)
+    frozen = nn.BatchNorm2d(4).requires_grad_(False)
+    assert not ops.supports(frozen, x.detach())  # nothing needs a gradient
+    assert ops.supports(frozen, x.detach(), torch.ones(1, requires_grad=True))  # a source (a conv weight) does
+    assert ops.supports_conv(nn.Conv2d(4, 4, 3, padding=1, bias=False))
+    assert not ops.supports_conv(nn.Conv2d(4, 4, 3, padding=1))
+    assert not ops.supports_conv(nn.Conv2d(4, 4, 3, padding="same", bias=False))
+
+
+def _saved_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of distinct non-parameter tensor storages autograd keeps for backward (deterministic, no timing)."""
+    storages: Dict[int, int] = {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return sum(storages.values())
+
+
+def test_default_model_saves_activation_memory() -> None:
+    torch.manual_seed(0)
+    model = rb.create_model("resnest14d", num_classes=10).train()  # the default: memory-saving modules
+    x = _image(96, batch=4)
+    fast = _saved_bytes(model, x)
+    plain = _saved_bytes(reference_modules(model), x)
+    # The split convs' inputs, the activated radix splits and two stem maps are no longer kept.
+    assert fast <= 0.85 * plain, (fast, plain)
+    assert _saved_bytes(memory_efficient_training(model), x) == fast
+
+
+def test_swap_keeps_parameters_and_keys() -> None:
+    reference = rb.ResNeSt([1, 1, 1, 1], num_classes=10)  # a plain ResNeSt(...) is the reference
+    assert not any(isinstance(m, _ACCELERATED) for m in reference.modules())
+    params = {k: v for k, v in reference.named_parameters()}
+    keys = list(reference.state_dict())
+    model = memory_efficient_training(reference)
+    assert model is reference and type(model) is rb.ResNeSt  # in place; the root keeps its class
+    assert {type(m) for m in model.modules()} >= set(_ACCELERATED)
+    assert list(model.state_dict()) == keys
+    assert all(p is params[k] for k, p in model.named_parameters())
+    assert reference_modules(model) is model
+    assert not any(isinstance(m, _ACCELERATED) for m in model.modules())
+    assert rb.create_model("resnest14d", memory_efficient=False).conv1.__class__ is DeepStem
+
+
+def test_stem_keeps_the_official_keys() -> None:
+    stem = DeepStem(3, 8, 16)
+    assert [k for k in stem.state_dict() if k.endswith("weight")] == [f"{i}.weight" for i in STEM_INDICES]
+    model = rb.create_model("resnest14d")
+    assert {stem_key(i) for i in STEM_INDICES} == {k[:len("conv1.0.")] for k in model.state_dict()
+                                                   if k.startswith("conv1.")}
+    assert model.conv1.norm_b is model.conv1[NORM_B] and model.conv1.conv_c.out_channels == model.bn1.num_features
+
+
+def test_script_of_accelerated_model() -> None:
+    torch.manual_seed(0)
+    model = randomize_norms(rb.create_model("resnest14d", num_classes=10)).eval()
+    x = _image(64)
+    with torch.no_grad():
+        expected = model(x)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        assert max_rel_diff(scripted(x), expected) == 0.0
+    # The scripted training graph runs the reference forward, with gradients.
+    scripted.train()
+    scripted(_image(64, batch=2)).sum().backward()
+    assert model.fc.weight.grad is not None
+    # torch wrote the reference twins into the eager model; the swap brings the memory-saving modules back.
+    assert isinstance(memory_efficient_training(model).layer1[0], MemoryEfficientBottleneck)
+
+
+def test_fused_copy_keeps_adapter_class_and_refuses_training() -> None:
+    class Adapter(rb.ResNeSt):
+        def describe(self) -> str:
+            return "adapter"
+
+    model = memory_efficient_training(Adapter([1, 1, 1, 1]))
+    fast = fuse_for_inference(model)
+    assert isinstance(fast, Adapter) and isinstance(fast, InferenceOnly) and fast.describe() == "adapter"
+    assert type(fuse_for_inference(model)) is type(fast)  # one class per model class
+    with pytest.raises(RuntimeError, match="inference only"):
+        fast.train()
+    assert fast.eval() is fast and not fast.training
+    assert type(model) is Adapter and model.train().training  # the original is untouched
+
+
+def _adapter_model(adapter: str) -> nn.Module:
+    if adapter == "detectron2":
+        backbone = pytest.importorskip("resnest_backbones.detectron2.backbone")
+        return backbone.ResNeStBackbone([1, 1, 1, 1], freeze_at=1)  # built directly, not via create_model
+    if adapter == "detectron2-build":
+        return pytest.importorskip("resnest_backbones.detectron2.backbone").build_resnest("resnest14d")
+    if adapter == "torchvision":
+        return pytest.importorskip("resnest_backbones.torchvision").resnest_fpn_backbone("resnest14d").body
+    return pytest.importorskip("resnest_backbones.mmseg").ResNeSt("resnest14d")
+
+
+@pytest.mark.parametrize("adapter", ["detectron2", "detectron2-build", "torchvision", "mmseg"])
+def test_adapters_build_the_memory_saving_modules(adapter: str) -> None:
+    model = _adapter_model(adapter)
+    kinds = {type(m) for m in model.modules()}
+    assert set(_ACCELERATED) <= kinds
+    assert not kinds & {DeepStem, rb.models.Bottleneck, rb.layers.SplitAttention}

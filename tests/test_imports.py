@@ -1,0 +1,120 @@
+"""The package's import structure: every module imports on its own, and no two modules import each other.
+
+An import cycle works or fails depending on which module a user imports first, so each module is imported alone
+in a fresh interpreter, and the graph of module-level relative imports must be acyclic.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+import resnest_backbones
+
+PACKAGE = "resnest_backbones"
+ROOT = Path(resnest_backbones.__file__).parent
+#: Subpackages that need a framework, and the module that must be importable for them.
+FRAMEWORKS = {f"{PACKAGE}.{name}": name for name in ("detectron2", "mmseg", "torchvision")}
+
+
+def _modules() -> List[str]:
+    names = [PACKAGE] + [m.name for m in pkgutil.walk_packages([str(ROOT)], prefix=f"{PACKAGE}.")]
+    return sorted(names)
+
+
+def _framework_missing(name: str) -> bool:
+    for prefix, framework in FRAMEWORKS.items():
+        if (name == prefix or name.startswith(prefix + ".")) and importlib.util.find_spec(framework) is None:
+            return True
+    return False
+
+
+def _path(name: str) -> Path:
+    parts = name.split(".")[1:]
+    package = ROOT.joinpath(*parts)
+    return package / "__init__.py" if package.is_dir() else package.with_suffix(".py")
+
+
+def _target(module: str, is_package: bool, node: ast.ImportFrom) -> List[str]:
+    """The package modules a top-level ``from ... import ...`` of ``module`` loads (a submodule when it is one)."""
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[:len(base) - node.level + 1]
+        source = ".".join(base + ([node.module] if node.module else []))
+    else:
+        source = node.module or ""
+    if source != PACKAGE and not source.startswith(PACKAGE + "."):
+        return []
+    targets = []
+    for alias in node.names:
+        candidate = f"{source}.{alias.name}"
+        targets.append(candidate if _path(candidate).exists() else source)
+    return targets
+
+
+def import_graph() -> Dict[str, Set[str]]:
+    """``module -> modules it imports`` from the ``import``/``from`` statements at each module's top level."""
+    graph: Dict[str, Set[str]] = {}
+    for name in _modules():
+        path = _path(name)
+        tree = ast.parse(path.read_text(), str(path))
+        edges: Set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                edges.update(_target(name, path.name == "__init__.py", node))
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name.startswith(PACKAGE + "."))
+        graph[name] = edges - {name}
+    return graph
+
+
+def _cycle(graph: Dict[str, Set[str]]) -> List[str]:
+    """One cycle of ``graph`` (as a path that ends where it starts), or ``[]``."""
+    state: Dict[str, int] = {}  # 1: on the current path, 2: done
+    path: List[str] = []
+
+    def visit(node: str) -> List[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def test_import_graph_is_acyclic() -> None:
+    graph = import_graph()
+    # The graph sees the imports this test is about (so an empty graph cannot pass by accident).
+    assert f"{PACKAGE}.accel.training" in graph[f"{PACKAGE}.models.variants"]
+    assert f"{PACKAGE}.layers.split_attention" in graph[f"{PACKAGE}.accel.ops"]
+    assert _cycle(graph) == [], " -> ".join(_cycle(graph))
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("name", [n for n in _modules() if not _framework_missing(n)])
+def test_module_imports_alone(name: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
