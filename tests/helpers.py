@@ -40,12 +40,12 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def max_rel_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """max|ours - ref| / max|ref| (the issue's parity criterion is <= 1e-5)."""
+    """max|ours - ref| / max|ref| (the parity target of docs/testing.md is <= 1e-5)."""
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     return ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
 
 
-# Foreign checkpoint layouts, written from the official keys the way REFERENCE.md's key table describes them,
+# Foreign checkpoint layouts, written from the official keys as docs/reference.md section 1 (key layouts) has them,
 # independently of the package's converter (so the converter is tested against them, not against itself).
 _D2_STEM = {stem_key(CONV_A): "stem.conv1_1.", stem_key(NORM_A): "stem.conv1_1.norm.",
             stem_key(CONV_B): "stem.conv1_2.", stem_key(NORM_B): "stem.conv1_2.norm.",

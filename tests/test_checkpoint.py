@@ -1,7 +1,7 @@
 """Checkpoint loading: every supported key format, strictness, reports, bad files, and the conversion tool.
 
 The detectron2-wrapper and OpenMMLab formats are produced here from an official-format state dict by renaming
-keys the way REFERENCE.md's key table describes, written independently of the package's converter.
+keys as docs/reference.md section 1 (key layouts) describes them, written independently of the package's converter.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every detectron2 config of the ResNeSt recipes (Zhang et al., 2020): it merges, holds the published
-hyper-parameters (REFERENCE.md section 2), builds on the CPU and runs one training and one inference step on a
+hyper-parameters (docs/reference.md section 2), builds on the CPU and runs one training and one inference step on a
 toy batch (input size shrunk through config overrides). Skipped, visibly, without detectron2."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ SMALL = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TRAIN_SAMPLING", "cho
          "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.RPN.PRE_NMS_TOPK_TEST", "100", "MODEL.RPN.POST_NMS_TOPK_TEST",
          "32", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"]
 
-# REFERENCE.md section 2, per leaf: variant, cascade, mask, DCN, train-size sampling.
+# docs/reference.md section 2, per leaf: variant, cascade, mask, DCN, train-size sampling.
 RECIPES = {
     "faster_rcnn_S50_FPN_1x": ("resnest50d", False, False, False, "range"),
     "faster_rcnn_S50_FPN_DCNv2_1x": ("resnest50d", False, False, True, "range"),
@@ -52,7 +52,7 @@ RECIPES = {
 WEIGHT_FILES = {"resnest50d": "resnest50-528c19ca.pth", "resnest101e": "resnest101-22405ba7.pth",
                 "resnest200e": "resnest200-75117900.pth"}
 
-# The three 3x configs of the official zoo (zhanghang1989/ResNeSt, d2/configs; REFERENCE.md section 4), every key
+# The three 3x configs of the official zoo (zhanghang1989/ResNeSt, d2/configs; docs/reference.md section 4), every key
 # of the official leaf and of the official bases between it and Base-RCNN-FPN.yaml (which equals detectron2's,
 # and our vendored copy: test_vendored_base_equals_model_zoo), with the published values.
 _MEAN, _STD = [123.68, 116.779, 103.939], [58.393, 57.12, 57.375]

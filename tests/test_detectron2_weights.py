@@ -83,7 +83,7 @@ def assert_backbone_equals(backbone: nn.Module, state: Dict[str, torch.Tensor]) 
     assert different == [], different[:5]
 
 
-# ------------------------------------------------------------------------------- ImageNet weights, issue 18
+# ------------------------------------------------------------------------------- ImageNet weights
 @pytest.fixture()
 def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """torch hub's cache in a temporary folder; any download other than file:// fails the test."""
@@ -231,7 +231,7 @@ def test_train_net_starts_from_the_imagenet_weights(kind: str, tmp_path: Path, t
     assert [k for k, v in expected.items() if not torch.equal(saved[k], v)] == []
 
 
-# --------------------------------------------------------------- official wrapper's whole models, issue 14
+# --------------------------------------------------------------- official wrapper's whole models
 def randomize_all_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random affine parameters and statistics in every norm, detectron2's FrozenBatchNorm2d included."""
     gen = torch.Generator().manual_seed(seed)
@@ -249,7 +249,7 @@ def randomize_all_norms(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def to_official_zoo_layout(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """A whole detector in the official wrapper's layout (REFERENCE.md sections 1 and 4): backbone under
+    """A whole detector in the official wrapper's layout (docs/reference.md sections 1 and 4): backbone under
     ``backbone.bottom_up.`` in the wrapper's names with DCN offsets beside split attention, the rest as is."""
     prefix = "backbone.bottom_up."
     backbone = to_detectron2_wrapper({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
@@ -330,7 +330,7 @@ def test_official_dcn_imagenet_layout_and_partial_zoo_files(tmp_path: Path) -> N
         rb.create_model("resnest14d", **kwargs).load_state_dict(wrapper, strict=False)
 
 
-# ----------------------------------------------------------------------------- safety and strictness, issue 12
+# ----------------------------------------------------------------------------- safety and strictness
 class _WritesMarker:
     """Unpickled unsafely, this object's ``__reduce__`` writes a marker file (stands in for any code)."""
 

@@ -48,7 +48,7 @@ def test_paper_config_set_is_complete() -> None:
 
 
 def check_recipe(cfg: Config, variant: str) -> None:
-    """The values of REFERENCE.md section 4 (PyTorch-Encoding's recipe and protocol)."""
+    """The values of docs/reference.md section 4 (PyTorch-Encoding's recipe and protocol)."""
     model = cfg.model
     backbone, head, aux = model.backbone, model.decode_head, model.auxiliary_head
     assert backbone.type == "resnest_backbones.ResNeSt" and backbone.variant == variant

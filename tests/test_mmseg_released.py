@@ -1,7 +1,7 @@
 """Released ResNeSt segmentation models load, as they are, into this project's mmseg configs and compute the same.
 
 * The paper's models (PyTorch-Encoding, ``deeplab_resnest{50,101,200,269}_ade-<sha1>.pth``): the test writes that
-  layout itself from the facts in REFERENCE.md section 4 (keys and shapes, random values and norm statistics),
+  layout itself from the facts in docs/reference.md section 4 (keys and shapes, random values and norm statistics),
   converts it, loads it strictly into the paper config's model and checks the decode and auxiliary heads against
   an independent ``torch.nn.functional`` computation of PyTorch-Encoding's heads from the file's own tensors.
 * mmseg's own models (DeepLabV3 S-101, ADE20K and Cityscapes): built from mmseg's own config with mmseg's own
@@ -44,7 +44,7 @@ PAPER = ROOT / "configs" / "mmseg" / "paper"
 TOL = 1e-5
 
 # ------------------------------------------------------------------ PyTorch-Encoding's layout, from the facts
-# REFERENCE.md sections 1 and 4: the official ResNeSt keys under ``pretrained.`` (fc removed), DeepLabV3Head under
+# docs/reference.md sections 1 and 4: the official ResNeSt keys under ``pretrained.`` (fc removed), DeepLabV3Head under
 # ``head.`` (ASPP at 2048 // 8 = 256 channels), FCNHead under ``auxlayer.`` (1024 // 4 = 256 channels).
 DEPTHS = {  # depth: (layers, stem width)
     50: ((3, 4, 6, 3), 32),
@@ -158,7 +158,7 @@ def _cbr(x: Tensor, s: Dict[str, Tensor], conv: str, bn: str, dilation: int = 1)
 
 
 def reference_deeplabv3_head(c4: Tensor, s: Dict[str, Tensor]) -> Tensor:
-    """PyTorch-Encoding's DeepLabV3Head in eval mode, from REFERENCE.md section 4 and the file's own tensors."""
+    """PyTorch-Encoding's DeepLabV3Head in eval mode, from docs/reference.md section 4 and the file's own tensors."""
     feats = [_cbr(c4, s, "head.aspp.b0.0", "head.aspp.b0.1")]
     for branch, rate in (("b1", 12), ("b2", 24), ("b3", 36)):
         feats.append(_cbr(c4, s, f"head.aspp.{branch}.0", f"head.aspp.{branch}.1", rate))

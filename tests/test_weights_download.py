@@ -265,7 +265,12 @@ def test_a_file_is_hashed_once_until_it_changes(tmp_path: Path, monkeypatch: pyt
     path.write_bytes(payload)
     hashed: List[str] = []
     real_digest = file_hash._digest
-    monkeypatch.setattr(file_hash, "_digest", lambda p, algorithm: hashed.append(algorithm) or real_digest(p, algorithm))
+
+    def counting_digest(p: Path, algorithm: str) -> str:
+        hashed.append(algorithm)
+        return real_digest(p, algorithm)
+
+    monkeypatch.setattr(file_hash, "_digest", counting_digest)
     assert file_hash.verify_hash(path) == file_hash.verify_hash(path) == (path.name[-12:-4], "sha256")
     assert hashed == ["sha256"]
     path.write_bytes(payload + b" corrupted")

@@ -1,4 +1,4 @@
-# DeepLabV3 with a ResNeSt-50 backbone (Zhang et al., 2020) on ADE20K: mmseg's recipe (REFERENCE.md section 3).
+# DeepLabV3 with a ResNeSt-50 backbone (Zhang et al., 2020) on ADE20K: mmseg's recipe (docs/reference.md section 3).
 # Everything but the backbone comes from mmseg's own DeepLabV3 config: output stride 8, SyncBN, ASPP
 # (dilations 1/12/24/36) + auxiliary FCN head on stage 3 (loss weight 0.4), 512x512 crops, 16 images per
 # iteration (4 GPUs x 4), SGD lr 0.01 / momentum 0.9 / weight decay 5e-4, poly LR (power 0.9, min 1e-4), 160k

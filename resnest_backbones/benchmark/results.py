@@ -112,7 +112,7 @@ def add_ratios(results: List[Dict[str, Any]]) -> None:
 
 
 def best_format_ratios(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each implementation in its best memory format vs timm in its best one (the issue's criterion)."""
+    """Each implementation in its best memory format vs timm in its best one (docs/performance.md's targets)."""
     rows = []
     keys = sorted({(r["mode"], r["case"]) for r in results}, key=lambda k: (k[1], k[0]))
     for mode, case in keys:

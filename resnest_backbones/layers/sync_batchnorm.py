@@ -1,6 +1,6 @@
 """Synchronised batch norm that also works for CPU tensors under a gloo process group.
 
-Every official ResNeSt transfer recipe (REFERENCE.md sections 2 and 3) uses SyncBN. ``torch.nn.SyncBatchNorm``
+Every official ResNeSt transfer recipe (docs/reference.md sections 2 and 3) uses SyncBN. ``torch.nn.SyncBatchNorm``
 refuses CPU tensors when a process group is active (``SyncBatchNorm expected input tensor to be on GPU``), and
 ``DistributedDataParallel`` refuses CPU models that contain one (``SyncBatchNorm layers only work with GPU
 modules``), so distributed CPU runs (tests, small machines) could not use the recipes' norm.

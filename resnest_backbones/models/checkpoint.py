@@ -1,6 +1,6 @@
 """Reading, converting and strictly loading ResNeSt checkpoints.
 
-Accepted as they are (REFERENCE.md section 1, "State-dict key formats seen in the wild"):
+Accepted as they are (docs/reference.md section 1, "State-dict key layouts"):
 
 * ``official``   -- the official ``resnest`` package and timm (``conv1.0``, ``bn1``, ``layer1.0.conv2.fc1``...);
   these are also this package's own ``state_dict()`` keys.

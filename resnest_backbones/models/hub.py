@@ -28,7 +28,7 @@ from .file_hash import verify_hash
 
 __all__ = ["OFFICIAL_RELEASE", "URL_SCHEMES", "cache_dir", "is_url", "local_weights"]
 
-#: The official ResNeSt GitHub release holding the ImageNet files (REFERENCE.md section 1).
+#: The official ResNeSt GitHub release holding the ImageNet files (docs/reference.md section 1).
 OFFICIAL_RELEASE = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
 #: URL schemes :func:`local_weights` downloads; other names are local paths.
 URL_SCHEMES = ("http", "https", "file")

@@ -1,6 +1,6 @@
 """The ResNeSt variant table and ``create_model``.
 
-Variants are data: one row per published architecture (REFERENCE.md section 1), under timm's names, with the
+Variants are data: one row per published architecture (docs/reference.md section 1), under timm's names, with the
 official ``resnest`` package's names as aliases, so a name means the same network everywhere.
 """
 from __future__ import annotations

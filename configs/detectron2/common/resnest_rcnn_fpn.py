@@ -1,6 +1,6 @@
 """LazyConfig pieces shared by the ResNeSt R-CNN recipes (ResNeSt, Zhang et al., 2020; official detectron2 recipe).
 
-Built on detectron2's own model-zoo configs (``model_zoo.get_config``), changing what REFERENCE.md section 2
+Built on detectron2's own model-zoo configs (``model_zoo.get_config``), changing what docs/reference.md section 2
 lists: ResNeSt-50 backbone with SyncBN (FREEZE_AT 2), SyncBN FPN, 4-conv + 1-FC SyncBN box head, SyncBN mask
 head, RGB input with torchvision statistics, short side in [640, 800] (range), precise BN, 16 images at
 LR 0.02 for 90k iterations (steps 60k, 80k). Leaves import from here and change the rest.

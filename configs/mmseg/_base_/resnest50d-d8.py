@@ -1,4 +1,4 @@
-# The ResNeSt-50 backbone (Zhang et al., 2020) of the DeepLabV3 recipes (REFERENCE.md section 3), shared by the
+# The ResNeSt-50 backbone (Zhang et al., 2020) of the DeepLabV3 recipes (docs/reference.md section 3), shared by the
 # ADE20K and Cityscapes configs, which put it in place of mmseg's ResNet with `backbone={{_base_.resnest_backbone}}`.
 # Output stride 8 with dilated stages 3/4 (the first block of a dilated stage at half the dilation), SyncBN,
 # every norm trained. These configs are mmseg's own ResNeSt DeepLabV3 models (mmseg's configs/resnest/

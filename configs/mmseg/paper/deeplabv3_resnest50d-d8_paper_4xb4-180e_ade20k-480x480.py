@@ -1,5 +1,5 @@
 # DeepLabV3 + ResNeSt-50 on ADE20K with the ResNeSt paper's recipe (Zhang et al., 2020, Table 7: 45.12 mIoU ms+flip),
-# i.e. PyTorch-Encoding's model, training and evaluation (github zhanghang1989/PyTorch-Encoding; REFERENCE.md
+# i.e. PyTorch-Encoding's model, training and evaluation (github zhanghang1989/PyTorch-Encoding; docs/reference.md
 # section 4). Every value carries its source: PE = PyTorch-Encoding, with the file it comes from.
 #   train: torchrun --nproc_per_node=4 tools/mmseg_train.py <this file> --launcher pytorch
 #   released weights: deeplab_resnest50_ade-2225f09d.pth, converted by tools/convert_weights.py --to mmseg
