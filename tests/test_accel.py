@@ -280,7 +280,7 @@ def _adapter_model(adapter: str) -> nn.Module:
         return pytest.importorskip("resnest_backbones.detectron2.backbone").build_resnest("resnest14d")
     if adapter == "torchvision":
         return pytest.importorskip("resnest_backbones.torchvision").resnest_fpn_backbone("resnest14d").body
-    return pytest.importorskip("resnest_backbones.mmseg").ResNeSt("resnest14d")
+    return pytest.importorskip("resnest_backbones.mmseg").OpenMMLabResNeSt("resnest14d")
 
 
 @pytest.mark.parametrize("adapter", ["detectron2", "detectron2-build", "torchvision", "mmseg"])

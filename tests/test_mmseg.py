@@ -21,7 +21,7 @@ from helpers import max_rel_diff, randomize_norms, to_openmmlab  # noqa: E402
 from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.registry import MODELS as ROOT_MODELS  # noqa: E402
 from mmseg.registry import MODELS as SEG_MODELS  # noqa: E402
-from resnest_backbones.mmseg import ResNeSt  # noqa: E402
+from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
 
 pytestmark = pytest.mark.mmseg
 
@@ -34,10 +34,10 @@ EXPLICIT = {8: dict(strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)), 16: dict(stri
 # ------------------------------------------------------------------------------------------ registry
 def test_registered_in_own_scope_and_found_from_mmseg() -> None:
     cfg = dict(type="resnest_backbones.ResNeSt", variant="resnest14d")
-    assert isinstance(SEG_MODELS.build(cfg), ResNeSt)
-    assert isinstance(ROOT_MODELS.build(cfg), ResNeSt)
+    assert isinstance(SEG_MODELS.build(cfg), OpenMMLabResNeSt)
+    assert isinstance(ROOT_MODELS.build(cfg), OpenMMLabResNeSt)
     # mmseg's own ResNeSt keeps its name
-    assert SEG_MODELS.get("ResNeSt") is not ResNeSt
+    assert SEG_MODELS.get("ResNeSt") is not OpenMMLabResNeSt
     assert SEG_MODELS.get("ResNeSt").__module__.startswith("mmseg.")
 
 
@@ -49,7 +49,7 @@ def test_builds_from_mmdet_config() -> None:
     register_all_modules()
     backbone = DET_MODELS.build(dict(type="resnest_backbones.ResNeSt", variant="resnest14d", out_indices=(0, 1, 2, 3),
                                      frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True))
-    assert isinstance(backbone, ResNeSt)
+    assert isinstance(backbone, OpenMMLabResNeSt)
     outs = backbone.eval()(torch.zeros(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == list(CHANNELS)
 
@@ -60,7 +60,7 @@ def test_builds_from_mmdet_config() -> None:
 @pytest.mark.parametrize("out_indices", [(0, 1, 2, 3), (3, 1), (2,)])
 def test_out_indices_channels_and_strides(os_: int, explicit: bool, out_indices: tuple) -> None:
     kwargs = EXPLICIT[os_] if explicit else dict(output_stride=os_)
-    model = ResNeSt("resnest14d", out_indices=out_indices, **kwargs).eval()
+    model = OpenMMLabResNeSt("resnest14d", out_indices=out_indices, **kwargs).eval()
     size = 64
     with torch.no_grad():
         outs = model(torch.randn(1, 3, size, size))
@@ -77,20 +77,20 @@ def test_out_indices_channels_and_strides(os_: int, explicit: bool, out_indices:
 
 def test_bad_arguments_say_what_to_do() -> None:
     with pytest.raises(TypeError, match="variant="):
-        ResNeSt("resnest14d", depth=50)
+        OpenMMLabResNeSt("resnest14d", depth=50)
     with pytest.raises(ValueError, match="out_indices"):
-        ResNeSt("resnest14d", out_indices=(0, 4))
+        OpenMMLabResNeSt("resnest14d", out_indices=(0, 4))
     with pytest.raises(ValueError, match="frozen_stages"):
-        ResNeSt("resnest14d", frozen_stages=5)
+        OpenMMLabResNeSt("resnest14d", frozen_stages=5)
     with pytest.raises(ValueError, match="dcn"):
-        ResNeSt("resnest14d", stage_with_dcn=(False, True, True, True))
+        OpenMMLabResNeSt("resnest14d", stage_with_dcn=(False, True, True, True))
     with pytest.raises(ValueError, match="unknown ResNeSt variant"):
-        ResNeSt("resnest42")
+        OpenMMLabResNeSt("resnest42")
 
 
 # ------------------------------------------------------------------------------- norms and freezing
 def test_frozen_stages_and_norm_eval_survive_train() -> None:
-    model = ResNeSt("resnest14d", frozen_stages=1, norm_eval=True)
+    model = OpenMMLabResNeSt("resnest14d", frozen_stages=1, norm_eval=True)
     model.train()
     frozen = [model.conv1, model.bn1, model.layer1]
     for module in frozen:
@@ -108,7 +108,7 @@ def test_frozen_stages_and_norm_eval_survive_train() -> None:
 
 
 def test_frozen_stages_without_norm_eval() -> None:
-    model = ResNeSt("resnest14d", frozen_stages=0).train()
+    model = OpenMMLabResNeSt("resnest14d", frozen_stages=0).train()
     assert not model.bn1.training and model.layer1[0].bn1.training
     assert not any(p.requires_grad for p in model.conv1.parameters())
     assert all(p.requires_grad for p in model.layer1.parameters())
@@ -120,7 +120,7 @@ def test_frozen_stages_without_norm_eval() -> None:
     (dict(type="GN", num_groups=16, requires_grad=True), nn.GroupNorm),
 ])
 def test_norm_cfg(norm_cfg: dict, expected: type) -> None:
-    model = ResNeSt("resnest14d", norm_cfg=norm_cfg)
+    model = OpenMMLabResNeSt("resnest14d", norm_cfg=norm_cfg)
     norms = [m for m in model.modules() if isinstance(m, (_BatchNorm, nn.GroupNorm))]
     assert norms and all(isinstance(m, expected) for m in norms)
     outs = model.train()(torch.randn(2, 3, 32, 32))  # SyncBN runs as BN in a single process
@@ -128,14 +128,14 @@ def test_norm_cfg(norm_cfg: dict, expected: type) -> None:
 
 
 def test_norm_cfg_requires_grad_false() -> None:
-    model = ResNeSt("resnest14d", norm_cfg=dict(type="BN", requires_grad=False))
+    model = OpenMMLabResNeSt("resnest14d", norm_cfg=dict(type="BN", requires_grad=False))
     assert not model.bn1.weight.requires_grad and model.conv1[0].weight.requires_grad
 
 
 def test_dcn_stages_multi_grid_and_with_cp() -> None:
     from resnest_backbones.layers import DeformConv2d
 
-    model = ResNeSt("resnest14d", dcn=dict(type="DCNv2", deform_groups=2), stage_with_dcn=(False, True, True, True),
+    model = OpenMMLabResNeSt("resnest14d", dcn=dict(type="DCNv2", deform_groups=2), stage_with_dcn=(False, True, True, True),
                     output_stride=16, multi_grid=(2,), with_cp=True)
     deform = [name for name, m in model.named_modules() if isinstance(m, DeformConv2d)]
     assert deform and not any(name.startswith("layer1.") for name in deform)
@@ -197,13 +197,13 @@ def test_bad_checkpoint_fails_naming_keys(tmp_path: Path, saved: str, dropped: O
     if dropped is not None:
         del state[dropped]
     torch.save(state, tmp_path / "w.pth")
-    model = ResNeSt(built, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "w.pth")))
+    model = OpenMMLabResNeSt(built, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "w.pth")))
     with pytest.raises(rb.CheckpointError, match=error):
         model.init_weights()
 
 
 def test_missing_checkpoint_file_says_where_to_get_it(tmp_path: Path) -> None:
-    model = ResNeSt("resnest14d", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "nope.pth")))
+    model = OpenMMLabResNeSt("resnest14d", init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "nope.pth")))
     with pytest.raises(FileNotFoundError, match="weights_step1"):
         model.init_weights()
 
@@ -220,7 +220,7 @@ def test_parity_with_mmseg_resnest(tmp_path: Path, os_: int) -> None:
                        strides=strides, dilations=dilations, contract_dilation=True)
     randomize_norms(ref).eval()
     torch.save({"state_dict": ref.state_dict()}, tmp_path / "mmseg_resnest50.pth")
-    ours = ResNeSt("resnest50d", strides=strides, dilations=dilations, avd_dilated=False,
+    ours = OpenMMLabResNeSt("resnest50d", strides=strides, dilations=dilations, avd_dilated=False,
                    init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "mmseg_resnest50.pth")))
     ours.init_weights()
     ours.eval()
@@ -230,7 +230,7 @@ def test_parity_with_mmseg_resnest(tmp_path: Path, os_: int) -> None:
     for index, (a, b) in enumerate(zip(got, expected)):
         assert max_rel_diff(a, b) <= 1e-5, (index, max_rel_diff(a, b))
     if os_ == 8:  # the official semantics (AVD kept in dilated stages) is a different function there
-        official = ResNeSt("resnest50d", strides=strides, dilations=dilations, avd_dilated=True)
+        official = OpenMMLabResNeSt("resnest50d", strides=strides, dilations=dilations, avd_dilated=True)
         official.load_state_dict(ours.state_dict())
         with torch.no_grad():
             assert max_rel_diff(official.eval()(x)[2], expected[2]) > 1e-3

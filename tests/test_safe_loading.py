@@ -143,10 +143,10 @@ def _needs_mmseg() -> None:
 @pytest.mark.parametrize("kind", ["crafted", "partial"])
 def test_mmseg_backbone_init_cfg_refuses(tmp_path: Path, state, kind: str) -> None:
     _needs_mmseg()
-    from resnest_backbones.mmseg import ResNeSt
+    from resnest_backbones.mmseg import OpenMMLabResNeSt
 
     path = _crafted_pth(tmp_path, state) if kind == "crafted" else _partial_pth(tmp_path, state)
-    backbone = ResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    backbone = OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
     expected = f"{REFUSED} {path}" if kind == "crafted" else f"missing in checkpoint: {MISSING}"
     with pytest.raises(rb.CheckpointError, match=expected):
         backbone.init_weights()

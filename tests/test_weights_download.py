@@ -242,13 +242,13 @@ def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: 
 
     monkeypatch.setattr(mmseg_backbone, "local_weights", spy)
     url = f"{server.url}/{path.name}"
-    model = mmseg_backbone.ResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=url))
+    model = mmseg_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=url))
     model.init_weights()
     assert calls == [url] and server.requests == [f"/{path.name}"]
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert (cache / path.name).is_file()
     # the hash check applies to mmseg's URLs as well (mmengine's own loader does not check it)
-    wrong = mmseg_backbone.ResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=f"{server.url}/"
+    wrong = mmseg_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=f"{server.url}/"
                                                                                        f"{SMALL}-00000000.pth"))
     with pytest.raises(rb.CheckpointError, match="does not match the hash"):
         wrong.init_weights()

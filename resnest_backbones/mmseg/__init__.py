@@ -1,7 +1,7 @@
 """MMSegmentation / MMDetection adapter of the ResNeSt backbones (Zhang et al., 2020, "ResNeSt:
 Split-Attention Networks").
 
-Importing this package registers :class:`ResNeSt` as ``resnest_backbones.ResNeSt`` in a child registry of
+Importing this package registers :class:`OpenMMLabResNeSt` (one class for mmseg and mmdet) as ``resnest_backbones.ResNeSt`` in a child registry of
 mmengine's root ``MODELS`` with the scope ``resnest_backbones`` (mmseg already owns the name ``ResNeSt`` for its
 own implementation). Because the registry hangs off mmengine's root, any OpenMMLab 2.x codebase (mmseg, mmdet)
 finds it from its own configs::
@@ -18,10 +18,10 @@ models are converted by :mod:`resnest_backbones.mmseg.convert`.
 """
 import importlib.util
 
-from .backbone import ResNeSt
+from .backbone import OpenMMLabResNeSt
 from .registry import DATASETS, MODELS
 
-__all__ = ["DATASETS", "MODELS", "ResNeSt"]
+__all__ = ["DATASETS", "MODELS", "OpenMMLabResNeSt"]
 
 if importlib.util.find_spec("mmseg") is not None:  # the head subclasses mmseg's BaseDecodeHead
     from .heads import DeepLabV3Head  # noqa: F401

@@ -1,6 +1,6 @@
 """The ResNeSt backbone (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") for MMSegmentation/MMDetection.
 
-:class:`ResNeSt` subclasses the core :class:`resnest_backbones.ResNeSt` and mmengine's ``BaseModule`` and only
+:class:`OpenMMLabResNeSt` subclasses the core :class:`resnest_backbones.ResNeSt` and mmengine's ``BaseModule`` and only
 translates OpenMMLab conventions: ``out_indices`` -> a tuple of stage outputs, ``frozen_stages`` (-1 none, 0
 stem, k stem + stages 1..k) -> the core's ``freeze_at = frozen_stages + 1``, ``norm_cfg`` -> mmcv's
 ``build_norm_layer``, ``dcn``/``stage_with_dcn`` -> the core's deformable stages, and a pretrained ``init_cfg``
@@ -29,7 +29,7 @@ from ..models import ResNeSt as CoreResNeSt
 from ..accel import memory_efficient_training
 from .registry import MODELS
 
-__all__ = ["ResNeSt"]
+__all__ = ["OpenMMLabResNeSt"]
 
 ConfigDict = Dict[str, Any]
 
@@ -47,7 +47,7 @@ def _norm(norm_cfg: ConfigDict, channels: int) -> nn.Module:
 
 def _check_known(overrides: Dict[str, Any]) -> None:
     """Name unknown arguments (typos in a config) with the closest valid spelling, instead of a bare TypeError."""
-    valid = (set(inspect.signature(ResNeSt.__init__).parameters)
+    valid = (set(inspect.signature(OpenMMLabResNeSt.__init__).parameters)
              | set(inspect.signature(CoreResNeSt.__init__).parameters)) - {"self", "layers", "overrides", *_FOREIGN_ARGS}
     unknown = sorted(set(overrides) - valid)
     if unknown:
@@ -58,7 +58,7 @@ def _check_known(overrides: Dict[str, Any]) -> None:
 
 
 @MODELS.register_module(name="ResNeSt")
-class ResNeSt(CoreResNeSt, BaseModule):
+class OpenMMLabResNeSt(CoreResNeSt, BaseModule):
     """ResNeSt backbone with OpenMMLab arguments; ``forward`` returns a tuple of stage outputs.
 
     Args:
@@ -88,8 +88,8 @@ class ResNeSt(CoreResNeSt, BaseModule):
 
     Example:
         >>> import torch
-        >>> from resnest_backbones.mmseg import ResNeSt
-        >>> model = ResNeSt('resnest14d', out_indices=(0, 1, 2, 3), output_stride=8).eval()
+        >>> from resnest_backbones.mmseg import OpenMMLabResNeSt
+        >>> model = OpenMMLabResNeSt('resnest14d', out_indices=(0, 1, 2, 3), output_stride=8).eval()
         >>> [tuple(o.shape) for o in model(torch.zeros(1, 3, 64, 64))]
         [(1, 256, 16, 16), (1, 512, 8, 8), (1, 1024, 8, 8), (1, 2048, 8, 8)]
     """
