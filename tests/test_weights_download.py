@@ -232,6 +232,7 @@ def test_detectron2_uses_the_same_function(cache: Path, published) -> None:
 def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: _Server, published,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import resnest_backbones.mmseg.backbone as mmseg_backbone
+    import resnest_backbones.mmseg.weights as mmseg_weights
 
     path, state = published
     calls: List[str] = []
@@ -240,7 +241,7 @@ def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: 
         calls.append(source)
         return rb_hub.local_weights(source)
 
-    monkeypatch.setattr(mmseg_backbone, "local_weights", spy)
+    monkeypatch.setattr(mmseg_weights, "local_weights", spy)
     url = f"{server.url}/{path.name}"
     model = mmseg_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=url))
     model.init_weights()
