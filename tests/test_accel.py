@@ -177,9 +177,9 @@ def test_ops_only_where_they_apply() -> None:
     with torch.no_grad():
         assert not ops.supports(bn, x)
     assert not ops.supports(nn.GroupNorm(2, 4), x)
-    assert not ops.supports(nn.SyncBatchNorm(4), x)
-    assert not ops.supports(nn.BatchNorm2d(4, affine=False), x)
-    assert not ops.supports(nn.BatchNorm2d(4, track_running_stats=False), x)
+    assert ops.supports(nn.SyncBatchNorm(4), x)  # one process: plain batch norm (tests/test_accel_norms.py)
+    assert ops.supports(nn.BatchNorm2d(4, affine=False), x)
+    assert ops.supports(nn.BatchNorm2d(4, track_running_stats=False), x)
     frozen = nn.BatchNorm2d(4).requires_grad_(False)
     assert not ops.supports(frozen, x.detach())  # nothing needs a gradient
     assert ops.supports(frozen, x.detach(), torch.ones(1, requires_grad=True))  # a source (a conv weight) does
