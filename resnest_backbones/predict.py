@@ -135,7 +135,7 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
     from torchvision.utils import draw_bounding_boxes
 
     from .toy_data import COCO_CATEGORIES
-    from .torchvision import toy_faster_rcnn
+    from .toy_detection import toy_faster_rcnn
 
     path = local_weights(weights)
     state = _state_dict(path)

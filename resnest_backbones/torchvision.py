@@ -15,8 +15,9 @@ Example:
     >>> from resnest_backbones.torchvision import resnest_fpn_backbone
     >>> backbone = resnest_fpn_backbone("resnest50d", weights=None, trainable_layers=3)
     >>> model = FasterRCNN(backbone, num_classes=91)
-    >>> [(k, tuple(v.shape)) for k, v in backbone(torch.zeros(1, 3, 64, 64)).items()]
-    [('0', (1, 256, 16, 16)), ('1', (1, 256, 8, 8)), ('2', (1, 256, 4, 4)), ('3', (1, 256, 2, 2)), ('pool', (1, 256, 1, 1))]
+    >>> {k: tuple(v.shape) for k, v in backbone(torch.zeros(1, 3, 64, 64)).items()}  # doctest: +NORMALIZE_WHITESPACE
+    {'0': (1, 256, 16, 16), '1': (1, 256, 8, 8), '2': (1, 256, 4, 4), '3': (1, 256, 2, 2),
+     'pool': (1, 256, 1, 1)}
 """
 from __future__ import annotations
 
@@ -25,15 +26,12 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import Tensor, nn
-from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool
 
 from resnest_backbones.models import STAGE_NAMES, ResNeSt, create_model
 
-__all__ = ["ResNeStBackboneWithFPN", "resnest_fpn_backbone", "toy_faster_rcnn"]
+__all__ = ["ResNeStBackboneWithFPN", "resnest_fpn_backbone"]
 
 Weights = Union[None, bool, str, os.PathLike, Mapping[str, Any]]
 # Arguments the builder sets from torchvision-style ones; passing them too would be ambiguous.
@@ -141,33 +139,3 @@ def resnest_fpn_backbone(
         **overrides,
     )
     return ResNeStBackboneWithFPN(body, out_channels, extra_blocks, fpn_norm_layer)
-
-
-def toy_faster_rcnn(variant: str, num_classes: int, image_size: int, weights: Weights = None,
-                    frozen_norm: Optional[bool] = None) -> FasterRCNN:
-    """Faster R-CNN with a ResNeSt-FPN backbone sized for the small toy images (``tools/torchvision_train.py``'s
-    model; ``resnest_backbones.predict`` rebuilds it to run a saved one).
-
-    Args:
-        variant: the ResNeSt name.
-        num_classes: classes including the background.
-        image_size: the side images are resized to (the toy images' side).
-        weights: ImageNet backbone weights (see :func:`resnest_fpn_backbone`); with them the backbone norms are
-            frozen and only 3 stages train, as torchvision does; without, everything trains with batch norm.
-        frozen_norm: frozen batch norm in the backbone (default: when ``weights`` are given).
-    """
-    pretrained = weights is not None
-    frozen = pretrained if frozen_norm is None else frozen_norm
-    backbone = resnest_fpn_backbone(variant, weights=weights, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d,
-                                    trainable_layers=3 if pretrained else 5)
-    # Sized for 1-4 objects of 25-60 px on 128 px images, so that a CPU trains it in minutes: anchors one
-    # octave smaller than COCO's (32..512), fewer proposals and sampled RoIs, and a 256-wide box head
-    # (torchvision's 1024-wide one alone costs more than the whole backbone here).
-    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
-    width = 256
-    return FasterRCNN(
-        backbone, num_classes=None, rpn_anchor_generator=anchors, min_size=image_size,
-        max_size=image_size, rpn_pre_nms_top_n_train=500, rpn_post_nms_top_n_train=250,
-        rpn_pre_nms_top_n_test=250, rpn_post_nms_top_n_test=100, box_batch_size_per_image=128,
-        box_head=TwoMLPHead(backbone.out_channels * 7 * 7, width), box_predictor=FastRCNNPredictor(width, num_classes),
-    )

@@ -33,7 +33,7 @@ from torchvision.models.detection import FasterRCNN
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from resnest_backbones.toy_data import make_toy_coco  # noqa: E402
-from resnest_backbones.torchvision import toy_faster_rcnn  # noqa: E402
+from resnest_backbones.toy_detection import toy_faster_rcnn  # noqa: E402
 
 Target = Dict[str, Tensor]
 

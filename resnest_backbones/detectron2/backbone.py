@@ -25,10 +25,15 @@ __all__ = [
     "build_retinanet_resnest_fpn_backbone",
 ]
 
-#: Norm names detectron2's get_norm understands and that fit every ResNeSt layer.
 logger = logging.getLogger(__name__)
 
+#: Norm names detectron2's get_norm understands and that fit every ResNeSt layer.
 NORMS = ("BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN", "nnSyncBN", "naiveSyncBN_N")
+#: build_resnest argument <- its MODEL.RESNEST key (declared, with defaults, by config.add_resnest_config).
+CONFIG_KEYS = {"norm": "NORM", "out_features": "OUT_FEATURES", "output_stride": "OUTPUT_STRIDE",
+               "deform_stages": "DEFORM_ON_PER_STAGE", "deform_modulated": "DEFORM_MODULATED",
+               "deform_groups": "DEFORM_NUM_GROUPS", "drop_block_prob": "DROPBLOCK_PROB",
+               "drop_block_stages": "DROPBLOCK_ON_PER_STAGE", "weights": "WEIGHTS"}
 
 
 def _norm_layer(norm: Union[str, Callable[[int], nn.Module]]) -> Callable[[int], nn.Module]:
@@ -103,22 +108,8 @@ def build_resnest_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> ResNeStBackb
                        "before merging a ResNeSt config file (tools/train_net.py of resnest_backbones does; "
                        "detectron2's own tools/train_net.py cannot read these configs)")
     c = cfg.MODEL.RESNEST
-    # fmt: off
-    return build_resnest(
-        c.NAME,
-        in_channels       = input_shape.channels,
-        norm              = c.NORM,
-        freeze_at         = cfg.MODEL.BACKBONE.FREEZE_AT,
-        out_features      = c.OUT_FEATURES,
-        output_stride     = c.OUTPUT_STRIDE,
-        deform_stages     = c.DEFORM_ON_PER_STAGE,
-        deform_modulated  = c.DEFORM_MODULATED,
-        deform_groups     = c.DEFORM_NUM_GROUPS,
-        drop_block_prob   = c.DROPBLOCK_PROB,
-        drop_block_stages = c.DROPBLOCK_ON_PER_STAGE,
-        weights           = c.WEIGHTS,
-    )
-    # fmt: on
+    return build_resnest(c.NAME, in_channels=input_shape.channels, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+                         **{arg: c[key] for arg, key in CONFIG_KEYS.items()})
 
 
 def _fpn(cfg: CfgNode, input_shape: ShapeSpec, top_block: Optional[Callable[[ResNeStBackbone], nn.Module]]) -> FPN:

@@ -1,10 +1,10 @@
 """MMSegmentation / MMDetection adapter of the ResNeSt backbones (Zhang et al., 2020, "ResNeSt:
 Split-Attention Networks").
 
-Importing this package registers :class:`OpenMMLabResNeSt` (one class for mmseg and mmdet) as ``resnest_backbones.ResNeSt`` in a child registry of
-mmengine's root ``MODELS`` with the scope ``resnest_backbones`` (mmseg already owns the name ``ResNeSt`` for its
-own implementation). Because the registry hangs off mmengine's root, any OpenMMLab 2.x codebase (mmseg, mmdet)
-finds it from its own configs::
+Importing this package registers :class:`OpenMMLabResNeSt` (one class for mmseg and mmdet) as
+``resnest_backbones.ResNeSt`` in a child registry of mmengine's root ``MODELS`` with the scope
+``resnest_backbones`` (mmseg already owns the name ``ResNeSt`` for its own implementation). Because the registry
+hangs off mmengine's root, any OpenMMLab 2.x codebase (mmseg, mmdet) finds it from its own configs::
 
     custom_imports = dict(imports=['resnest_backbones.mmseg'], allow_failed_imports=False)
     model = dict(backbone=dict(_delete_=True, type='resnest_backbones.ResNeSt', variant='resnest101e',
