@@ -9,8 +9,9 @@ from typing import Dict, List, NamedTuple, Set
 from urllib.parse import unquote
 
 import pytest
+from support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_MAX_LINES = 260
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import ast
 import importlib.util
 import pkgutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Set
 
 import pytest
+from support.processes import run_python
 
 import resnest_backbones
 
@@ -116,5 +115,4 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 @pytest.mark.parametrize("name", [n for n in _modules() if not _framework_missing(n)])
 def test_module_imports_alone(name: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_python(["-c", f"import {name}"], timeout=300)

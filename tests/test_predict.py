@@ -5,32 +5,30 @@ predicted segmentation), and clear errors for a missing input, an unknown config
 The detectron2 and mmseg parts are skipped, visibly, without their framework."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import pytest
 import torch
+from support import REPO_ROOT
+from support.processes import run_python
 
 from resnest_backbones import create_model
 from resnest_backbones.models.checkpoint import CheckpointError
-from resnest_backbones.predict import (detect_framework, list_images, load_predictor, predict_images, read_image,
-                                       torchvision_predictor)
+from resnest_backbones.predict import (
+    detect_framework,
+    list_images,
+    load_predictor,
+    predict_images,
+    read_image,
+    torchvision_predictor,
+)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 TOY_D2 = REPO / "configs" / "detectron2" / "toy" / "mask_rcnn_toy.yaml"
 TOY_ADE = REPO / "configs" / "mmseg" / "toy" / "deeplabv3_resnest14d-d8_toy-ade.py"
-ENV = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-
-
-def _run(args: List[str], env: Dict[str, str] = ENV, timeout: float = 120) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return proc.stdout
+ENV = dict(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")  # added to the environment of every tool run
 
 
 def _changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -54,8 +52,9 @@ def _box_edge_changed(before: np.ndarray, after: np.ndarray, box: List[float]) -
 def toy_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small toy COCO set with a torchvision Faster R-CNN trained 2 steps on it (``root/tv.pth``)."""
     root = tmp_path_factory.mktemp("toy_coco")
-    _run(["tools/torchvision_train.py", "--iters", "2", "--batch-size", "2", "--data-root", str(root),
-          "--num-train", "8", "--num-val", "4", "--threads", "1", "--output", str(root / "tv.pth")])
+    run_python(["tools/torchvision_train.py", "--iters", "2", "--batch-size", "2", "--data-root", root,
+                "--num-train", "8", "--num-val", "4", "--threads", "1", "--output", root / "tv.pth"],
+               env=ENV, timeout=120)
     return root
 
 
@@ -84,13 +83,13 @@ def test_torchvision_draws_predicted_boxes(toy_coco: Path, val_images: List[Path
 
 
 def test_cli_torchvision_and_errors(toy_coco: Path, val_images: List[Path], tmp_path: Path) -> None:
-    out = _run(["tools/predict.py", "--framework", "torchvision", "--weights", str(toy_coco / "tv.pth"),
-                "--input", str(val_images[0].parent), "--output", str(tmp_path), "--score-threshold", "0"])
+    out = run_python(["tools/predict.py", "--framework", "torchvision", "--weights", toy_coco / "tv.pth",
+                      "--input", val_images[0].parent, "--output", tmp_path, "--score-threshold", "0"],
+                     env=ENV, timeout=120).stdout
     printed = [Path(line) for line in out.split()]
     assert len(printed) == len(list((toy_coco / "val").glob("*.png"))) and all(p.is_file() for p in printed)
-    proc = subprocess.run([sys.executable, "tools/predict.py", "--framework", "torchvision", "--weights",
-                           str(toy_coco / "tv.pth"), "--input", str(tmp_path / "absent.jpg")], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=60)
+    proc = run_python(["tools/predict.py", "--framework", "torchvision", "--weights", toy_coco / "tv.pth",
+                       "--input", tmp_path / "absent.jpg"], env=ENV, timeout=60, check=False)
     assert proc.returncode != 0 and "absent.jpg does not exist" in proc.stderr, proc.stderr[-2000:]
 
 
@@ -127,9 +126,9 @@ def test_errors(toy_coco: Path, tmp_path: Path) -> None:
 def d2_model(toy_coco: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A toy Mask R-CNN trained 2 iterations by tools/train_net.py."""
     out = tmp_path_factory.mktemp("d2")
-    _run(["tools/train_net.py", "--config-file", str(TOY_D2), "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "2",
-          "SOLVER.IMS_PER_BATCH", "2", "TEST.PRECISE_BN.ENABLED", "False", "DATASETS.TEST", "()"],
-         env=dict(ENV, RESNEST_TOY_COCO=str(toy_coco)), timeout=300)
+    run_python(["tools/train_net.py", "--config-file", TOY_D2, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", "2",
+                "SOLVER.IMS_PER_BATCH", "2", "TEST.PRECISE_BN.ENABLED", "False", "DATASETS.TEST", "()"],
+               env=dict(ENV, RESNEST_TOY_COCO=str(toy_coco)), timeout=300)
     return out / "model_final.pth"
 
 
@@ -175,7 +174,7 @@ def mmseg_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                for loader in ("train_dataloader", "val_dataloader", "test_dataloader")),
             "train_cfg.max_iters=2", "train_cfg.val_interval=2", "param_scheduler.0.end=2",
             "default_hooks.checkpoint.interval=2"]
-    _run(["tools/mmseg_train.py", str(TOY_ADE), "--work-dir", str(work), *data], timeout=300)
+    run_python(["tools/mmseg_train.py", TOY_ADE, "--work-dir", work, *data], env=ENV, timeout=300)
     return work / "iter_2.pth"
 
 

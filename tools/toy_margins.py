@@ -82,13 +82,15 @@ def _torchvision(seed: int, threads: int, tmp: Path) -> List[str]:
 
 TARGETS: Dict[str, Target] = {
     "mmseg": Target("mmseg.models", 60.0, "toy ADE20K mIoU (%)",
-                    "tests/test_mmseg_tools.py::test_toy_ade_reaches_miou_target", _mmseg,
+                    "tests/frameworks/mmseg/test_mmseg_tools.py::test_toy_ade_reaches_miou_target", _mmseg,
                     _last_float(r"\] mIoU = ([0-9.]+) %")),
     "detectron2": Target("detectron2.modeling", 50.0, "toy COCO box AP50 (%), detectron2 Faster R-CNN",
-                         "tests/test_detectron2_tools.py::test_toy_faster_rcnn_reaches_ap50", _detectron2,
+                         "tests/frameworks/detectron2/test_detectron2_tools.py::test_toy_faster_rcnn_reaches_ap50",
+                         _detectron2,
                          _last_float(r"copypaste: (?:[0-9.]+|nan),([0-9.]+|nan),")),
     "torchvision": Target(None, 50.0, "toy COCO box AP50 (%), torchvision Faster R-CNN",
-                          "tests/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50", _torchvision,
+                          "tests/frameworks/torchvision/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50",
+                          _torchvision,
                           _last_float(r"AP50 ([0-9.]+)")),
 }
 

@@ -21,8 +21,7 @@ import sys
 from detectron2.engine import default_argument_parser, launch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
-# Trainer: still reachable as this tool's attribute, for code that loaded the tool to use it (tests did).
-from resnest_backbones.detectron2.engine import Trainer, train_or_evaluate  # noqa: E402,F401
+from resnest_backbones.detectron2.engine import train_or_evaluate  # noqa: E402
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,10 +16,12 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
-from helpers import file_digests, kill_when
+from support import REPO_ROOT
+from support.frameworks import require
+from support.processes import kill_when, run_tool
+from support.safety import file_digests
 
-pytest.importorskip("detectron2.modeling", exc_type=ImportError,
-                    reason="detectron2 is not installed or does not import (build it from source, see README)")
+pytestmark = require("detectron2")  # a visible skip without detectron2, before its imports below
 
 import detectron2.engine.defaults  # noqa: E402 - after the skip
 from detectron2.config import CfgNode, get_cfg  # noqa: E402
@@ -28,12 +29,15 @@ from detectron2.engine import DefaultTrainer, SimpleTrainer, default_argument_pa
 from detectron2.utils import comm  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, register_toy_coco  # noqa: E402
-from resnest_backbones.detectron2 import engine  # noqa: E402
+from resnest_backbones.detectron2 import (  # noqa: E402
+    ResNeStCheckpointer,
+    add_resnest_config,
+    engine,  # noqa: E402
+    register_toy_coco,
+)
 
-pytestmark = pytest.mark.detectron2
 ORIGINAL_CREATE_DDP_MODEL = detectron2.engine.defaults.create_ddp_model
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 TOY = REPO / "configs" / "detectron2" / "toy"
 
 
@@ -48,11 +52,7 @@ TRAIN_NET = [sys.executable, str(REPO / "tools" / "train_net.py")]
 
 
 def run_train_net(args: List[str], data_root: Path, timeout: int) -> str:
-    proc = subprocess.run([*TRAIN_NET, *args], cwd=REPO, env=tool_env(data_root), capture_output=True, text=True,
-                          timeout=timeout)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-5000:]
-    return log
+    return run_tool([*TRAIN_NET[1:], *args], env=tool_env(data_root), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from support.numerics import max_rel_diff, randomize_norms
 
-from helpers import max_rel_diff, randomize_norms
 from resnest_backbones.layers import SplitAttention, attention_channels
 
 

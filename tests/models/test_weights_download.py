@@ -21,13 +21,14 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.numerics import randomize_norms
 
 import resnest_backbones as rb
 import resnest_backbones.models.hub as rb_hub
-from helpers import randomize_norms
 from resnest_backbones.models import variants as rb_variants
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 SMALL = "resnest14d"  # no official file: the tests give it one, served locally
 _REAL_DOWNLOAD = torch.hub.download_url_to_file
 

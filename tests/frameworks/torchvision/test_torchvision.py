@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Set
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.numerics import max_rel_diff, randomize_norms
+from support.processes import run_tool
 from torch import nn
 
 import resnest_backbones as rb
-from helpers import max_rel_diff, randomize_norms
 
 torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed")
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet  # noqa: E402
@@ -29,7 +29,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7  # noqa: E402
 
 from resnest_backbones.torchvision import ResNeStBackboneWithFPN, resnest_fpn_backbone  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 SIZE = 64  # detection models resize to this: keeps every step fast on CPU
 SMALL = dict(min_size=SIZE, max_size=SIZE, rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50,
              rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=32)
@@ -284,10 +284,7 @@ def test_toy_faster_rcnn_reaches_ap50(tmp_path: Path) -> None:
     ``tools/toy_margins.py`` measures this run over seeds 0-4 and 1/2 threads; the threshold sits far below the
     worst of those runs (figures in the README's "What is tested"), so another CPU's rounding cannot cross it.
     """
-    proc = subprocess.run([sys.executable, "tools/torchvision_train.py", "--data-root", str(tmp_path / "toy")],
-                          cwd=REPO, capture_output=True, text=True, timeout=20 * 60)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
+    output = run_tool(["tools/torchvision_train.py", "--data-root", tmp_path / "toy"], timeout=20 * 60)
     found = re.findall(r"bbox AP ([0-9.]+), AP50 ([0-9.]+)", output)
     assert found, output[-3000:]
     ap50 = float(found[-1][1])

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from support import REPO_ROOT
 
 from resnest_backbones.toy_data import COCO_CATEGORIES, coco, make_toy_coco
 
@@ -127,7 +128,7 @@ def test_pycocotools_reads_it_and_polygon_masks_agree_with_boxes(tmp_path: Path)
 def _cli():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "make_toy_data.py"
+    path = REPO_ROOT / "tools" / "make_toy_data.py"
     spec = importlib.util.spec_from_file_location("make_toy_data_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -15,31 +15,29 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
 import torch
+from support.frameworks import require
 from torch import Tensor
 from torch.nn import functional as F
 
-pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/setup_env.sh)")
-pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
+pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
 
-from helpers import max_rel_diff, randomize_norms  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import load_checkpoint  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
+from support import REPO_ROOT  # noqa: E402
+from support.numerics import max_rel_diff, randomize_norms  # noqa: E402
+from support.processes import run_python  # noqa: E402
 
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.mmseg.convert import maybe_convert_released, read_released_segmentor  # noqa: E402
 
-pytestmark = pytest.mark.mmseg
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 PAPER = ROOT / "configs" / "mmseg" / "paper"
 TOL = 1e-5
 
@@ -186,9 +184,7 @@ def test_pytorch_encoding_file_loads_and_heads_match(tmp_path: Path, depth: int)
     config = PAPER / f"deeplabv3_{PAPER_CONFIGS[depth]}-d8_paper_4xb4-180e_ade20k-480x480.py"
     model = build(config)
     dst = tmp_path / "converted.pth"
-    result = subprocess.run([sys.executable, str(ROOT / "tools/convert_weights.py"), str(src), str(dst),
-                             "--to", "mmseg", "--config", str(config)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr + result.stdout
+    result = run_python([ROOT / "tools/convert_weights.py", src, dst, "--to", "mmseg", "--config", config])
     assert "sha1:" in result.stdout and "verified" in result.stdout
     load_checkpoint(model, str(dst), map_location="cpu", strict=True)
 

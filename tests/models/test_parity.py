@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.numerics import max_rel_diff, random_image, randomize_norms
 
 import resnest_backbones as rb
-from helpers import max_rel_diff, randomize_norms
 
 official = pytest.importorskip("resnest.torch", reason="the official `resnest==0.0.5` package is not installed")
 timm = pytest.importorskip("timm", reason="timm is not installed")
@@ -22,10 +22,6 @@ OFFICIAL_MODELS = [
 ]
 TIMM_MODELS = ["resnest14d", "resnest26d", "resnest50d", "resnest101e", "resnest200e", "resnest269e",
                "resnest50d_4s2x40d", "resnest50d_1s4x24d"]
-
-
-def _image(size: int = 224, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
 def _official_features(ref: torch.nn.Module, x: torch.Tensor) -> dict:
@@ -43,7 +39,7 @@ def _check_logits(ref: torch.nn.Module, name: str) -> float:
     report = rb.load_checkpoint(ours, ref.state_dict(), strict=True)
     assert report.ok and not report.ignored
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
-    x = _image()
+    x = random_image(224)
     with torch.no_grad():
         diff = max_rel_diff(ours(x), ref(x))
     assert diff <= TOL, f"{name}: max|diff|/max|ref| = {diff:.2e}"
@@ -68,7 +64,7 @@ def test_official_dilated_features(output_stride: int, ref_kwargs: dict, record_
     ref = randomize_norms(official.resnest50(pretrained=False, **ref_kwargs)).eval()
     ours = rb.create_model("resnest50", output_stride=output_stride).eval()
     rb.load_checkpoint(ours, ref.state_dict(), strict=True)
-    x = _image(160, 1)
+    x = random_image(160, 1)
     with torch.no_grad():
         expected, got = _official_features(ref, x), ours.forward_features(x)
     worst = 0.0

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
+from support.processes import run_python
 
 import resnest_backbones as rb
 from resnest_backbones.benchmark.models import Case, available_impls, official_name
 from resnest_backbones.benchmark.results import add_ratios, best_format_ratios
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 TOOL = ROOT / "tools" / "benchmark.py"
 
 
@@ -78,12 +77,9 @@ def test_ratios_per_format_and_best_format() -> None:
 
 def test_command_line_runs_a_tiny_case(tmp_path: Path) -> None:
     out = tmp_path / "tiny"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(TOOL), "--variant", "resnest14d", "--cases", "2x32:logits",
-                           "--impls", "ours", "--formats", "contiguous", "--repeats", "1", "--warmup", "0",
-                           "--threads", "1", "--device", "cpu", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_python([TOOL, "--variant", "resnest14d", "--cases", "2x32:logits", "--impls", "ours", "--formats",
+                       "contiguous", "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
+                       "--out", out], env=dict(OMP_NUM_THREADS="1"), timeout=300)
     report = json.loads(out.with_suffix(".json").read_text())
     rows = {r["mode"]: r for r in report["results"]}
     assert set(rows) == {"inference", "train", "memory-train"} and all(r["impl"] == "ours" for r in rows.values())

@@ -10,9 +10,10 @@ from typing import Dict, List
 import pytest
 import torch
 import yaml
+from support import REPO_ROOT
+from support.frameworks import require
 
-pytest.importorskip("detectron2.modeling", exc_type=ImportError,
-                    reason="detectron2 is not installed or does not import (build it from source, see README)")
+pytestmark = require("detectron2")  # a visible skip without detectron2, before its imports below
 
 import detectron2.data.transforms as T  # noqa: E402
 from detectron2 import model_zoo  # noqa: E402
@@ -25,8 +26,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.detectron2 import ResNeStBackbone, add_resnest_config, register_toy_coco  # noqa: E402
 
-pytestmark = pytest.mark.detectron2
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "detectron2"
+ROOT = REPO_ROOT / "configs" / "detectron2"
 LEAVES = sorted(p for p in ROOT.rglob("*.yaml") if not p.name.startswith("Base-"))
 LAZY = sorted(p for p in ROOT.glob("COCO-*/*.py"))
 # Shrunk for speed (the published values are checked in test_recipe_hyper_parameters): 128-pixel inputs, and

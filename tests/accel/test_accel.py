@@ -10,10 +10,10 @@ from typing import Dict, List
 
 import pytest
 import torch
+from support.numerics import max_rel_diff, random_image, randomize_norms
 from torch import Tensor, nn
 
 import resnest_backbones as rb
-from helpers import max_rel_diff, randomize_norms
 from resnest_backbones.accel import (
     InferenceOnly,
     MemoryEfficientBottleneck,
@@ -30,10 +30,6 @@ from resnest_backbones.layers.stem import NORM_B, STEM_INDICES, stem_key
 
 CL = torch.channels_last
 _ACCELERATED = (MemoryEfficientBottleneck, MemoryEfficientDeepStem, MemoryEfficientSplitAttention)
-
-
-def _image(size: int = 64, batch: int = 2, seed: int = 1) -> Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def _outputs(out) -> Dict[str, Tensor]:
@@ -147,7 +143,7 @@ def test_memory_efficient_training_matches_reference(name: str, kwargs: dict, fm
             module.momentum = None
     fast = memory_efficient_training(copy.deepcopy(plain))
     assert not any(isinstance(m, _ACCELERATED) for m in plain.modules())
-    x = _image(64).double().contiguous(memory_format=fmt).requires_grad_(kwargs.get("with_cp", False))
+    x = random_image(64).double().contiguous(memory_format=fmt).requires_grad_(kwargs.get("with_cp", False))
     calls = {"n": 0}
     original = ops._BNReLUConv.apply
 
@@ -208,7 +204,7 @@ def _saved_bytes(model: nn.Module, x: Tensor) -> int:
 def test_default_model_saves_activation_memory() -> None:
     torch.manual_seed(0)
     model = rb.create_model("resnest14d", num_classes=10).train()  # the default: memory-saving modules
-    x = _image(96, batch=4)
+    x = random_image(96, batch=4)
     fast = _saved_bytes(model, x)
     plain = _saved_bytes(reference_modules(model), x)
     # The split convs' inputs, the activated radix splits and two stem maps are no longer kept.
@@ -243,7 +239,7 @@ def test_stem_keeps_the_official_keys() -> None:
 def test_script_of_accelerated_model() -> None:
     torch.manual_seed(0)
     model = randomize_norms(rb.create_model("resnest14d", num_classes=10)).eval()
-    x = _image(64)
+    x = random_image(64)
     with torch.no_grad():
         expected = model(x)
     scripted = torch.jit.script(model)
@@ -251,7 +247,7 @@ def test_script_of_accelerated_model() -> None:
         assert max_rel_diff(scripted(x), expected) == 0.0
     # The scripted training graph runs the reference forward, with gradients.
     scripted.train()
-    scripted(_image(64, batch=2)).sum().backward()
+    scripted(random_image(64, batch=2)).sum().backward()
     assert model.fc.weight.grad is not None
     # torch wrote the reference twins into the eager model; the swap brings the memory-saving modules back.
     assert isinstance(memory_efficient_training(model).layer1[0], MemoryEfficientBottleneck)

@@ -8,10 +8,10 @@ from typing import Dict, List
 
 import pytest
 import torch
+from support.frameworks import require
 from torch import nn
 
-pytest.importorskip("detectron2.modeling", exc_type=ImportError,
-                    reason="detectron2 is not installed or does not import (build it from source, see README)")
+pytestmark = require("detectron2")  # a visible skip without detectron2, before its imports below
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
@@ -20,14 +20,20 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec  # noqa: E402
 from detectron2.modeling import BACKBONE_REGISTRY, build_model  # noqa: E402
 from detectron2.modeling.backbone.resnet import build_resnet_backbone  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from support.checkpoints import to_detectron2_wrapper  # noqa: E402
+from support.numerics import randomize_norms  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.detectron2 import (  # noqa: E402
-    ResNeStBackbone, ResNeStCheckpointer, add_resnest_config, build_resnest, register_toy_coco, replace_norm)
-from helpers import randomize_norms, to_detectron2_wrapper  # noqa: E402
+    ResNeStBackbone,
+    ResNeStCheckpointer,
+    add_resnest_config,
+    build_resnest,
+    register_toy_coco,
+    replace_norm,
+)
 
-pytestmark = pytest.mark.detectron2
 TOY = "configs/detectron2/toy/faster_rcnn_toy.yaml"
 
 

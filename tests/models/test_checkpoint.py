@@ -6,19 +6,19 @@ keys as docs/reference.md section 1 (key layouts) describes them, written indepe
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.checkpoints import to_detectron2_wrapper, to_openmmlab
+from support.numerics import randomize_norms
+from support.processes import run_python
 from torch import nn
 
 import resnest_backbones as rb
-from helpers import randomize_norms, to_detectron2_wrapper, to_openmmlab
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SMALL = "resnest14d"
 
 
@@ -174,15 +174,13 @@ def test_convert_tool(tmp_path, reference) -> None:
     model, x = reference
     src = _named_with_hash(tmp_path, to_detectron2_wrapper(model.state_dict()), "resnest14d_detectron")
     out = tmp_path / "ours.pth"
-    result = subprocess.run([sys.executable, str(ROOT / "tools/convert_weights.py"), str(src), str(out),
-                             "--variant", SMALL], capture_output=True, text=True, check=True)
+    result = run_python([ROOT / "tools/convert_weights.py", src, out, "--variant", SMALL])
     assert "detectron2 checkpoint" in result.stdout and "verified" in result.stdout
     converted = torch.load(out, weights_only=True)
     assert set(converted) == {k for k in model.state_dict() if not k.startswith("fc.")
                               and not k.endswith("num_batches_tracked")}
     d2_out = tmp_path / "d2_layout.pth"
-    subprocess.run([sys.executable, str(ROOT / "tools/convert_weights.py"), str(out), str(d2_out), "--to",
-                    "detectron2"], capture_output=True, text=True, check=True)
+    run_python([ROOT / "tools/convert_weights.py", out, d2_out, "--to", "detectron2"])
     d2 = torch.load(d2_out, weights_only=True)
     assert all(k.startswith("backbone.bottom_up.") for k in d2["model"])
     backbone = rb.create_model(SMALL)
@@ -194,6 +192,5 @@ def test_convert_tool_rejects_a_wrong_hash(tmp_path, reference) -> None:
     model, _ = reference
     bad = tmp_path / "resnest14d-00000000.pth"
     torch.save(model.state_dict(), bad)
-    result = subprocess.run([sys.executable, str(ROOT / "tools/convert_weights.py"), str(bad),
-                             str(tmp_path / "o.pth")], capture_output=True, text=True)
+    result = run_python([ROOT / "tools/convert_weights.py", bad, tmp_path / "o.pth"], check=False)
     assert result.returncode != 0 and "download it again" in result.stderr

@@ -9,18 +9,14 @@ from typing import Dict
 
 import pytest
 import torch
+from support.numerics import max_rel_diff, random_image, randomize_norms
 from torch import Tensor, nn
 
 import resnest_backbones as rb
-from helpers import max_rel_diff, randomize_norms
 from resnest_backbones.accel import fusable_pairs, fuse_for_inference
 from resnest_backbones.layers.split_attention import combine_splits
 
 CL = torch.channels_last
-
-
-def _image(size: int = 64, batch: int = 2, seed: int = 1) -> Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def _outputs(out) -> Dict[str, Tensor]:
@@ -46,7 +42,7 @@ def test_fused_inference_matches_eval(name: str, kwargs: dict) -> None:
     model = randomize_norms(rb.create_model(name, **kwargs)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fast = fuse_for_inference(model)
-    x = _image(96)
+    x = random_image(96)
     with torch.no_grad():
         expected, got = model(x), fast(x)
     assert _max_diff(got, expected) <= 1e-4
@@ -71,7 +67,7 @@ def test_fused_inference_channels_last() -> None:
     torch.manual_seed(0)
     model = randomize_norms(rb.create_model("resnest14d")).eval().to(memory_format=CL)
     fast = fuse_for_inference(model)
-    x = _image(96).contiguous(memory_format=CL)
+    x = random_image(96).contiguous(memory_format=CL)
     with torch.no_grad():
         expected, got = model(x), fast(x)
     assert _max_diff(got, expected) <= 1e-4
@@ -82,7 +78,7 @@ def test_fold_keeps_groupnorm() -> None:
     model = rb.create_model("resnest14d", norm_layer=lambda c: nn.GroupNorm(8 if c % 8 == 0 else 1, c)).eval()
     fast = fuse_for_inference(model)
     assert fusable_pairs(model) == []
-    x = _image()
+    x = random_image()
     with torch.no_grad():
         assert _max_diff(fast(x), model(x)) == 0.0
 
@@ -93,7 +89,7 @@ def test_channels_last_matches_contiguous(name: str) -> None:
     torch.manual_seed(0)
     model = randomize_norms(rb.create_model(name, out_features=["stem", "res2", "res3", "res4", "res5"])).eval()
     model_cl = copy.deepcopy(model).to(memory_format=CL)
-    x = _image(96)
+    x = random_image(96)
     with torch.no_grad():
         expected, got = model(x), model_cl(x.contiguous(memory_format=CL))
     assert _max_diff(got, expected) <= 1e-5
@@ -119,7 +115,7 @@ def test_torch_compile_matches_eager() -> None:
     torch.manual_seed(0)
     model = randomize_norms(rb.create_model("resnest14d", num_classes=10)).eval()
     compiled = torch.compile(model)
-    x = _image(64)
+    x = random_image(64)
     with torch.no_grad():
         assert _max_diff(compiled(x), model(x)) <= 1e-4
         fast = torch.compile(fuse_for_inference(model))

@@ -13,35 +13,34 @@ without detectron2.
 from __future__ import annotations
 
 import copy
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
 import torch
+from support.frameworks import require
 from torch import nn
 
-pytest.importorskip("detectron2.modeling", exc_type=ImportError,
-                    reason="detectron2 is not installed or does not import (build it from source, see README)")
+pytestmark = require("detectron2")  # a visible skip without detectron2, before its imports below
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, get_cfg, instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog, DatasetMapper  # noqa: E402
 from detectron2.engine import DefaultTrainer  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
+from support import REPO_ROOT  # noqa: E402
+from support.checkpoints import to_detectron2_wrapper  # noqa: E402
+from support.numerics import randomize_norms  # noqa: E402
+from support.processes import run_python, run_tool  # noqa: E402
 
 import resnest_backbones as rb  # noqa: E402
 import resnest_backbones.models.hub as rb_hub  # noqa: E402
 from resnest_backbones.detectron2 import ResNeStCheckpointer, add_resnest_config, register_toy_coco  # noqa: E402
-from helpers import randomize_norms, to_detectron2_wrapper  # noqa: E402
 
-pytestmark = pytest.mark.detectron2
 _DOWNLOAD = torch.hub.download_url_to_file  # the real one, whatever a fixture patches later
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 ROOT = REPO / "configs" / "detectron2"
 LEAVES = sorted(p for p in ROOT.rglob("*.yaml") if not p.name.startswith("Base-") and "toy" not in p.parts)
 LAZY = sorted(ROOT.glob("COCO-*/*.py"))
@@ -184,10 +183,7 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path: Path) -> None:
 
 def _run_train_net(args: List[str], data_root: Path) -> str:
     env = {"RESNEST_TOY_COCO": str(data_root), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), *args], cwd=REPO,
-                          env=dict(os.environ, **env), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return proc.stdout + proc.stderr
+    return run_tool([REPO / "tools" / "train_net.py", *args], env=env, timeout=900)
 
 
 def _final_backbone(out: Path) -> Dict[str, torch.Tensor]:
@@ -366,10 +362,9 @@ def test_malicious_checkpoint_is_refused_and_runs_nothing(suffix: str, tmp_path:
 
 def test_train_net_refuses_a_malicious_checkpoint(tmp_path: Path, toy_data: Path) -> None:
     path = _malicious_files(tmp_path)["pth"]
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", str(TOY),
-                           "--eval-only", "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.WEIGHTS", str(path)],
-                          cwd=REPO, env=dict(os.environ, RESNEST_TOY_COCO=str(toy_data), CUDA_VISIBLE_DEVICES=""),
-                          capture_output=True, text=True, timeout=600)
+    proc = run_python([REPO / "tools" / "train_net.py", "--config-file", TOY, "--eval-only", "OUTPUT_DIR",
+                       tmp_path / "out", "MODEL.WEIGHTS", path],
+                      env=dict(RESNEST_TOY_COCO=str(toy_data), CUDA_VISIBLE_DEVICES=""), timeout=600, check=False)
     assert proc.returncode != 0 and "CheckpointError: refused to load" in proc.stderr, proc.stderr[-3000:]
     assert not (tmp_path / "marker").exists()
 
@@ -425,14 +420,10 @@ def test_train_net_eval_only_of_a_whole_model_skips_imagenet_and_runs_tta(tmp_pa
 def test_train_net_evaluates_panoptic_data_sets_with_the_panoptic_evaluators(tmp_path: Path) -> None:
     """A data set of detectron2's "coco_panoptic_seg" type (coco_2017_val_panoptic_separated) gets PQ, mIoU and
     COCO AP; TTA only the COCO AP (it augments instances only). Construction only: scoring needs panopticapi."""
-    import importlib.util
-
     from detectron2.data import MetadataCatalog
     from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
 
-    spec = importlib.util.spec_from_file_location("resnest_train_net", REPO / "tools" / "train_net.py")
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    from resnest_backbones.detectron2.engine import Trainer  # what tools/train_net.py runs
     DatasetCatalog.get("toy_coco_val")  # makes the toy files, whose instances json the fake panoptic set reuses
     name = "toy_panoptic_separated_for_test"
     if name not in DatasetCatalog.list():
@@ -442,8 +433,8 @@ def test_train_net_evaluates_panoptic_data_sets_with_the_panoptic_evaluators(tmp
             stuff_classes=["things", "background"], ignore_label=255, thing_dataset_id_to_contiguous_id={1: 0},
             stuff_dataset_id_to_contiguous_id={0: 0, 2: 1})
     cfg = load_yaml(ROOT / "toy" / "panoptic_fpn_toy.yaml", "OUTPUT_DIR", str(tmp_path))
-    evaluator = train_net.Trainer.build_evaluator(cfg, name)
+    evaluator = Trainer.build_evaluator(cfg, name)
     assert isinstance(evaluator, DatasetEvaluators)
     assert [type(e) for e in evaluator._evaluators] == [SemSegEvaluator, COCOEvaluator, COCOPanopticEvaluator]
-    assert isinstance(train_net.Trainer.build_evaluator(cfg, name, str(tmp_path / "tta"), True), COCOEvaluator)
-    assert isinstance(train_net.Trainer.build_evaluator(cfg, "toy_coco_val"), COCOEvaluator)
+    assert isinstance(Trainer.build_evaluator(cfg, name, str(tmp_path / "tta"), True), COCOEvaluator)
+    assert isinstance(Trainer.build_evaluator(cfg, "toy_coco_val"), COCOEvaluator)

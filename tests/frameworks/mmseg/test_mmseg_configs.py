@@ -12,9 +12,10 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.frameworks import require
 
-pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/setup_env.sh)")
-pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
+pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
@@ -23,9 +24,7 @@ from mmengine.structures import PixelData  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
-pytestmark = pytest.mark.mmseg
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 # The paper family (PyTorch-Encoding's head and recipe) has its own tests: tests/test_mmseg_paper_configs.py.
 CONFIGS = sorted(p for p in (ROOT / "configs" / "mmseg").rglob("*.py")
                  if "_base_" not in p.parts and "paper" not in p.parts and "_paper" not in p.name)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.numerics import max_rel_diff, randomize_norms
 
 import resnest_backbones as rb
-from helpers import max_rel_diff, randomize_norms
 
 SMALL = "resnest14d"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,14 +11,14 @@ from typing import List
 
 import pytest
 import torch
-from helpers import file_digests, kill_when
+from support import REPO_ROOT
+from support.frameworks import require
+from support.processes import kill_when, run_tool
+from support.safety import file_digests
 
-pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/setup_env.sh)")
-pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
+pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
 
-pytestmark = pytest.mark.mmseg
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 TOY_ADE = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
 TOY_CITY = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-cityscapes.py"
 MIOU = re.compile(r"\] mIoU = ([0-9.]+) %")
@@ -33,15 +32,6 @@ def _data_options(root: Path) -> List[str]:
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 
-def _run(args: List[str], timeout: float) -> str:
-    env = ENV
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-5000:]
-    return output
-
-
 def _miou(output: str) -> float:
     found = MIOU.findall(output)
     assert found, output[-3000:]
@@ -52,14 +42,14 @@ def test_train_then_test_toy_ade(tmp_path: Path) -> None:
     data = tmp_path / "toy_ade"
     options = ["--cfg-options", "train_cfg.max_iters=12", "train_cfg.val_interval=12", "param_scheduler.0.end=12",
                "default_hooks.checkpoint.interval=12", *_data_options(data)]
-    output = _run(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(tmp_path / "work"), *options], timeout=600)
+    output = run_tool(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(tmp_path / "work"), *options], timeout=600)
     assert (data / "images" / "training" / "ADE_train_00000001.jpg").is_file()  # made on first use
     assert "SyncBN layers run as plain BatchNorm" in output
     trained = _miou(output)
     assert 0.0 <= trained <= 100.0
     checkpoint = tmp_path / "work" / "iter_12.pth"
     assert checkpoint.is_file()
-    output = _run(["tools/mmseg_test.py", TOY_ADE, str(checkpoint), "--work-dir", str(tmp_path / "test"),
+    output = run_tool(["tools/mmseg_test.py", TOY_ADE, str(checkpoint), "--work-dir", str(tmp_path / "test"),
                    "--cfg-options", *_data_options(data)], timeout=300)
     assert abs(_miou(output) - trained) < 1e-6  # same weights, same data, same metric
 
@@ -88,7 +78,7 @@ def test_mmseg_own_train_tool_runs_toy_cityscapes(tmp_path: Path) -> None:
     if not tool.is_file():
         pytest.skip(f"mmseg's tools/train.py is not installed with this mmseg ({tool})")
     data = tmp_path / "toy_city"
-    _run([str(tool), TOY_CITY, "--work-dir", str(tmp_path / "work"), "--cfg-options", "train_cfg.max_iters=4",
+    run_tool([str(tool), TOY_CITY, "--work-dir", str(tmp_path / "work"), "--cfg-options", "train_cfg.max_iters=4",
           "train_cfg.val_interval=4", "param_scheduler.0.end=4", "default_hooks.checkpoint.interval=4",
           *_data_options(data)], timeout=600)
     assert (data / "gtFine" / "train" / "toycity" / "toycity_000000_000019_gtFine_labelTrainIds.png").is_file()
@@ -127,7 +117,7 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path) -> None
     one-process evaluation of the checkpoint."""
     data, work = tmp_path / "toy_ade", tmp_path / "work"
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    output = _run([*torchrun, "tools/mmseg_train.py", TOY_ADE, "--launcher", "pytorch", "--work-dir", str(work),
+    output = run_tool([*torchrun, "tools/mmseg_train.py", TOY_ADE, "--launcher", "pytorch", "--work-dir", str(work),
                    *_schedule(8, 4), *_data_options(data)], timeout=900)
     layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones.layers.SyncBatchNorm", output)
     assert layers, output[-3000:]
@@ -143,8 +133,8 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path) -> None
     assert _iteration(work / "iter_8.pth") == 8 and (work / "iter_4.pth").is_file()
     distributed = _miou(output)
     test = ["tools/mmseg_test.py", TOY_ADE, str(work / "iter_8.pth"), "--cfg-options", *_data_options(data)]
-    assert abs(_miou(_run([*test, "--work-dir", str(tmp_path / "test1")], timeout=300)) - distributed) < 1e-6
-    output = _run([*torchrun, *test, "--launcher", "pytorch", "--work-dir", str(tmp_path / "test2")], timeout=300)
+    assert abs(_miou(run_tool([*test, "--work-dir", str(tmp_path / "test1")], timeout=300)) - distributed) < 1e-6
+    output = run_tool([*torchrun, *test, "--launcher", "pytorch", "--work-dir", str(tmp_path / "test2")], timeout=300)
     assert abs(_miou(output) - distributed) < 1e-6
 
 
@@ -160,7 +150,7 @@ def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path) -> None:
                        cwd=ROOT, env=ENV, log=tmp_path / "killed.log", timeout=600)
     assert "Saving checkpoint at 20 iterations" in killed and "Iter(train) [30/30]" not in killed
     before = file_digests([work / "iter_10.pth", work / "iter_20.pth", *work.glob("*/*.log")])
-    output = _run([*command[1:], "--resume"], timeout=600)
+    output = run_tool([*command[1:], "--resume"], timeout=600)
     assert "resumed epoch: 0, iter: 20" in output, output[-3000:]
     assert "Iter(train) [25/30]" in output and "Iter(train) [10/30]" not in output  # it went on from 20
     assert _iteration(work / "iter_30.pth") == 30
@@ -172,7 +162,7 @@ def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path) -> None:
 def test_toy_ade_reaches_miou_target(tmp_path: Path) -> None:
     """The README's demo command as it is: mIoU >= 60 % on the toy validation images within 15 minutes."""
     start = time.perf_counter()
-    output = _run(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+    output = run_tool(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(tmp_path / "work"), "--cfg-options",
                    *_data_options(tmp_path / "toy_ade")], timeout=900)
     elapsed = time.perf_counter() - start
     miou = _miou(output)

@@ -10,21 +10,22 @@ load with torch's weights-only unpickler, through an allow-list that suffices an
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.checkpoints import to_openmmlab
+from support.frameworks import require
+from support.processes import run_python
+from support.safety import RunsCodeWhenUnpickled
 
 import resnest_backbones as rb
-from helpers import RunsCodeWhenUnpickled, to_openmmlab
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SMALL = "resnest14d"
 REFUSED = "refused to load"
 MISSING = "layer1.0.conv1.weight"  # the backbone tensor left out of the partial checkpoints
@@ -123,8 +124,8 @@ def test_loaders_refuse_a_partial_checkpoint(tmp_path: Path, state, loader: str)
 @pytest.mark.parametrize("fmt", ["pth", "pkl"])
 def test_convert_tool_refuses_a_checkpoint_that_runs_code(tmp_path: Path, state, fmt: str) -> None:
     path = (_crafted_pth if fmt == "pth" else _crafted_pkl)(tmp_path, state)
-    result = subprocess.run([sys.executable, str(ROOT / "tools/convert_weights.py"), str(path),
-                             str(tmp_path / "out.pth"), "--variant", SMALL], capture_output=True, text=True)
+    result = run_python([ROOT / "tools/convert_weights.py", path, tmp_path / "out.pth", "--variant", SMALL],
+                        check=False)
     assert result.returncode != 0 and f"[convert] error: {REFUSED} {path}: its pickle calls" in result.stderr, \
         result.stderr[-3000:]
     assert not (tmp_path / "marker").exists() and not (tmp_path / "out.pth").exists()
@@ -134,15 +135,10 @@ def test_convert_tool_refuses_a_checkpoint_that_runs_code(tmp_path: Path, state,
 TOY_ADE = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
 
 
-def _needs_mmseg() -> None:
-    pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/setup_env.sh)")
-    pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
-
-
 @pytest.mark.mmseg
 @pytest.mark.parametrize("kind", ["crafted", "partial"])
 def test_mmseg_backbone_init_cfg_refuses(tmp_path: Path, state, kind: str) -> None:
-    _needs_mmseg()
+    require("mmseg")
     from resnest_backbones.mmseg import OpenMMLabResNeSt
 
     path = _crafted_pth(tmp_path, state) if kind == "crafted" else _partial_pth(tmp_path, state)
@@ -158,21 +154,15 @@ def _data_options(root: Path) -> List[str]:
                                                                   "test_dataloader")]
 
 
-def _tool(args: List[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     """A real mmengine training checkpoint: the toy config trained 2 iterations by tools/mmseg_train.py."""
-    _needs_mmseg()
+    require("mmseg")
     root = tmp_path_factory.mktemp("trained")
     data = _data_options(root / "toy_ade")
-    result = _tool(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(root / "work"), "--cfg-options",
-                    "train_cfg.max_iters=2", "train_cfg.val_interval=2", "param_scheduler.0.end=2",
-                    "default_hooks.checkpoint.interval=2", *data])
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    result = run_python(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(root / "work"), "--cfg-options",
+                         "train_cfg.max_iters=2", "train_cfg.val_interval=2", "param_scheduler.0.end=2",
+                         "default_hooks.checkpoint.interval=2", *data])
     miou = re.findall(r"\] mIoU = ([0-9.]+) %", result.stdout + result.stderr)
     return dict(checkpoint=root / "work" / "iter_2.pth", data=data, miou=float(miou[-1]))
 
@@ -245,8 +235,8 @@ def _with_payload(trained, tmp_path: Path, name: str) -> Path:
 @pytest.mark.mmseg
 def test_mmseg_test_refuses_a_checkpoint_that_runs_code(trained, tmp_path: Path) -> None:
     path = _with_payload(trained, tmp_path, "crafted.pth")
-    result = _tool(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
-                    "--cfg-options", *trained["data"]])
+    result = run_python(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
+                         "--cfg-options", *trained["data"]], check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and f"[mmseg_test] error: {REFUSED} {path}: its pickle calls" in output, \
         output[-3000:]
@@ -262,8 +252,8 @@ def test_mmseg_train_resume_refuses_a_checkpoint_that_runs_code(trained, tmp_pat
     work.mkdir()
     path = _with_payload(trained, work, "iter_2.pth")
     (work / "last_checkpoint").write_text(str(path))
-    result = _tool(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(work), "--resume", "--cfg-options",
-                    "train_cfg.max_iters=4", *trained["data"]])
+    result = run_python(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(work), "--resume", "--cfg-options",
+                         "train_cfg.max_iters=4", *trained["data"]], check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and f"[mmseg_train] error: {REFUSED} {path}: its pickle calls" in output, \
         output[-3000:]
@@ -278,8 +268,8 @@ def test_mmseg_test_refuses_a_checkpoint_covering_the_model_in_part(trained, tmp
     checkpoint["state_dict"]["backbone.extra.weight"] = torch.zeros(1)
     path = tmp_path / "partial.pth"
     torch.save(checkpoint, path)
-    result = _tool(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
-                    "--cfg-options", *trained["data"]])
+    result = run_python(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
+                         "--cfg-options", *trained["data"]], check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert f"[mmseg_test] error: {path} does not cover the model of this config exactly" in output
@@ -298,8 +288,8 @@ def test_mmseg_test_takes_a_released_mmseg_layout_file(trained, tmp_path: Path) 
     assert "backbone.stem.0.weight" in released and "backbone.conv1.0.weight" not in released
     path = tmp_path / "released.pth"
     torch.save({"state_dict": released, "meta": {"CLASSES": ["a", "b"]}}, path)
-    result = _tool(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
-                    "--cfg-options", *trained["data"]])
+    result = run_python(["tools/mmseg_test.py", TOY_ADE, str(path), "--work-dir", str(tmp_path / "test"),
+                         "--cfg-options", *trained["data"]])
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "a released mmseg model, converted" in output

@@ -10,20 +10,20 @@ from typing import Dict, Optional
 
 import pytest
 import torch
+from support.frameworks import require
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/setup_env.sh)")
-pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
+pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
 
-import resnest_backbones as rb  # noqa: E402
-from helpers import max_rel_diff, randomize_norms, to_openmmlab  # noqa: E402
 from mmengine.config import ConfigDict  # noqa: E402
 from mmengine.registry import MODELS as ROOT_MODELS  # noqa: E402
 from mmseg.registry import MODELS as SEG_MODELS  # noqa: E402
-from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
+from support.checkpoints import to_openmmlab  # noqa: E402
+from support.numerics import max_rel_diff, randomize_norms  # noqa: E402
 
-pytestmark = pytest.mark.mmseg
+import resnest_backbones as rb  # noqa: E402
+from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
 
 CHANNELS = (256, 512, 1024, 2048)
 STRIDES = {8: (4, 8, 8, 8), 16: (4, 8, 16, 16), 32: (4, 8, 16, 32)}

@@ -14,9 +14,10 @@ from typing import Any, Dict, List
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.frameworks import require
 
-pytest.importorskip("mmseg", reason="mmsegmentation is not installed (run tools/setup_env.sh)")
-pytest.importorskip("mmcv.ops", reason="mmcv was built without its ops (run tools/setup_env.sh)")
+pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
@@ -28,9 +29,7 @@ from mmseg.structures import SegDataSample  # noqa: E402
 
 from resnest_backbones.toy_data.segmentation import make_toy_ade20k  # noqa: E402
 
-pytestmark = pytest.mark.mmseg
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 PAPER = sorted((ROOT / "configs" / "mmseg" / "paper").glob("*.py"))
 SLOW = ("resnest269e",)  # 126 s here (110M parameters: build, a step, TTA); S-200 takes 35 s
 SIZE = (32, 32)

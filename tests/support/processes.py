@@ -1,0 +1,59 @@
+"""Running the project's tools (tools/*.py) in a subprocess, as a user runs them: from the repository root,
+with this interpreter, unbuffered output; and killing one mid-run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Mapping, Optional
+
+from . import REPO_ROOT
+
+
+def run_python(args: List[str], *, env: Optional[Mapping[str, str]] = None, timeout: float = 600,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python *args`` from the repository root and return the finished process (text output captured).
+
+    ``env`` adds to (overrides) this process's environment. With ``check`` a failure fails the test with the
+    end of the output; tests of error exits pass ``check=False`` and assert on the code and stderr themselves.
+    """
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"exit {proc.returncode}:\n" + (proc.stdout + proc.stderr)[-5000:]
+    return proc
+
+
+def run_tool(args: List[str], *, env: Optional[Mapping[str, str]] = None, timeout: float = 600) -> str:
+    """``run_python`` that must succeed; returns stdout and stderr together (tools log to either)."""
+    proc = run_python(args, env=env, timeout=timeout)
+    return proc.stdout + proc.stderr
+
+
+def kill_when(command: List[str], ready: Callable[[], bool], *, cwd: Path, env: Mapping[str, str], log: Path,
+              timeout: float) -> str:
+    """Run ``command`` (output to ``log``) and SIGKILL it, with all its children, as soon as ``ready()`` holds.
+
+    Fails if the command ends by itself first (the kill would then test nothing) or ``ready`` never holds
+    within ``timeout`` seconds. Returns the output written before the kill.
+    """
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group: the kill reaches data workers
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, f"ended by itself (exit {proc.returncode}) before the kill:\n" + \
+                log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the kill condition never held:\n" + log.read_text()[-3000:]
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not killed:\n" + log.read_text()[-3000:]
+    return log.read_text()
