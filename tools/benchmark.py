@@ -21,10 +21,22 @@ report (terminal table, markdown table, plot).
 Our extra modes: ``ours+fused`` (``fuse_for_inference``: norms folded into convs; inference only) and, with
 ``--compile``, ``torch.compile``d copies of ours and timm.
 
+Whole models (``--whole``, built from this project's real configs with their norms, SyncBN as plain BatchNorm
+in this one process, random weights; cases are BATCHxSIZE):
+  * ``deeplabv3``: mmseg DeepLabV3 S-101-D8, ours vs mmseg's ResNeSt backbone (the ratio's reference) vs mmseg's
+    ResNet-101-D8 (cost baseline); train = the segmentor's ``loss`` + backward + SGD step on random labels,
+    inference = ``predict``; default case 2x256;
+  * ``faster_rcnn``: detectron2 Faster R-CNN FPN, S-50 ours vs detectron2's R-50 with the same recipe (the
+    ratio's reference), plus the official ResNeSt fork when RESNEST_OFFICIAL_D2 names its checkout; train = the
+    loss dict on 3 random boxes an image + backward + SGD step, inference = post-processed detections; default
+    case 2x512.
+A whole model whose framework is not installed is skipped with a message (exit status 0, nothing written).
+
 Example (the figures in the README)::
 
     python tools/benchmark.py --variant resnest50d --cases 8x224:logits 2x512:features \\
         --threads 2 --repeats 5 --warmup 1 --out benchmarks/resnest50d_cpu
+    python tools/benchmark.py --whole deeplabv3 --cases 2x256 --formats contiguous --repeats 5 --warmup 1
 """
 from __future__ import annotations
 
@@ -41,16 +53,24 @@ sys.path.insert(0, str(ROOT))
 
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.benchmark.models import FORMATS, Case  # noqa: E402
-from resnest_backbones.benchmark.results import MODES, Settings, run_benchmark  # noqa: E402
+from resnest_backbones.benchmark.results import MODES, Settings, ratio_key, run_benchmark  # noqa: E402
+from resnest_backbones.benchmark.whole import WHOLE_MODELS, WholeCase, missing_framework  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ output
+def _reference(report: Dict[str, Any]) -> str:
+    """The ratio's reference implementation (timm in reports written before whole models existed)."""
+    return report["meta"].get("reference", "timm")
+
+
 def format_table(report: Dict[str, Any]) -> str:
-    """The terminal table: every entry, then each implementation's best format against timm's."""
+    """The terminal table: every entry, then each implementation's best format against the reference's."""
+    ref = _reference(report)
+    key = ratio_key(ref)
     lines = [f"{'mode':<17} {'case':<14} {'format':<13} {'impl':<15} {'median':>9} {'min-max':>17} "
-             f"{'img/s':>7} {'ours/timm':>9}"]
+             f"{'img/s':>7} {'/' + ref:>9}"]
     for r in report["results"]:
-        ratio = f"{r['ratio_vs_timm']:.3f}" if "ratio_vs_timm" in r else ""
+        ratio = f"{r[key]:.3f}" if key in r else ""
         if "peak_mib" in r:
             lines.append(f"{r['mode']:<17} {r['case']:<14} {r['format']:<13} {r['impl']:<15} "
                          f"{r['peak_mib']:>6.0f}MiB {'':>17} {'':>7} {ratio:>9}")
@@ -59,19 +79,23 @@ def format_table(report: Dict[str, Any]) -> str:
                          f"{r['median_s']:>8.3f}s {r['min_s']:>8.3f}-{r['max_s']:.3f}s "
                          f"{r['images_per_s']:>7.2f} {ratio:>9}")
     lines.append("")
-    lines.append("best memory format of each vs timm in its best one (throughput: higher is better; memory: lower)")
+    lines.append(f"best memory format of each vs {ref} in its best one (throughput: higher is better; memory: lower)")
     for r in report["best_format"]:
         unit = "MiB" if r["mode"].startswith("memory") else "img/s"
+        ref_value, ref_format = r.get("ref_value", r.get("timm_value")), r.get("ref_format", r.get("timm_format"))
         lines.append(f"  {r['mode']:<17} {r['case']:<14} {r['impl']:<15} {r['value']:8.2f} {unit} ({r['format']}) "
-                     f"vs timm {r['timm_value']:8.2f} ({r['timm_format']}): {r['ratio_vs_timm']:.3f}x")
+                     f"vs {ref} {ref_value:8.2f} ({ref_format}): {r[key]:.3f}x")
     return "\n".join(lines)
 
 
 def markdown_table(report: Dict[str, Any]) -> str:
     """Every entry as a markdown table (written next to the JSON; the README quotes it)."""
-    rows = ["| mode | input | format | impl | median | min–max | img/s or peak | ours/timm |", "|---|---|---|---|---|---|---|---|"]
+    ref = _reference(report)
+    key = ratio_key(ref)
+    rows = [f"| mode | input | format | impl | median | min–max | img/s or peak | /{ref} |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
-        ratio = f"{r['ratio_vs_timm']:.3f}" if "ratio_vs_timm" in r else "–"
+        ratio = f"{r[key]:.3f}" if key in r else "–"
         if "peak_mib" in r:
             rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | – | – | {r['peak_mib']:.0f} MiB | {ratio} |")
         else:
@@ -82,13 +106,15 @@ def markdown_table(report: Dict[str, Any]) -> str:
 
 def plot(report: Dict[str, Any], path: Path) -> None:
     """One row per input case, one panel per mode; bars per memory format and implementation, min-max
-    whiskers, and the ratio to timm (same format) above each bar."""
+    whiskers, and the ratio to the reference (timm; a whole model's own reference) above each bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = report["results"]
+    ref = _reference(report)
+    key = ratio_key(ref)
     cases = list(dict.fromkeys(r["case"] for r in results))
     modes = [m for m in ("inference", "train", "memory-train", "memory-inference") if any(r["mode"] == m for r in results)]
     fig, axes = plt.subplots(len(cases), len(modes), figsize=(4.6 * len(modes), 3.8 * len(cases)), squeeze=False)
@@ -114,9 +140,9 @@ def plot(report: Dict[str, Any], path: Path) -> None:
                         err = [[value - r["images_per_s_min"]], [r["images_per_s_max"] - value]]
                     ax.bar(xpos, value, width, yerr=err, capsize=2, color=colors[impl],
                            label=impl if k == 0 else None)
-                    if "ratio_vs_timm" in r:
+                    if key in r:
                         top = value if err is None else value + err[1][0]
-                        ax.text(xpos, top, f"{r['ratio_vs_timm']:.2f}x", ha="center", va="bottom", fontsize=7,
+                        ax.text(xpos, top, f"{r[key]:.2f}x", ha="center", va="bottom", fontsize=7,
                                 rotation=90)
             ax.set_xticks(range(len(formats)), [f.replace("_", " ") for f in formats])
             ax.set_title(f"{mode}, {case}", fontsize=10)
@@ -126,19 +152,13 @@ def plot(report: Dict[str, Any], path: Path) -> None:
                 ax.legend(fontsize=7, loc="lower left")
     meta = report["meta"]
     fig.suptitle(f"{meta['variant']} on {meta['device_name']} ({meta['threads']} threads): median of "
-                 f"{meta['repeats']} interleaved runs, whiskers min-max, labels = ratio to timm (same format)",
+                 f"{meta['repeats']} interleaved runs, whiskers min-max, labels = ratio to {ref} (same format)",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _case(spec: str) -> Case:
-    """``--cases`` items; a malformed one is a usage error that says how to write it."""
-    try:
-        return Case(spec)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -146,22 +166,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="resnest50d", help=f"one of {', '.join(rb.list_variants())}")
-    parser.add_argument("--cases", nargs="+", type=_case, default=[Case("8x224:logits"), Case("2x512:features")],
-                        help="input cases BATCHxSIZE[:logits|features] (default: 8x224:logits 2x512:features)")
+    parser.add_argument("--cases", nargs="+", default=None,
+                        help="input cases BATCHxSIZE[:logits|features] (default: 8x224:logits 2x512:features); "
+                             "with --whole: BATCHxSIZE (default: " + ", ".join(
+                                 f"{name} {w.default_case}" for name, w in WHOLE_MODELS.items()) + ")")
+    parser.add_argument("--whole", default=None, choices=list(WHOLE_MODELS),
+                        help="benchmark a whole model built from our configs instead of the core network: "
+                             + "; ".join(f"{name}: {w.description}" for name, w in WHOLE_MODELS.items()))
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--memory-phases", nargs="+", choices=["train", "inference"], default=["train"],
                         help="what the memory measurement runs (default: train)")
     parser.add_argument("--impls", nargs="+", default=None,
-                        help="subset of: ours ours+fused timm official (and *+compile with --compile)")
-    parser.add_argument("--compile", action="store_true", help="also benchmark torch.compile'd ours and timm")
+                        help="subset of: ours ours+fused timm official (and *+compile with --compile); with "
+                             "--whole: " + "; ".join(f"{name}: {' '.join(w.impls)}" for name, w in WHOLE_MODELS.items()))
+    parser.add_argument("--compile", action="store_true",
+                        help="also benchmark torch.compile'd ours and timm (core network only)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
     parser.add_argument("--out", type=Path, default=None,
-                        help="write OUT.json and OUT.png (default: benchmarks/<variant>_<device>)")
+                        help="write OUT.json, OUT.md and OUT.png (default: benchmarks/<variant>_<device>, "
+                             "benchmarks/whole_<model>_<device> with --whole)")
     parser.add_argument("--replot", type=Path, default=None,
                         help="redraw table and plot from a JSON this tool wrote, without benchmarking")
     args = parser.parse_args(argv)
@@ -171,6 +199,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.whole and args.compile:
+        parser.error("--compile applies to the core network, not to --whole models")
+    if args.whole and args.impls and set(args.impls) - set(WHOLE_MODELS[args.whole].impls):
+        parser.error(f"--whole {args.whole}: --impls must be among {' '.join(WHOLE_MODELS[args.whole].impls)}")
+    specs = args.cases or ([WHOLE_MODELS[args.whole].default_case] if args.whole else ["8x224:logits", "2x512:features"])
+    try:
+        args.cases = [WholeCase(c) if args.whole else Case(c) for c in specs]
+    except ValueError as err:
+        parser.error(str(err))
     return args
 
 
@@ -180,7 +217,7 @@ def settings_of(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) 
     return Settings(variant=args.variant, cases=args.cases, formats=args.formats, modes=args.modes,
                     memory_phases=args.memory_phases, impls=args.impls, compile=args.compile, repeats=args.repeats,
                     warmup=args.warmup, threads=args.threads, device=args.device, amp=args.amp,
-                    command="python tools/benchmark.py " + " ".join(words))
+                    command="python tools/benchmark.py " + " ".join(words), whole=args.whole)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -191,10 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         plot(report, args.replot.with_suffix(".png"))
         print(f"wrote {args.replot.with_suffix('.png')}")
         return
+    if args.whole and missing_framework(args.whole):
+        print(missing_framework(args.whole), file=sys.stderr)
+        return
     report = run_benchmark(settings_of(args, argv))
     print(format_table(report))
     device = report["meta"]["device"]
-    out = args.out or ROOT / "benchmarks" / f"{args.variant}_{device}"
+    name = f"whole_{args.whole}" if args.whole else args.variant
+    out = args.out or ROOT / "benchmarks" / f"{name}_{device}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(markdown_table(report) + "\n")

@@ -57,13 +57,19 @@ def memory_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Runs in a fresh subprocess: peak memory (bytes) of ``steps`` repetitions of one entry."""
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    case = Case(spec["case"])
-    state = reference_state_dict(spec["variant"])
-    model = build(spec["impl"], spec["variant"], case.head, state)
-    del state
-    model = prepare(model, spec["impl"], spec["phase"], FORMATS[spec["format"]], device)
-    x = case.image().to(device).contiguous(memory_format=FORMATS[spec["format"]])
-    run = Runner(model, spec["phase"], x, AMP_DTYPES[spec["amp"]], device)
+    if spec.get("whole"):  # a whole model (segmentor, detector): same measurement, its own entry
+        from .whole import WholeCase, make_runner
+
+        run: Runner = make_runner(spec["whole"], spec["impl"], WholeCase(spec["case"]), spec["phase"],
+                                  spec["format"], AMP_DTYPES[spec["amp"]], device)
+    else:
+        case = Case(spec["case"])
+        state = reference_state_dict(spec["variant"])
+        model = build(spec["impl"], spec["variant"], case.head, state)
+        del state
+        model = prepare(model, spec["impl"], spec["phase"], FORMATS[spec["format"]], device)
+        x = case.image().to(device).contiguous(memory_format=FORMATS[spec["format"]])
+        run = Runner(model, spec["phase"], x, AMP_DTYPES[spec["amp"]], device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -1,6 +1,8 @@
 """The whole benchmark run and its report: results, ratios to timm (per format and best format), metadata.
 
-The report is plain JSON data: ``{"meta": ..., "results": [...], "best_format": [...]}``.
+The report is plain JSON data: ``{"meta": ..., "results": [...], "best_format": [...]}``. The ratio's reference
+implementation is timm for the core network and the whole model's own reference (:mod:`.whole`) with
+``Settings.whole``; ``meta["reference"]`` names it and the ratio key is ``ratio_vs_<reference>``.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Settings:
     device: str = "auto"
     amp: str = "none"
     command: str = ""  # recorded in the report's metadata
+    whole: Optional[str] = None  # a whole model of .whole.WHOLE_MODELS instead of the core network ``variant``
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,9 +56,16 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     amp = AMP_DTYPES[settings.amp]
-    impls = [i for i in available_impls(settings.variant, settings.compile)
-             if not settings.impls or i in settings.impls]
-    state = reference_state_dict(settings.variant)
+    if settings.whole:
+        from .whole import WHOLE_MODELS, make_runner, whole_impls
+
+        found = whole_impls(settings.whole)
+        reference = WHOLE_MODELS[settings.whole].reference
+        state = None
+    else:
+        found, reference = available_impls(settings.variant, settings.compile), "timm"
+        state = reference_state_dict(settings.variant)
+    impls = [i for i in found if not settings.impls or i in settings.impls]
     results: List[Dict[str, Any]] = []
     for case in settings.cases:
         x_cpu = case.image()
@@ -66,6 +76,9 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
                 for impl in impls:
                     if mode == "train" and "+fused" in impl:
                         continue  # inference only
+                    if settings.whole:
+                        runners[f"{impl}|{fmt}"] = make_runner(settings.whole, impl, case, mode, fmt, amp, device)
+                        continue
                     model = prepare(build(impl, settings.variant, case.head, state), impl, mode, FORMATS[fmt], device)
                     runners[f"{impl}|{fmt}"] = Runner(model, mode, x, amp, device)
             times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}")
@@ -76,8 +89,9 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
             del runners
         if "memory" in settings.modes:
             results += _memory_results(settings, case, impls, device)
-    add_ratios(results)
-    return {"meta": metadata(settings, device, impls), "results": results, "best_format": best_format_ratios(results)}
+    add_ratios(results, reference)
+    return {"meta": metadata(settings, device, impls, reference), "results": results,
+            "best_format": best_format_ratios(results, reference)}
 
 
 def _memory_results(settings: Settings, case: Case, impls: Sequence[str], device: torch.device) -> List[Dict[str, Any]]:
@@ -90,7 +104,7 @@ def _memory_results(settings: Settings, case: Case, impls: Sequence[str], device
                     continue
                 spec = {"impl": impl, "variant": settings.variant, "case": case.spec, "format": fmt,
                         "phase": phase, "device": device.type, "amp": settings.amp,
-                        "threads": torch.get_num_threads(), "steps": 2}
+                        "threads": torch.get_num_threads(), "steps": 2, "whole": settings.whole}
                 mem = measure_memory(spec)
                 print(f"  {case} memory {phase} {impl} {fmt}: {mem['peak_bytes'] / 2**20:.0f} MiB",
                       file=sys.stderr, flush=True)
@@ -99,20 +113,27 @@ def _memory_results(settings: Settings, case: Case, impls: Sequence[str], device
     return rows
 
 
-def add_ratios(results: List[Dict[str, Any]]) -> None:
-    """``ratio_vs_timm``: throughput ours/timm (higher is better) or peak memory ours/timm (lower is better),
-    same mode, case and memory format."""
+def ratio_key(reference: str) -> str:
+    """The results' key of the ratio to ``reference`` (``ratio_vs_timm`` for the core network)."""
+    return f"ratio_vs_{reference}"
+
+
+def add_ratios(results: List[Dict[str, Any]], reference: str = "timm") -> None:
+    """``ratio_vs_<reference>``: throughput impl/reference (higher is better) or peak memory impl/reference
+    (lower is better), same mode, case and memory format."""
     index = {(r["mode"], r["case"], r["format"], r["impl"]): r for r in results}
     for r in results:
-        ref = index.get((r["mode"], r["case"], r["format"], "timm"))
-        if ref is None or r["impl"] == "timm":
+        ref = index.get((r["mode"], r["case"], r["format"], reference))
+        if ref is None or r["impl"] == reference:
             continue
         key = "peak_mib" if "peak_mib" in r else "images_per_s"
-        r["ratio_vs_timm"] = r[key] / ref[key]
+        r[ratio_key(reference)] = r[key] / ref[key]
 
 
-def best_format_ratios(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each implementation in its best memory format vs timm in its best one (docs/performance.md's targets)."""
+def best_format_ratios(results: List[Dict[str, Any]], reference: str = "timm") -> List[Dict[str, Any]]:
+    """Each implementation in its best memory format vs the reference (timm) in its best one (docs/performance.md's
+    targets). Rows carry ``ref_format``/``ref_value`` (also as ``timm_format``/``timm_value`` when the reference
+    is timm, the keys earlier reports have)."""
     rows = []
     keys = sorted({(r["mode"], r["case"]) for r in results}, key=lambda k: (k[1], k[0]))
     for mode, case in keys:
@@ -125,22 +146,25 @@ def best_format_ratios(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 return None
             return min(cands, key=lambda r: r["peak_mib"]) if is_memory else max(cands, key=lambda r: r["images_per_s"])
 
-        ref = best("timm")
+        ref = best(reference)
         for impl in sorted({r["impl"] for r in entries}, key=lambda i: (i != "ours", i)):
             mine = best(impl)
-            if mine is None or ref is None or impl == "timm":
+            if mine is None or ref is None or impl == reference:
                 continue
             value = "peak_mib" if is_memory else "images_per_s"
-            rows.append({"mode": mode, "case": case, "impl": impl, "format": mine["format"],
-                         "timm_format": ref["format"], "value": mine[value], "timm_value": ref[value],
-                         "ratio_vs_timm": mine[value] / ref[value]})
+            row = {"mode": mode, "case": case, "impl": impl, "format": mine["format"], "ref_format": ref["format"],
+                   "value": mine[value], "ref_value": ref[value], ratio_key(reference): mine[value] / ref[value]}
+            if reference == "timm":
+                row.update(timm_format=ref["format"], timm_value=ref[value])
+            rows.append(row)
     return rows
 
 
-def metadata(settings: Settings, device: torch.device, impls: Sequence[str]) -> Dict[str, Any]:
+def metadata(settings: Settings, device: torch.device, impls: Sequence[str],
+             reference: str = "timm") -> Dict[str, Any]:
     """Command, date, machine, versions and settings: what a reader needs to judge the numbers."""
     versions = {"torch": torch.__version__}
-    for name in ("timm", "resnest"):
+    for name in ("timm", "resnest", "mmsegmentation", "mmengine", "detectron2"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -154,6 +178,7 @@ def metadata(settings: Settings, device: torch.device, impls: Sequence[str]) -> 
     return {"command": settings.command, "date": datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"), "device": device.type,
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu,
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "variant": settings.variant,
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "variant": settings.whole or settings.variant, "whole": settings.whole, "reference": reference,
         "amp": settings.amp, "repeats": settings.repeats, "warmup": settings.warmup, "impls": list(impls),
         "versions": versions}

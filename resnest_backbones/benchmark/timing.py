@@ -34,14 +34,22 @@ class Runner:
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
 
+    def infer(self) -> None:
+        """One forward pass (already under no_grad and autocast); whole-model runners override it."""
+        self.model(self.x)
+
+    def train_loss(self) -> Tensor:
+        """The training loss of one forward pass (under autocast); whole-model runners override it."""
+        return loss_of(self.model(self.x), self.target)
+
     def __call__(self) -> None:
         if self.opt is None:
             with torch.no_grad(), self._autocast():
-                self.model(self.x)
+                self.infer()
         else:
             self.opt.zero_grad(set_to_none=True)
             with self._autocast():
-                loss = loss_of(self.model(self.x), self.target)
+                loss = self.train_loss()
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.opt)
