@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from support.numerics import max_rel_diff, randomize_norms
 
 from resnest_backbones.layers import SplitAttention, attention_channels
+from resnest_backbones.layers.split_attention import combine_splits
 
 
 def _bn(x: torch.Tensor, bn: torch.nn.BatchNorm2d, lo: int, hi: int) -> torch.Tensor:
@@ -84,3 +85,15 @@ def test_invalid_shapes_are_rejected() -> None:
         SplitAttention(48, 50, cardinality=4)
     with pytest.raises(ValueError, match="radix and cardinality"):
         SplitAttention(48, 48, radix=0)
+
+
+def test_combine_splits_matches_reference_and_keeps_format() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for radix in (1, 2, 4):
+        x = torch.randn(2, radix * 6, 5, 7, generator=gen)
+        w = torch.rand(2, radix, 6, 1, 1, generator=gen)
+        reference = (x.view(2, radix, 6, 5, 7) * w).sum(1)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            out = combine_splits(x.contiguous(memory_format=fmt), w)
+            assert torch.allclose(out, reference, rtol=1e-6, atol=1e-6)
+            assert out.is_contiguous(memory_format=fmt)

@@ -1,10 +1,12 @@
 """The core ResNeSt model: declared shapes, every variant and output stride, freezing, options, bad input."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from support.numerics import max_rel_diff_outputs, random_image, randomize_norms
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -215,3 +217,16 @@ def test_torchscript_matches_eager() -> None:
     x = _batch()
     with torch.no_grad():
         assert torch.allclose(scripted(x), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnest14d", "resnest50_fast_4s2x40d"])
+def test_channels_last_matches_contiguous(name: str) -> None:
+    torch.manual_seed(0)
+    model = randomize_norms(rb.create_model(name, out_features=["stem", "res2", "res3", "res4", "res5"])).eval()
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = random_image(96)
+    with torch.no_grad():
+        expected, got = model(x), model_cl(x.contiguous(memory_format=torch.channels_last))
+    assert max_rel_diff_outputs(got, expected) <= 1e-5
+    # channels_last survives the whole network (split attention used to fall back to NCHW).
+    assert all(v.is_contiguous(memory_format=torch.channels_last) for v in got.values())

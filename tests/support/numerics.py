@@ -2,6 +2,8 @@
 difference the tolerances are stated in, and a seeded test image."""
 from __future__ import annotations
 
+from typing import Dict, Union
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -38,3 +40,12 @@ def max_rel_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
 def random_image(size: int = 64, batch: int = 2, seed: int = 1) -> torch.Tensor:
     """A seeded standard-normal batch of square RGB images: the same input on every run and every machine."""
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def max_rel_diff_outputs(ours: Union[torch.Tensor, Dict[str, torch.Tensor]],
+                         ref: Union[torch.Tensor, Dict[str, torch.Tensor]]) -> float:
+    """``max_rel_diff`` over a model's outputs, a dict of feature maps (the same keys required) or one logits
+    tensor: the largest of the per-output figures, so no output hides behind a larger one."""
+    ours, ref = ({"logits": o} if isinstance(o, torch.Tensor) else o for o in (ours, ref))
+    assert ours.keys() == ref.keys(), (sorted(ours), sorted(ref))
+    return max(max_rel_diff(ours[k], ref[k]) for k in ref)

@@ -1,32 +1,19 @@
-"""Performance features keep ResNeSt's numbers (Zhang et al., 2020): fused inference mode, channels_last,
-torch.compile (the memory-saving training modules are tested in test_accel.py). No timings here: speed is
-measured by tools/benchmark.py, never asserted in tests.
+"""Fused inference mode (resnest_backbones/accel/inference.py: batch norms folded into the convolutions) and
+torch.compile keep ResNeSt's numbers (Zhang et al., 2020). The memory-saving training ops are tested in
+test_accel.py and test_accel_norms.py, channels_last in models/test_model.py. No timings here: speed is measured
+by tools/benchmark.py, never asserted in tests.
 """
 from __future__ import annotations
 
-import copy
-from typing import Dict
-
 import pytest
 import torch
-from support.numerics import max_rel_diff, random_image, randomize_norms
-from torch import Tensor, nn
+from support.numerics import max_rel_diff_outputs, random_image, randomize_norms
+from torch import nn
 
 import resnest_backbones as rb
 from resnest_backbones.accel import fusable_pairs, fuse_for_inference
-from resnest_backbones.layers.split_attention import combine_splits
 
 CL = torch.channels_last
-
-
-def _outputs(out) -> Dict[str, Tensor]:
-    return out if isinstance(out, dict) else {"logits": out}
-
-
-def _max_diff(a, b) -> float:
-    a, b = _outputs(a), _outputs(b)
-    assert a.keys() == b.keys()
-    return max(max_rel_diff(a[k], b[k]) for k in a)
 
 
 # --------------------------------------------------------------------------------------- inference mode
@@ -45,7 +32,7 @@ def test_fused_inference_matches_eval(name: str, kwargs: dict) -> None:
     x = random_image(96)
     with torch.no_grad():
         expected, got = model(x), fast(x)
-    assert _max_diff(got, expected) <= 1e-4
+    assert max_rel_diff_outputs(got, expected) <= 1e-4
     # Every batch norm is folded, and the original model is untouched (the copy is the only change).
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert len(fusable_pairs(model)) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -70,7 +57,7 @@ def test_fused_inference_channels_last() -> None:
     x = random_image(96).contiguous(memory_format=CL)
     with torch.no_grad():
         expected, got = model(x), fast(x)
-    assert _max_diff(got, expected) <= 1e-4
+    assert max_rel_diff_outputs(got, expected) <= 1e-4
     assert all(v.is_contiguous(memory_format=CL) for v in got.values())
 
 
@@ -80,33 +67,7 @@ def test_fold_keeps_groupnorm() -> None:
     assert fusable_pairs(model) == []
     x = random_image()
     with torch.no_grad():
-        assert _max_diff(fast(x), model(x)) == 0.0
-
-
-# -------------------------------------------------------------------------------------- channels_last
-@pytest.mark.parametrize("name", ["resnest14d", "resnest50_fast_4s2x40d"])
-def test_channels_last_matches_contiguous(name: str) -> None:
-    torch.manual_seed(0)
-    model = randomize_norms(rb.create_model(name, out_features=["stem", "res2", "res3", "res4", "res5"])).eval()
-    model_cl = copy.deepcopy(model).to(memory_format=CL)
-    x = random_image(96)
-    with torch.no_grad():
-        expected, got = model(x), model_cl(x.contiguous(memory_format=CL))
-    assert _max_diff(got, expected) <= 1e-5
-    # channels_last survives the whole network (split attention used to fall back to NCHW).
-    assert all(v.is_contiguous(memory_format=CL) for v in got.values())
-
-
-def test_combine_splits_matches_reference_and_keeps_format() -> None:
-    gen = torch.Generator().manual_seed(0)
-    for radix in (1, 2, 4):
-        x = torch.randn(2, radix * 6, 5, 7, generator=gen)
-        w = torch.rand(2, radix, 6, 1, 1, generator=gen)
-        reference = (x.view(2, radix, 6, 5, 7) * w).sum(1)
-        for fmt in (torch.contiguous_format, CL):
-            out = combine_splits(x.contiguous(memory_format=fmt), w)
-            assert torch.allclose(out, reference, rtol=1e-6, atol=1e-6)
-            assert out.is_contiguous(memory_format=fmt)
+        assert max_rel_diff_outputs(fast(x), model(x)) == 0.0
 
 
 # ------------------------------------------------------------------------------------------ torch.compile
@@ -117,6 +78,6 @@ def test_torch_compile_matches_eager() -> None:
     compiled = torch.compile(model)
     x = random_image(64)
     with torch.no_grad():
-        assert _max_diff(compiled(x), model(x)) <= 1e-4
+        assert max_rel_diff_outputs(compiled(x), model(x)) <= 1e-4
         fast = torch.compile(fuse_for_inference(model))
-        assert _max_diff(fast(x), model(x)) <= 1e-4
+        assert max_rel_diff_outputs(fast(x), model(x)) <= 1e-4
