@@ -10,6 +10,7 @@ from typing import Dict, List
 
 import pytest
 import torch
+from support.frameworks import require
 from support.numerics import max_rel_diff, random_image, randomize_norms
 from torch import Tensor, nn
 
@@ -269,14 +270,20 @@ def test_fused_copy_keeps_adapter_class_and_refuses_training() -> None:
 
 
 def _adapter_model(adapter: str) -> nn.Module:
-    if adapter == "detectron2":
-        backbone = pytest.importorskip("resnest_backbones.detectron2.backbone")
-        return backbone.ResNeStBackbone([1, 1, 1, 1], freeze_at=1)  # built directly, not via create_model
-    if adapter == "detectron2-build":
-        return pytest.importorskip("resnest_backbones.detectron2.backbone").build_resnest("resnest14d")
+    if adapter.startswith("detectron2"):
+        require("detectron2")
+        from resnest_backbones.detectron2 import backbone
+
+        if adapter == "detectron2":
+            return backbone.ResNeStBackbone([1, 1, 1, 1], freeze_at=1)  # built directly, not via create_model
+        return backbone.build_resnest("resnest14d")
     if adapter == "torchvision":
-        return pytest.importorskip("resnest_backbones.torchvision").resnest_fpn_backbone("resnest14d").body
-    return pytest.importorskip("resnest_backbones.mmseg").OpenMMLabResNeSt("resnest14d")
+        tv = pytest.importorskip("resnest_backbones.torchvision", reason="torchvision is not installed")
+        return tv.resnest_fpn_backbone("resnest14d").body
+    require("mmseg")
+    from resnest_backbones.mmseg import OpenMMLabResNeSt
+
+    return OpenMMLabResNeSt("resnest14d")
 
 
 @pytest.mark.parametrize("adapter", ["detectron2", "detectron2-build", "torchvision", "mmseg"])

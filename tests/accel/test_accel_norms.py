@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Tuple
 import pytest
 import torch
 import torch.distributed as dist
+from support.frameworks import require
 from test_accel import _saved_bytes
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -27,16 +28,19 @@ NormFactory = Callable[[int], nn.Module]
 
 
 def _mmengine_bn(channels: int) -> nn.Module:
-    utils = pytest.importorskip("mmengine.model.utils")
+    utils = pytest.importorskip("mmengine.model.utils", reason="mmengine is not installed")
     return utils._BatchNormXd(channels)
 
 
 def _torchvision_frozen(channels: int) -> nn.Module:
-    return pytest.importorskip("torchvision.ops").FrozenBatchNorm2d(channels)
+    return pytest.importorskip("torchvision.ops", reason="torchvision is not installed").FrozenBatchNorm2d(channels)
 
 
 def _detectron2_frozen(channels: int) -> nn.Module:
-    return pytest.importorskip("detectron2.layers").FrozenBatchNorm2d(channels)
+    require("detectron2")
+    from detectron2.layers import FrozenBatchNorm2d
+
+    return FrozenBatchNorm2d(channels)
 
 
 NORMS: Dict[str, NormFactory] = {
@@ -198,7 +202,7 @@ def test_other_forwards_and_synchronising_norms_keep_the_reference(monkeypatch: 
         def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
             return super().forward(x) * 2
 
-    class ScaledFrozen(pytest.importorskip("torchvision.ops").FrozenBatchNorm2d):
+    class ScaledFrozen(pytest.importorskip("torchvision.ops", reason="torchvision is not installed").FrozenBatchNorm2d):
         def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
             return super().forward(x) * 2
 

@@ -61,7 +61,7 @@ def test_published_metadata_is_complete() -> None:
 
 def test_eval_sizes_are_timms() -> None:
     # The evaluation crop of each model timm publishes is timm's test input size (the official zoo's crop).
-    timm = pytest.importorskip("timm")
+    timm = pytest.importorskip("timm", reason="timm is not installed")
     published = [n for n in rb.VARIANTS if timm.models.get_pretrained_cfg(n) is not None]
     assert len(published) == 8
     for name in published:
