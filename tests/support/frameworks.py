@@ -43,6 +43,7 @@ def require(framework: str) -> pytest.MarkDecorator:
     Called at module top, before the module's framework imports, so a missing framework is a visible skip with
     the table's reason rather than a collection error.
     """
+    __tracebackhide__ = True  # the skip is reported at the caller's line (the test module), not here
     if not available(framework):
         pytest.skip(FRAMEWORKS[framework].reason, allow_module_level=True)
     return getattr(pytest.mark, framework)
