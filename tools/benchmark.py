@@ -179,7 +179,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="what the memory measurement runs (default: train)")
     parser.add_argument("--impls", nargs="+", default=None,
                         help="subset of: ours ours+fused timm official (and *+compile with --compile); with "
-                             "--whole: " + "; ".join(f"{name}: {' '.join(w.impls)}" for name, w in WHOLE_MODELS.items()))
+                             "--whole: " + "; ".join(f"{name}: {' '.join(w.impls)}"
+                                                     for name, w in WHOLE_MODELS.items()))
     parser.add_argument("--compile", action="store_true",
                         help="also benchmark torch.compile'd ours and timm (core network only)")
     parser.add_argument("--repeats", type=int, default=7)
@@ -203,7 +204,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--compile applies to the core network, not to --whole models")
     if args.whole and args.impls and set(args.impls) - set(WHOLE_MODELS[args.whole].impls):
         parser.error(f"--whole {args.whole}: --impls must be among {' '.join(WHOLE_MODELS[args.whole].impls)}")
-    specs = args.cases or ([WHOLE_MODELS[args.whole].default_case] if args.whole else ["8x224:logits", "2x512:features"])
+    default = [WHOLE_MODELS[args.whole].default_case] if args.whole else ["8x224:logits", "2x512:features"]
+    specs = args.cases or default
     try:
         args.cases = [WholeCase(c) if args.whole else Case(c) for c in specs]
     except ValueError as err:
