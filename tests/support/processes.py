@@ -21,7 +21,7 @@ def run_python(args: List[str], *, env: Optional[Mapping[str, str]] = None, time
     end of the output; tests of error exits pass ``check=False`` and assert on the code and stderr themselves.
     """
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, f"exit {proc.returncode}:\n" + (proc.stdout + proc.stderr)[-5000:]

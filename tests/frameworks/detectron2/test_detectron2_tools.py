@@ -48,11 +48,12 @@ def tool_env(data_root: Path) -> Dict[str, str]:
     return env
 
 
-TRAIN_NET = [sys.executable, str(REPO / "tools" / "train_net.py")]
+TRAIN_NET_PY = REPO / "tools" / "train_net.py"
+TRAIN_NET = [sys.executable, str(TRAIN_NET_PY)]  # the command line that kill_when runs
 
 
 def run_train_net(args: List[str], data_root: Path, timeout: int) -> str:
-    return run_tool([*TRAIN_NET[1:], *args], env=tool_env(data_root), timeout=timeout)
+    return run_tool([TRAIN_NET_PY, *args], env=tool_env(data_root), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

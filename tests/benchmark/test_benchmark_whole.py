@@ -6,23 +6,22 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from support import REPO_ROOT
+from support.processes import run_python
 
 from resnest_backbones.benchmark import whole
 from resnest_backbones.benchmark.results import add_ratios, best_format_ratios
 from resnest_backbones.benchmark.whole import WHOLE_MODELS, WholeCase, whole_impls
 
-#: The repository root, found upward from this file (the test may live in a subfolder).
-ROOT = next(p for p in Path(__file__).resolve().parents if (p / "tools" / "benchmark.py").is_file())
+ROOT = REPO_ROOT
 TOOL = ROOT / "tools" / "benchmark.py"
 GPU_TOOL = ROOT / "tools" / "gpu_benchmark.py"
+ONE_THREAD = dict(OMP_NUM_THREADS="1")
 
 
 def _load(path: Path, name: str) -> ModuleType:
@@ -30,11 +29,6 @@ def _load(path: Path, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _run(*words: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *words], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_whole_options_parse_and_bad_ones_are_usage_errors(capsys) -> None:
@@ -116,10 +110,9 @@ def test_deeplab_models_come_from_the_configs_with_one_process_norms() -> None:
 @pytest.mark.mmseg
 def test_tiny_deeplab_run_writes_json_and_table(tmp_path: Path) -> None:
     out = tmp_path / "deeplab"
-    proc = _run(str(TOOL), "--whole", "deeplabv3", "--cases", "2x32", "--impls", "ours", "mmseg-resnest",
-                "--formats", "contiguous", "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
-                "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_python([TOOL, "--whole", "deeplabv3", "--cases", "2x32", "--impls", "ours", "mmseg-resnest",
+                       "--formats", "contiguous", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                       "--device", "cpu", "--out", out], env=ONE_THREAD, timeout=300)
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["meta"]["reference"] == "mmseg-resnest" and report["meta"]["whole"] == "deeplabv3"
     rows = {(r["mode"], r["impl"]): r for r in report["results"]}
@@ -147,10 +140,9 @@ def test_faster_rcnn_configs_share_the_recipe_with_one_process_norms() -> None:
 @pytest.mark.detectron2
 def test_tiny_faster_rcnn_run_writes_json_and_table(tmp_path: Path) -> None:
     out = tmp_path / "frcnn"
-    proc = _run(str(TOOL), "--whole", "faster_rcnn", "--cases", "2x64", "--formats", "contiguous",
-                "--modes", "train", "memory", "--repeats", "1", "--warmup", "0", "--threads", "1",
-                "--device", "cpu", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_python([str(TOOL), "--whole", "faster_rcnn", "--cases", "2x64", "--formats", "contiguous",
+                       "--modes", "train", "memory", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                       "--device", "cpu", "--out", str(out)], env=ONE_THREAD, timeout=300)
     report = json.loads(out.with_suffix(".json").read_text())
     rows = {(r["mode"], r["impl"]): r for r in report["results"]}
     assert {("train", "ours"), ("train", "d2-r50"), ("memory-train", "ours"), ("memory-train", "d2-r50")} <= set(rows)
@@ -176,9 +168,8 @@ def test_gpu_benchmark_parses_its_options(monkeypatch) -> None:
 
 
 def test_gpu_benchmark_cpu_fallback_runs(tmp_path: Path) -> None:
-    proc = _run(str(GPU_TOOL), "--device", "cpu", "--suites", "core", "--core-cases", "2x32:logits",
-                "--threads", "1", "--out", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_python([GPU_TOOL, "--device", "cpu", "--suites", "core", "--core-cases", "2x32:logits", "--threads", "1",
+                "--out", tmp_path], env=ONE_THREAD, timeout=300)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "core_bf16.json", "core_bf16.md", "core_none.json", "core_none.md", "summary.md"]
     report = json.loads((tmp_path / "core_bf16.json").read_text())
@@ -189,8 +180,7 @@ def test_gpu_benchmark_cpu_fallback_runs(tmp_path: Path) -> None:
 
 @pytest.mark.detectron2
 def test_gpu_benchmark_cpu_fallback_runs_a_whole_model(tmp_path: Path) -> None:
-    proc = _run(str(GPU_TOOL), "--device", "cpu", "--suites", "faster_rcnn", "--amp", "bf16", "--modes", "inference",
-                "--threads", "1", "--out", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_python([GPU_TOOL, "--device", "cpu", "--suites", "faster_rcnn", "--amp", "bf16", "--modes", "inference",
+                "--threads", "1", "--out", tmp_path], env=ONE_THREAD, timeout=300)
     report = json.loads((tmp_path / "faster_rcnn_bf16.json").read_text())
     assert {r["impl"] for r in report["results"]} >= {"ours", "d2-r50"} and report["meta"]["amp"] == "bf16"
