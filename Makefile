@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast
+.PHONY: setup demo test test-fast lint
 setup:
 	bash tools/setup_env.sh
 
@@ -15,3 +15,6 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check .

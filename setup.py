@@ -23,6 +23,7 @@ setup(
         "mmseg": ["mmengine==0.10.7", "mmcv==2.1.0", "mmsegmentation==1.2.2", "ftfy", "regex"],
         "test": [
             "pytest",
+            "ruff==0.17.6",  # make lint / CI (ruff.toml)
             "timm>=1.0,<2",
             "resnest==0.0.5",  # the official reference implementation (parity tests)
             "fvcore",

@@ -11,6 +11,7 @@ Example:
     >>> {k: tuple(v.shape) for k, v in model.forward_features(torch.zeros(1, 3, 64, 64)).items()}
     {'res2': (1, 256, 16, 16), 'res3': (1, 512, 8, 8), 'res4': (1, 1024, 8, 8), 'res5': (1, 2048, 8, 8)}
 """
+from .accel import fuse_for_inference, memory_efficient_training
 from .models import (
     VARIANTS,
     CheckpointError,
@@ -23,7 +24,6 @@ from .models import (
     load_checkpoint,
     read_checkpoint,
 )
-from .accel import fuse_for_inference, memory_efficient_training
 
 __version__ = "0.1.0"
 

@@ -97,7 +97,8 @@ def markdown_table(report: Dict[str, Any]) -> str:
     for r in report["results"]:
         ratio = f"{r[key]:.3f}" if key in r else "–"
         if "peak_mib" in r:
-            rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | – | – | {r['peak_mib']:.0f} MiB | {ratio} |")
+            rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | – | – "
+                        f"| {r['peak_mib']:.0f} MiB | {ratio} |")
         else:
             rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | {r['median_s']:.3f} s | "
                         f"{r['min_s']:.3f}–{r['max_s']:.3f} s | {r['images_per_s']:.2f} | {ratio} |")
@@ -116,7 +117,8 @@ def plot(report: Dict[str, Any], path: Path) -> None:
     ref = _reference(report)
     key = ratio_key(ref)
     cases = list(dict.fromkeys(r["case"] for r in results))
-    modes = [m for m in ("inference", "train", "memory-train", "memory-inference") if any(r["mode"] == m for r in results)]
+    modes = [m for m in ("inference", "train", "memory-train", "memory-inference")
+             if any(r["mode"] == m for r in results)]
     fig, axes = plt.subplots(len(cases), len(modes), figsize=(4.6 * len(modes), 3.8 * len(cases)), squeeze=False)
     impls = report["meta"]["impls"]
     colors = {impl: plt.cm.tab10(i) for i, impl in enumerate(impls)}

@@ -115,15 +115,16 @@ def mmseg_picture() -> Path:
 def detectron2_picture() -> Path:
     from resnest_backbones.detectron2.predict import detectron2_predictor
 
-    return _detections(detectron2_predictor(ROOT / SECTIONS[2][2][3], ROOT / "work_dirs" / "demo_d2" / "model_final.pth"),
-                       "toy_coco", "detectron2_faster_rcnn.png")
+    predictor = detectron2_predictor(ROOT / SECTIONS[2][2][3], ROOT / "work_dirs" / "demo_d2" / "model_final.pth")
+    return _detections(predictor, "toy_coco", "detectron2_faster_rcnn.png")
 
 
 # (title, framework module that must be importable or None, command, picture) -- each command prints its own
 # result; picture() draws the trained model's predictions and returns the PNG's path.
 SECTIONS = [
     ("torchvision Faster R-CNN on toy COCO", None,
-     [sys.executable, "tools/torchvision_train.py", "--iters", "20", "--output", "work_dirs/demo_torchvision/model.pth"],
+     [sys.executable, "tools/torchvision_train.py", "--iters", "20",
+      "--output", "work_dirs/demo_torchvision/model.pth"],
      torchvision_picture),
     ("mmseg DeepLabV3 on toy ADE20K", "mmseg.models",
      [sys.executable, "tools/mmseg_train.py", "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py",

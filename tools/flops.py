@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import resnest_backbones as rb  # noqa: E402
 
+
 def count(name: str, size: int) -> Tuple[float, float, List[str]]:
     """``(params in M, GMACs at size x size, ops fvcore could not count)`` of ``name`` with its 1000-way head."""
     from fvcore.nn import FlopCountAnalysis

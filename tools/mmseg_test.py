@@ -16,9 +16,8 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.distributed import close_process_group  # noqa: E402
+from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics, use_tta  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
-from resnest_backbones.mmseg.cli import (  # noqa: E402
-    add_common_arguments, build_runner, load_config, print_metrics, use_tta)
 
 TOOL = "mmseg_test"
 

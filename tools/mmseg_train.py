@@ -17,16 +17,23 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.distributed import close_process_group  # noqa: E402
-from resnest_backbones.models import CheckpointError  # noqa: E402
 from resnest_backbones.mmseg.cli import (  # noqa: E402
-    MetricsHook, add_common_arguments, build_runner, load_config, print_metrics, require_cuda_for_amp)
+    MetricsHook,
+    add_common_arguments,
+    build_runner,
+    load_config,
+    print_metrics,
+    require_cuda_for_amp,
+)
+from resnest_backbones.models import CheckpointError  # noqa: E402
 
 TOOL = "mmseg_train"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="config file (e.g. configs/mmseg/deeplabv3_resnest50d-d8_4xb4-160k_ade20k-512x512.py)")
+    parser.add_argument("config",
+                        help="config file (e.g. configs/mmseg/deeplabv3_resnest50d-d8_4xb4-160k_ade20k-512x512.py)")
     parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA)")
     add_common_arguments(parser)

@@ -13,22 +13,20 @@ batch statistics and recompute ``relu(bn(x))`` in the backward pass:
   conv input, e.g. in the deep stem and before every split-attention convolution).
 
 Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` in the tests); the forward
-values are bit-identical, because the forward runs the very same ATen kernels (or, for frozen norms, the same
-elementwise arithmetic as the module). The ops are used only in training with autograd recording, never under
-TorchScript or ``torch.compile`` (whose compilers plan memory themselves), and only for norms whose forward is
-plain batch norm at that moment (:func:`supports`): every ``_BatchNorm`` that keeps ``_BatchNorm.forward``
-(``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``) and ``SyncBatchNorm`` (torch's and
-:class:`resnest_backbones.layers.SyncBatchNorm`) while it does not synchronise. The ops also compute frozen
-batch norms (detectron2's and torchvision's ``FrozenBatchNorm2d``, a fixed affine map), but :func:`supports`
-refuses them: there they would save no memory (see there). A synchronising
-``SyncBatchNorm`` (training with a process group of more than one process) keeps its own forward: its
-statistics come from collectives the ops do not perform. There is no global switch:
-:mod:`resnest_backbones.accel.training` puts modules that call these ops into a model, and takes them out
-again, explicitly.
+values are bit-identical, because the forward runs the very same ATen kernels. The ops are used only in
+training with autograd recording, never under TorchScript or ``torch.compile`` (whose compilers plan memory
+themselves), and only for norms whose forward is plain batch norm at that moment (:func:`supports`): every
+``_BatchNorm`` that keeps ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``) and
+``SyncBatchNorm`` (torch's and :class:`resnest_backbones.layers.SyncBatchNorm`) while it does not synchronise.
+Frozen batch norms (detectron2's and torchvision's ``FrozenBatchNorm2d``) keep their own forward: there the ops
+would save no memory (see :func:`supports`). A synchronising ``SyncBatchNorm`` (training with a process group
+of more than one process) keeps its own forward: its statistics come from collectives the ops do not perform.
+There is no global switch: :mod:`resnest_backbones.accel.training` puts modules that call these ops into a
+model, and takes them out again, explicitly.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -49,26 +47,8 @@ def _compiling() -> bool:
     return bool(compiler is not None and compiler.is_compiling())
 
 
-#: What :func:`_norm_kind` finds: plain batch norm (ATen's kernel, batch or running statistics), or a frozen batch
-#: norm's fixed affine map from its buffers, cast to the input's dtype (detectron2) or type-promoted (torchvision).
-BATCH, FROZEN_CAST, FROZEN_PROMOTE = "batch", "frozen-cast", "frozen-promote"
-
-#: Modules defining a ``FrozenBatchNorm2d`` whose forward is ``x * scale + shift`` -> whether it casts
-#: ``scale``/``shift`` to the input's dtype. Found through ``sys.modules``: the ops import neither framework.
-_FROZEN_SOURCES: Dict[str, bool] = {"detectron2.layers.batch_norm": True, "torchvision.ops.misc": False}
-
 #: Devices on which ``torch.nn.SyncBatchNorm`` synchronises; on others its forward raises under a process group.
 _SYNC_DEVICES = ("cuda", "hpu", "xpu")
-
-
-def _frozen_kind(norm: nn.Module) -> Optional[str]:
-    """``FROZEN_CAST``/``FROZEN_PROMOTE`` for a known ``FrozenBatchNorm2d`` (or a subclass keeping its forward)."""
-    for cls in type(norm).__mro__:
-        if cls.__name__ == "FrozenBatchNorm2d" and cls.__module__ in _FROZEN_SOURCES:
-            if type(norm).forward is not cls.forward:
-                return None
-            return FROZEN_CAST if _FROZEN_SOURCES[cls.__module__] else FROZEN_PROMOTE
-    return None
 
 
 def _first_device(norm: nn.Module, sources: Sequence[Tensor]) -> Optional[torch.device]:
@@ -94,61 +74,52 @@ def _torch_sync_needed(norm: nn.SyncBatchNorm, sources: Sequence[Tensor]) -> boo
     return dist.get_world_size(group) > 1
 
 
-def _norm_kind(norm: nn.Module, sources: Sequence[Tensor] = ()) -> Optional[str]:
-    """How ``norm`` computes now, if it is plain batch norm (see :data:`BATCH`), else ``None``.
+def _is_plain_batch_norm(norm: nn.Module, sources: Sequence[Tensor] = ()) -> bool:
+    """Whether ``norm`` computes plain batch norm now (ATen's kernel, batch or running statistics).
 
     ``_BatchNorm`` subclasses count only with ``_BatchNorm.forward`` itself, or a ``SyncBatchNorm`` forward
     (torch's, this package's) while it falls back to it; any other override may compute something else.
     """
-    if isinstance(norm, _BatchNorm):
-        forward = type(norm).forward
-        if forward is _BatchNorm.forward:
-            return BATCH
-        if forward is nn.SyncBatchNorm.forward:
-            return None if _torch_sync_needed(norm, sources) else BATCH  # type: ignore[arg-type]
-        if forward is CpuSyncBatchNorm.forward:
-            return None if norm.training and norm._group_size() > 1 else BATCH  # type: ignore[operator]
-        return None
-    return _frozen_kind(norm)
+    if not isinstance(norm, _BatchNorm):
+        return False
+    forward = type(norm).forward
+    if forward is _BatchNorm.forward:
+        return True
+    if forward is nn.SyncBatchNorm.forward:
+        return not _torch_sync_needed(norm, sources)  # type: ignore[arg-type]
+    if forward is CpuSyncBatchNorm.forward:
+        return not (norm.training and norm._group_size() > 1)  # type: ignore[operator]
+    return False
 
 
 def supports(norm: nn.Module, *sources: Tensor) -> bool:
     """Whether the fused ops apply to ``norm`` now, for an input computed from the tensors ``sources``.
 
-    True for norms whose forward is plain batch norm with statistics now (see :func:`_norm_kind`:
+    True for norms whose forward is plain batch norm with statistics now (see :func:`_is_plain_batch_norm`:
     ``_BatchNorm`` subclasses keeping ``_BatchNorm.forward``, a non-synchronising ``SyncBatchNorm``), while
     autograd records a graph that needs gradients (through a source or the norm's parameters), outside
     TorchScript, tracing (ONNX export, fvcore) and ``torch.compile``. ``sources`` lets a caller decide before
     computing the norm's input (e.g. from a block's input and the weight of the conv in between).
 
-    False for frozen batch norms although :func:`bn_relu` and :func:`bn_relu_conv` compute them correctly: their
-    plain path already keeps a single map (``x * scale`` saves only ``scale``, the ReLU and its consumer share
-    the ReLU output), so the ops would keep as much (the norm's input instead) and only add the recomputation.
+    False for frozen batch norms (``FrozenBatchNorm2d``): their plain path already keeps a single map (``x *
+    scale`` saves only ``scale``, the ReLU and its consumer share the ReLU output), so recomputing would keep as
+    much (the norm's input instead) and only add work (measured: 131,168 vs 131,104 saved bytes on a test chain,
+    where batch norm goes from 262,272 to 131,136).
     """
     if not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing() or _compiling():
         return False
-    kind = _norm_kind(norm, sources)
-    if kind is None:
-        return False
-    if kind != BATCH:
+    if not _is_plain_batch_norm(norm, sources):
         return False
     affine = [t for t in (norm.weight, norm.bias) if t is not None]
     return any(t.requires_grad for t in sources) or any(t.requires_grad for t in affine)
 
 
-NormInputs = Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor], bool, float, float, str]
+NormInputs = Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor], bool, float, float]
 
 
 def _norm_inputs(norm: nn.Module) -> NormInputs:
-    """``(weight, bias, running_mean, running_var, use batch statistics, running-average factor, eps, kind)``
-    for the ops, as ``_BatchNorm.forward`` chooses them; updates ``num_batches_tracked`` like the module.
-
-    Frozen norms: their buffers, no statistics, no update.
-    """
-    if not isinstance(norm, _BatchNorm):
-        kind = _frozen_kind(norm)
-        assert kind is not None, f"not a supported norm: {type(norm).__name__}"
-        return norm.weight, norm.bias, norm.running_mean, norm.running_var, False, 0.0, float(norm.eps), kind
+    """``(weight, bias, running_mean, running_var, use batch statistics, running-average factor, eps)`` for the
+    ops, as ``_BatchNorm.forward`` chooses them; updates ``num_batches_tracked`` like the module."""
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -158,7 +129,7 @@ def _norm_inputs(norm: nn.Module) -> NormInputs:
     tracked = not norm.training or norm.track_running_stats  # otherwise the buffers must not be updated
     running_mean = norm.running_mean if tracked else None
     running_var = norm.running_var if tracked else None
-    return norm.weight, norm.bias, running_mean, running_var, use_batch, factor, float(norm.eps), BATCH
+    return norm.weight, norm.bias, running_mean, running_var, use_batch, factor, float(norm.eps)
 
 
 def _scale_shift(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor, invstd: Tensor
@@ -170,28 +141,13 @@ def _scale_shift(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], me
     return scale.view(1, -1, 1, 1).to(x.dtype), shift.view(1, -1, 1, 1).to(x.dtype)
 
 
-def _frozen_forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-                    eps: float, kind: str) -> Tuple[Tensor, Tensor, Tensor]:
-    """A frozen batch norm + in-place ReLU, with the frozen modules' own arithmetic (same values)."""
-    with torch.no_grad():
-        scale = (weight * (running_var + eps).rsqrt()).view(1, -1, 1, 1)
-        shift = (bias - running_mean * scale.view(-1)).view(1, -1, 1, 1)
-        if kind == FROZEN_CAST:
-            scale, shift = scale.to(x.dtype), shift.to(x.dtype)
-    ctx.kind = kind
-    return (x * scale + shift).relu_(), scale, shift
-
-
 def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, kind: str) -> Tuple[Tensor, Tensor, Tensor]:
+                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Batch norm + in-place ReLU with ATen's own kernel (so the values are exactly the plain path's).
 
     Returns ``(z, scale, shift)``; stores on ``ctx`` what the backward needs besides ``x`` and the parameters.
     """
-    if kind != BATCH:
-        assert weight is not None and bias is not None and running_mean is not None and running_var is not None
-        return _frozen_forward(ctx, x, weight, bias, running_mean, running_var, eps, kind)
     if not training:
         assert running_mean is not None and running_var is not None
         # Eval mode normalises with the running statistics; a training forward run before this backward
@@ -204,16 +160,14 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     else:
         mean, invstd = running_mean, torch.rsqrt(running_var + eps)
     scale, shift = _scale_shift(x, weight, bias, mean, invstd)
-    ctx.kind, ctx.training, ctx.eps = kind, training, eps
+    ctx.training, ctx.eps = training, eps
     ctx.stats = (running_mean, running_var, save_mean, save_invstd)
     return y.relu_(), scale, shift
 
 
-def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Optional[Tensor], scale: Tensor,
-                 needs: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Optional[Tensor], needs: Sequence[bool]
+                 ) -> Tuple[Optional[Tensor], ...]:
     """Gradients of the norm w.r.t. ``(x, weight, bias)`` given the gradient w.r.t. its output."""
-    if ctx.kind != BATCH:  # a fixed affine map: the frozen module's ``x * scale`` backward
-        return (grad_y * scale if needs[0] else None, None, None)
     running_mean, running_var, save_mean, save_invstd = ctx.stats
     mask = [bool(needs[0]), bool(needs[1]), bool(needs[2])]
     grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
@@ -253,9 +207,8 @@ class _BNReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, cache: RecomputeCache, kind: str = BATCH) -> Tuple[Tensor, Tensor, Tensor]:
-        z, scale, shift = _bn_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
-                                      kind)
+                eps: float, cache: RecomputeCache) -> Tuple[Tensor, Tensor, Tensor]:
+        z, scale, shift = _bn_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps)
         ctx.save_for_backward(x, weight, scale, shift)
         ctx.mark_non_differentiable(scale, shift)
         ctx.cache = cache
@@ -269,21 +222,20 @@ class _BNReLU(torch.autograd.Function):
             z = _recompute(x, scale, shift)
         grad_y = _relu_backward(grad_z, z)
         del z
-        return _bn_backward(ctx, grad_y, x, weight, scale, ctx.needs_input_grad[:3]) + (None,) * 7
+        return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 6
 
 
 def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, RecomputeCache]:
-    """``relu(norm(x))`` (``norm`` one that :func:`supports` accepts, or a frozen batch norm whose buffers need no
-    gradient) that does not keep its output for backward.
+    """``relu(norm(x))`` (``norm`` one that :func:`supports` accepts) that does not keep its output for backward.
 
     Returns ``(z, scale, shift, cache)``: the output, the per-channel affine form of the norm that produced it
     (``(1, C, 1, 1)``, no gradient) and the cache through which :func:`combine_splits_recompute` passes its
     recomputed ``z`` back. Only useful when no consumer of ``z`` saves it. Running statistics and
     ``num_batches_tracked`` are updated exactly as the module does.
     """
-    weight, bias, running_mean, running_var, training, factor, eps, kind = _norm_inputs(norm)
+    weight, bias, running_mean, running_var, training, factor, eps = _norm_inputs(norm)
     cache = RecomputeCache()
-    z, scale, shift = _BNReLU.apply(x, weight, bias, running_mean, running_var, training, factor, eps, cache, kind)
+    z, scale, shift = _BNReLU.apply(x, weight, bias, running_mean, running_var, training, factor, eps, cache)
     return z, scale, shift, cache
 
 
@@ -341,9 +293,9 @@ class _BNReLUConv(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
                 eps: float, conv_weight: Tensor, stride: List[int], padding: List[int], dilation: List[int],
-                groups: int, kind: str = BATCH) -> Tensor:
+                groups: int) -> Tensor:
         z, scale, shift = _bn_forward(ctx, x, bn_weight, bn_bias, running_mean, running_var, training, momentum,
-                                      eps, kind)
+                                      eps)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.save_for_backward(x, bn_weight, conv_weight, scale, shift)
         return F.conv2d(z, conv_weight, None, stride, padding, dilation, groups)
@@ -360,8 +312,8 @@ class _BNReLUConv(torch.autograd.Function):
             [any(need_bn), need_weight, False])
         grads: Tuple[Optional[Tensor], ...] = (None, None, None)
         if any(need_bn):
-            grads = _bn_backward(ctx, _relu_backward(grad_z, z), x, bn_weight, scale, need_bn)
-        return grads + (None,) * 5 + (grad_cw if need_weight else None,) + (None,) * 5
+            grads = _bn_backward(ctx, _relu_backward(grad_z, z), x, bn_weight, need_bn)
+        return grads + (None,) * 5 + (grad_cw if need_weight else None,) + (None,) * 4
 
 
 def bn_relu_conv(x: Tensor, norm: nn.Module, conv: nn.Conv2d) -> Tensor:
@@ -370,10 +322,10 @@ def bn_relu_conv(x: Tensor, norm: nn.Module, conv: nn.Conv2d) -> Tensor:
 
     ``conv`` must be a plain ``nn.Conv2d`` without bias and with zero padding mode (see :func:`supports_conv`).
     """
-    weight, bias, running_mean, running_var, training, factor, eps, kind = _norm_inputs(norm)
+    weight, bias, running_mean, running_var, training, factor, eps = _norm_inputs(norm)
     return _BNReLUConv.apply(
         x, weight, bias, running_mean, running_var, training, factor, eps, conv.weight,
-        list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups, kind)
+        list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
 
 
 def supports_conv(conv: nn.Module) -> bool:

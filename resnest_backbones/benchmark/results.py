@@ -140,7 +140,8 @@ def best_format_ratios(results: List[Dict[str, Any]], reference: str = "timm") -
         entries = [r for r in results if r["mode"] == mode and r["case"] == case]
         is_memory = mode.startswith("memory")
 
-        def best(impl: str) -> Optional[Dict[str, Any]]:
+        def best(impl: str, entries: List[Dict[str, Any]] = entries, is_memory: bool = is_memory
+                 ) -> Optional[Dict[str, Any]]:
             cands = [r for r in entries if r["impl"] == impl]
             if not cands:
                 return None

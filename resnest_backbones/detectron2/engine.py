@@ -31,8 +31,16 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.engine.train_loop import TrainerBase
-from detectron2.evaluation import (COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluator, DatasetEvaluators,
-                                   SemSegEvaluator, inference_on_dataset, print_csv_format, verify_results)
+from detectron2.evaluation import (
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+    inference_on_dataset,
+    print_csv_format,
+    verify_results,
+)
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger

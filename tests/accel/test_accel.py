@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 import torch
 from support.frameworks import require
-from support.numerics import max_rel_diff, random_image, randomize_norms
+from support.numerics import max_rel_diff, random_image, randomize_norms, saved_bytes
 from torch import Tensor, nn
 
 import resnest_backbones as rb
@@ -159,7 +159,7 @@ def test_memory_efficient_training_matches_reference(name: str, kwargs: dict, fm
         ops._BNReLUConv.apply = original
     grads_plain = _train_step(plain, x)
     assert calls["n"] > 0, "the memory-saving path was not taken"
-    for (name_p, p), gf, gp in zip(plain.named_parameters(), grads_fast, grads_plain):
+    for (name_p, _), gf, gp in zip(plain.named_parameters(), grads_fast, grads_plain):
         assert (gf is None) == (gp is None), name_p
         if gp is not None:
             assert torch.allclose(gf, gp, rtol=1e-9, atol=1e-12), name_p
@@ -185,32 +185,16 @@ def test_ops_only_where_they_apply() -> None:
     assert not ops.supports_conv(nn.Conv2d(4, 4, 3, padding="same", bias=False))
 
 
-def _saved_bytes(model: nn.Module, x: Tensor) -> int:
-    """Bytes of distinct non-parameter tensor storages autograd keeps for backward (deterministic, no timing)."""
-    storages: Dict[int, int] = {}
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-
-    def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    del out
-    return sum(storages.values())
-
 
 def test_default_model_saves_activation_memory() -> None:
     torch.manual_seed(0)
     model = rb.create_model("resnest14d", num_classes=10).train()  # the default: memory-saving modules
     x = random_image(96, batch=4)
-    fast = _saved_bytes(model, x)
-    plain = _saved_bytes(reference_modules(model), x)
+    fast = saved_bytes(model, x)
+    plain = saved_bytes(reference_modules(model), x)
     # The split convs' inputs, the activated radix splits and two stem maps are no longer kept.
     assert fast <= 0.85 * plain, (fast, plain)
-    assert _saved_bytes(memory_efficient_training(model), x) == fast
+    assert saved_bytes(memory_efficient_training(model), x) == fast
 
 
 def test_swap_keeps_parameters_and_keys() -> None:

@@ -1,11 +1,11 @@
 """Numerical helpers of the parity and acceleration tests: norms that make every tensor matter, the relative
-difference the tolerances are stated in, and a seeded test image."""
+difference the tolerances are stated in, a seeded test image, and the activation memory autograd keeps."""
 from __future__ import annotations
 
 from typing import Dict, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -49,3 +49,19 @@ def max_rel_diff_outputs(ours: Union[torch.Tensor, Dict[str, torch.Tensor]],
     ours, ref = ({"logits": o} if isinstance(o, torch.Tensor) else o for o in (ours, ref))
     assert ours.keys() == ref.keys(), (sorted(ours), sorted(ref))
     return max(max_rel_diff(ours[k], ref[k]) for k in ref)
+
+def saved_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of distinct non-parameter tensor storages autograd keeps for backward (deterministic, no timing)."""
+    storages: Dict[int, int] = {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return sum(storages.values())

@@ -63,7 +63,8 @@ model = dict(
         norm_cfg=norm_cfg,
         align_corners=True,  # PE up_kwargs: bilinear, align_corners=True
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-                         avg_non_ignore=True)),  # PE SegmentationLosses = nn.CrossEntropyLoss: mean over labelled pixels
+                         # PE SegmentationLosses = nn.CrossEntropyLoss: mean over labelled pixels
+                         avg_non_ignore=True)),
     auxiliary_head=dict(
         type='FCNHead',  # PE encoding/models/sseg/fcn.py FCNHead on layer3 (auxlayer)
         in_channels=1024,

@@ -5,7 +5,8 @@
 # long-side random resize 0.5-2x the base size, zero pad, crop, no photometric distortion), SGD with 10x lr on both
 # heads, weight decay 1e-4, poly 0.9 without warm-up, mean over labelled pixels, slide inference and the TTA
 # protocol (scaled to the base size). Changed: the base lr (0.01 instead of 0.004: from scratch, 150 iterations).
-#   python tools/mmseg_train.py configs/mmseg/toy/deeplabv3_resnest14d-d8_paper_toy-ade.py --work-dir work_dirs/toy_paper
+#   python tools/mmseg_train.py configs/mmseg/toy/deeplabv3_resnest14d-d8_paper_toy-ade.py \
+#       --work-dir work_dirs/toy_paper
 _base_ = '../paper/deeplabv3_resnest50d-d8_paper_4xb4-180e_ade20k-480x480.py'
 custom_imports = dict(imports=['resnest_backbones.mmseg', 'resnest_backbones.mmseg.heads',
                                'resnest_backbones.mmseg.datasets'], allow_failed_imports=False)

@@ -135,8 +135,8 @@ def test_norm_cfg_requires_grad_false() -> None:
 def test_dcn_stages_multi_grid_and_with_cp() -> None:
     from resnest_backbones.layers import DeformConv2d
 
-    model = OpenMMLabResNeSt("resnest14d", dcn=dict(type="DCNv2", deform_groups=2), stage_with_dcn=(False, True, True, True),
-                    output_stride=16, multi_grid=(2,), with_cp=True)
+    model = OpenMMLabResNeSt("resnest14d", dcn=dict(type="DCNv2", deform_groups=2),
+                             stage_with_dcn=(False, True, True, True), output_stride=16, multi_grid=(2,), with_cp=True)
     deform = [name for name, m in model.named_modules() if isinstance(m, DeformConv2d)]
     assert deform and not any(name.startswith("layer1.") for name in deform)
     assert {name.split(".")[0] for name in deform} == {"layer2", "layer3", "layer4"}

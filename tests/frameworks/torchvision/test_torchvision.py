@@ -261,7 +261,8 @@ def test_missing_weights_file_is_an_error(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ the training script
 def test_training_script_runs_end_to_end(tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("torchvision_train_under_test", REPO / "tools" / "torchvision_train.py")
+    script_path = REPO / "tools" / "torchvision_train.py"
+    spec = importlib.util.spec_from_file_location("torchvision_train_under_test", script_path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     weights = tmp_path / "resnest14d.pth"
