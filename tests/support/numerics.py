@@ -2,7 +2,7 @@
 difference the tolerances are stated in, a seeded test image, and the activation memory autograd keeps."""
 from __future__ import annotations
 
-from typing import Dict, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -65,3 +65,39 @@ def saved_bytes(model: nn.Module, x: Tensor) -> int:
         out = model(x)
     del out
     return sum(storages.values())
+
+
+def train_like_reference(fast: nn.Module, plain: nn.Module, x: Tensor) -> int:
+    """One backward of ``fast`` (memory-saving modules) and of ``plain`` (reference modules, same values) on
+    ``x``; asserts equal gradients and equal buffers (running statistics, ``num_batches_tracked``) afterwards.
+
+    Returns how often the memory-saving ``bn_relu_conv`` op ran in ``fast``'s forward (0: it never engaged).
+    """
+    from resnest_backbones.accel import ops
+
+    def train_step(model: nn.Module) -> List[Optional[Tensor]]:
+        out = model(x)
+        outputs = out.values() if isinstance(out, dict) else [out]
+        sum((v.double() ** 2).mean() for v in outputs).backward()
+        return [p.grad for p in model.parameters()]
+
+    calls = [0]
+    original = ops._BNReLUConv.apply
+
+    def counting(*args):
+        calls[0] += 1
+        return original(*args)
+
+    ops._BNReLUConv.apply = counting
+    try:
+        grads_fast = train_step(fast)
+    finally:
+        ops._BNReLUConv.apply = original
+    grads_plain = train_step(plain)
+    for (name, _), gf, gp in zip(plain.named_parameters(), grads_fast, grads_plain):
+        assert (gf is None) == (gp is None), name
+        if gp is not None:
+            assert torch.allclose(gf, gp, rtol=1e-9, atol=1e-12), name
+    for (name, bp), bf in zip(plain.named_buffers(), fast.buffers()):
+        assert torch.equal(bp, bf), name  # running statistics and num_batches_tracked updated identically
+    return calls[0]
