@@ -21,7 +21,7 @@ from typing import Dict, Type, TypeVar
 from torch import Tensor, nn
 
 from ..layers.split_attention import SplitAttention
-from ..layers.stem import DeepStem
+from ..layers.stem import ACT_A, ACT_B, DeepStem
 from ..models.resnest import Bottleneck
 from . import ops
 
@@ -58,7 +58,7 @@ class MemoryEfficientDeepStem(DeepStem):
     def _uses_ops(self) -> bool:
         # Images rarely need gradients: the first conv's weight decides whether the norms' inputs do.
         source = self.conv_a.weight
-        return (isinstance(self[2], nn.ReLU) and isinstance(self[5], nn.ReLU)
+        return (isinstance(self[ACT_A], nn.ReLU) and isinstance(self[ACT_B], nn.ReLU)
                 and ops.supports_conv(self.conv_b) and ops.supports_conv(self.conv_c)
                 and ops.supports(self.norm_a, source) and ops.supports(self.norm_b, source))
 
