@@ -13,19 +13,22 @@ batch statistics and recompute ``relu(bn(x))`` in the backward pass:
   conv input, e.g. in the deep stem and before every split-attention convolution).
 
 Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` in the tests); the forward
-values are bit-identical, because the forward runs the very same ATen kernels. The ops are used only in
-training with autograd recording, never under TorchScript or ``torch.compile`` (whose compilers plan memory
-themselves), and only for norms whose forward is plain batch norm at that moment (:func:`supports`): every
-``_BatchNorm`` that keeps ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``) and
-``SyncBatchNorm`` (torch's and :class:`resnest_backbones.layers.SyncBatchNorm`) while it does not synchronise.
-Frozen batch norms (detectron2's and torchvision's ``FrozenBatchNorm2d``) keep their own forward: there the ops
-would save no memory (see :func:`supports`). A synchronising ``SyncBatchNorm`` (training with a process group
-of more than one process) keeps its own forward: its statistics come from collectives the ops do not perform.
+values of local batch norm are bit-identical, because the forward runs the very same ATen kernels. The ops are
+used only in training with autograd recording, never under TorchScript or ``torch.compile`` (whose compilers plan
+memory themselves), and only for norms whose forward is batch norm (:func:`supports`): every ``_BatchNorm`` that
+keeps ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``), detectron2's ``NaiveSyncBatchNorm``
+while it does not synchronise, and torch's and :class:`resnest_backbones.layers.SyncBatchNorm`, synchronising or
+not. A synchronising ``SyncBatchNorm`` gets its batch statistics from the same all-reduces as
+:class:`resnest_backbones.layers.SyncBatchNorm` (forward) and all-reduces the two per-channel gradient sums in
+backward, as torch's SyncBN does; its outputs equal the module's up to float rounding. Frozen batch norms
+(detectron2's and torchvision's ``FrozenBatchNorm2d``) keep their own forward: there the ops would save no memory
+(see :func:`supports`); so does a synchronising ``NaiveSyncBatchNorm``, whose statistics differ from SyncBN's.
 There is no global switch: :mod:`resnest_backbones.accel.training` puts modules that call these ops into a
 model, and takes them out again, explicitly.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -36,6 +39,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers.split_attention import combine_splits
 from ..layers.sync_batchnorm import SyncBatchNorm as CpuSyncBatchNorm
+from ..layers.sync_batchnorm import all_reduced_moments, update_running_stats
 
 __all__ = [
     "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "supports", "supports_conv",
@@ -47,6 +51,9 @@ def _compiling() -> bool:
     return bool(compiler is not None and compiler.is_compiling())
 
 
+#: Dtypes in which synchronised statistics are computed as they are (others, e.g. float16, in float32).
+_STATS_DTYPES = (torch.float32, torch.float64)
+
 #: Devices on which ``torch.nn.SyncBatchNorm`` synchronises; on others its forward raises under a process group.
 _SYNC_DEVICES = ("cuda", "hpu", "xpu")
 
@@ -57,46 +64,69 @@ def _first_device(norm: nn.Module, sources: Sequence[Tensor]) -> Optional[torch.
     return None
 
 
-def _torch_sync_needed(norm: nn.SyncBatchNorm, sources: Sequence[Tensor]) -> bool:
-    """Whether ``torch.nn.SyncBatchNorm.forward`` would not fall back to plain batch norm now.
+def _world(group: Optional[Any]) -> Any:
+    return group if group is not None else dist.group.WORLD
 
-    Mirrors torch's condition: training (batch statistics) with an initialised process group; then it raises
-    for inputs on other devices than GPUs (the reference forward must raise that error, so this says True)
-    and synchronises when the group has more than one process.
-    """
-    if not (norm.training and dist.is_available() and dist.is_initialized()):
-        return False
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+#: How a batch norm gets its statistics (:func:`_norm_mode`), besides a process group to all-reduce them over.
+UNSUPPORTED, LOCAL = "unsupported", "local"
+
+
+def _torch_sync_mode(norm: nn.SyncBatchNorm, sources: Sequence[Tensor]) -> Any:
+    """What ``torch.nn.SyncBatchNorm.forward`` does now, by torch's condition: plain batch norm unless training
+    (batch statistics) with an initialised process group; then it raises for inputs on other devices than GPUs
+    (the reference forward must raise that error: UNSUPPORTED) and synchronises over its group when that has
+    more than one process."""
+    if not (norm.training and _distributed()):
+        return LOCAL
     device = _first_device(norm, sources)
     allowed = (*_SYNC_DEVICES, torch._C._get_privateuse1_backend_name())
     if device is None or device.type not in allowed:
-        return True
-    group = norm.process_group if norm.process_group else dist.group.WORLD
-    return dist.get_world_size(group) > 1
+        return UNSUPPORTED
+    group = _world(norm.process_group)
+    return group if dist.get_world_size(group) > 1 else LOCAL
 
 
-def _is_plain_batch_norm(norm: nn.Module, sources: Sequence[Tensor] = ()) -> bool:
-    """Whether ``norm`` computes plain batch norm now (ATen's kernel, batch or running statistics).
+def _naive_sync_forward() -> Any:
+    """``detectron2.layers.NaiveSyncBatchNorm.forward`` when detectron2 is imported (a model using it is), else None."""
+    module = sys.modules.get("detectron2.layers.batch_norm")
+    naive = getattr(module, "NaiveSyncBatchNorm", None)
+    return naive.forward if naive is not None else None
 
-    ``_BatchNorm`` subclasses count only with ``_BatchNorm.forward`` itself, or a ``SyncBatchNorm`` forward
-    (torch's, this package's) while it falls back to it; any other override may compute something else.
+
+def _norm_mode(norm: nn.Module, sources: Sequence[Tensor] = ()) -> Any:
+    """How ``norm`` normalises now: :data:`LOCAL` (ATen's batch norm, batch or running statistics), a process
+    group (batch statistics all-reduced over it, as :class:`resnest_backbones.layers.SyncBatchNorm` and torch's
+    SyncBN compute them), or :data:`UNSUPPORTED`.
+
+    ``_BatchNorm`` subclasses count only with ``_BatchNorm.forward`` itself or a forward known here; any other
+    override may compute something else.
     """
     if not isinstance(norm, _BatchNorm):
-        return False
+        return UNSUPPORTED
     forward = type(norm).forward
     if forward is _BatchNorm.forward:
-        return True
+        return LOCAL
     if forward is nn.SyncBatchNorm.forward:
-        return not _torch_sync_needed(norm, sources)  # type: ignore[arg-type]
+        return _torch_sync_mode(norm, sources)  # type: ignore[arg-type]
     if forward is CpuSyncBatchNorm.forward:
-        return not (norm.training and norm._group_size() > 1)  # type: ignore[operator]
-    return False
+        synchronising = norm.training and norm._group_size() > 1  # type: ignore[operator]
+        return _world(norm.process_group) if synchronising else LOCAL
+    if forward is _naive_sync_forward():  # plain batch norm unless training with more than one process
+        synchronising = norm.training and _distributed() and dist.get_world_size() > 1
+        return UNSUPPORTED if synchronising else LOCAL
+    return UNSUPPORTED
 
 
 def supports(norm: nn.Module, *sources: Tensor) -> bool:
     """Whether the fused ops apply to ``norm`` now, for an input computed from the tensors ``sources``.
 
-    True for norms whose forward is plain batch norm with statistics now (see :func:`_is_plain_batch_norm`:
-    ``_BatchNorm`` subclasses keeping ``_BatchNorm.forward``, a non-synchronising ``SyncBatchNorm``), while
+    True for norms whose forward is batch norm now (see :func:`_norm_mode`: ``_BatchNorm`` subclasses keeping
+    ``_BatchNorm.forward``, torch's and this package's ``SyncBatchNorm``, synchronising or not), while
     autograd records a graph that needs gradients (through a source or the norm's parameters), outside
     TorchScript, tracing (ONNX export, fvcore) and ``torch.compile``. ``sources`` lets a caller decide before
     computing the norm's input (e.g. from a block's input and the weight of the conv in between).
@@ -108,18 +138,21 @@ def supports(norm: nn.Module, *sources: Tensor) -> bool:
     """
     if not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing() or _compiling():
         return False
-    if not _is_plain_batch_norm(norm, sources):
+    if _norm_mode(norm, sources) is UNSUPPORTED:
         return False
     affine = [t for t in (norm.weight, norm.bias) if t is not None]
     return any(t.requires_grad for t in sources) or any(t.requires_grad for t in affine)
 
 
-NormInputs = Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor], bool, float, float]
+NormInputs = Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor], bool, float, float, Any]
 
 
-def _norm_inputs(norm: nn.Module) -> NormInputs:
-    """``(weight, bias, running_mean, running_var, use batch statistics, running-average factor, eps)`` for the
-    ops, as ``_BatchNorm.forward`` chooses them; updates ``num_batches_tracked`` like the module."""
+def _norm_inputs(norm: nn.Module, x: Tensor) -> NormInputs:
+    """``(weight, bias, running_mean, running_var, use batch statistics, running-average factor, eps, group)``
+    for the ops, as ``_BatchNorm.forward`` chooses them (``group``: the process group to all-reduce the batch
+    statistics over, or None); updates ``num_batches_tracked`` like the module."""
+    mode = _norm_mode(norm, (x,))
+    assert mode is not UNSUPPORTED, "call the ops only for norms that supports() accepts"
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -129,7 +162,8 @@ def _norm_inputs(norm: nn.Module) -> NormInputs:
     tracked = not norm.training or norm.track_running_stats  # otherwise the buffers must not be updated
     running_mean = norm.running_mean if tracked else None
     running_var = norm.running_var if tracked else None
-    return norm.weight, norm.bias, running_mean, running_var, use_batch, factor, float(norm.eps)
+    group = None if mode is LOCAL else mode
+    return norm.weight, norm.bias, running_mean, running_var, use_batch, factor, float(norm.eps), group
 
 
 def _scale_shift(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor, invstd: Tensor
@@ -143,11 +177,22 @@ def _scale_shift(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], me
 
 def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Batch norm + in-place ReLU with ATen's own kernel (so the values are exactly the plain path's).
+                eps: float, group: Any) -> Tuple[Tensor, Tensor, Tensor]:
+    """Batch norm + in-place ReLU: with ATen's own kernel (so the values are exactly the plain path's), or with
+    batch statistics all-reduced over ``group`` when that is not None.
 
     Returns ``(z, scale, shift)``; stores on ``ctx`` what the backward needs besides ``x`` and the parameters.
     """
+    ctx.training, ctx.eps, ctx.sync = training, eps, None
+    if training and group is not None:
+        with torch.no_grad():
+            mean, var, count = all_reduced_moments(x if x.dtype in _STATS_DTYPES else x.float(), group)
+            if running_mean is not None and running_var is not None:
+                update_running_stats(running_mean, running_var, mean, var, count, momentum)
+            invstd = torch.rsqrt(var + eps)
+        scale, shift = _scale_shift(x, weight, bias, mean, invstd)
+        ctx.stats, ctx.sync = (None, None, mean, invstd), (group, count)
+        return _recompute(x, scale, shift), scale, shift
     if not training:
         assert running_mean is not None and running_var is not None
         # Eval mode normalises with the running statistics; a training forward run before this backward
@@ -160,7 +205,6 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     else:
         mean, invstd = running_mean, torch.rsqrt(running_var + eps)
     scale, shift = _scale_shift(x, weight, bias, mean, invstd)
-    ctx.training, ctx.eps = training, eps
     ctx.stats = (running_mean, running_var, save_mean, save_invstd)
     return y.relu_(), scale, shift
 
@@ -170,9 +214,39 @@ def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Optional[Tensor], 
     """Gradients of the norm w.r.t. ``(x, weight, bias)`` given the gradient w.r.t. its output."""
     running_mean, running_var, save_mean, save_invstd = ctx.stats
     mask = [bool(needs[0]), bool(needs[1]), bool(needs[2])]
+    if ctx.sync is not None:
+        return _synchronised_bn_backward(ctx, grad_y, x, weight, mask)
     grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
         grad_y, x, weight, running_mean, running_var, save_mean, save_invstd, ctx.training, ctx.eps, mask)
     return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None)
+
+
+def _synchronised_bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Optional[Tensor], mask: List[bool]
+                              ) -> Tuple[Optional[Tensor], ...]:
+    """:func:`_bn_backward` for statistics all-reduced over a process group.
+
+    The per-channel sums ``sum(dy)`` and ``sum(dy * x_hat)`` of this process are the weight and bias gradients
+    (local: data parallelism averages those); ``x``'s gradient needs them summed over all processes, because
+    every process's output depends on ``x`` through the shared mean and variance:
+    ``dx = w * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat))``, the means over the combined batch.
+    """
+    group, count = ctx.sync
+    _, _, mean, invstd = ctx.stats
+    _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+        grad_y, x, weight, None, None, mean, invstd, True, ctx.eps, [False, True, True])
+    grad_x: Optional[Tensor] = None
+    if mask[0]:
+        totals = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(totals, group=group)
+        mean_dy, mean_dy_xhat = (totals / count).chunk(2)
+        a = invstd if weight is None else weight * invstd  # dx = a * dy + c * x + d, per channel
+        c = -a * invstd * mean_dy_xhat
+        d = -a * mean_dy - c * mean
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        dtype = grad_y.dtype
+        grad_x = torch.addcmul(d.view(shape).to(dtype), x, c.view(shape).to(dtype))
+        grad_x.addcmul_(grad_y, a.view(shape).to(dtype))
+    return (grad_x, sum_dy_xhat if mask[1] else None, sum_dy if mask[2] else None)
 
 
 def _relu_backward(grad: Tensor, activated: Tensor) -> Tensor:
@@ -207,8 +281,9 @@ class _BNReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, cache: RecomputeCache) -> Tuple[Tensor, Tensor, Tensor]:
-        z, scale, shift = _bn_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps)
+                eps: float, group: Any, cache: RecomputeCache) -> Tuple[Tensor, Tensor, Tensor]:
+        z, scale, shift = _bn_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
+                                      group)
         ctx.save_for_backward(x, weight, scale, shift)
         ctx.mark_non_differentiable(scale, shift)
         ctx.cache = cache
@@ -222,7 +297,7 @@ class _BNReLU(torch.autograd.Function):
             z = _recompute(x, scale, shift)
         grad_y = _relu_backward(grad_z, z)
         del z
-        return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 6
+        return _bn_backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 7
 
 
 def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, RecomputeCache]:
@@ -233,9 +308,8 @@ def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, Recompu
     recomputed ``z`` back. Only useful when no consumer of ``z`` saves it. Running statistics and
     ``num_batches_tracked`` are updated exactly as the module does.
     """
-    weight, bias, running_mean, running_var, training, factor, eps = _norm_inputs(norm)
     cache = RecomputeCache()
-    z, scale, shift = _BNReLU.apply(x, weight, bias, running_mean, running_var, training, factor, eps, cache)
+    z, scale, shift = _BNReLU.apply(x, *_norm_inputs(norm, x), cache)
     return z, scale, shift, cache
 
 
@@ -292,10 +366,10 @@ class _BNReLUConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, conv_weight: Tensor, stride: List[int], padding: List[int], dilation: List[int],
-                groups: int) -> Tensor:
+                eps: float, group: Any, conv_weight: Tensor, stride: List[int], padding: List[int],
+                dilation: List[int], groups: int) -> Tensor:
         z, scale, shift = _bn_forward(ctx, x, bn_weight, bn_bias, running_mean, running_var, training, momentum,
-                                      eps)
+                                      eps, group)
         ctx.conv = (stride, padding, dilation, groups)
         ctx.save_for_backward(x, bn_weight, conv_weight, scale, shift)
         return F.conv2d(z, conv_weight, None, stride, padding, dilation, groups)
@@ -306,14 +380,14 @@ class _BNReLUConv(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conv
         z = _recompute(x, scale, shift)
         need_bn = ctx.needs_input_grad[:3]
-        need_weight = ctx.needs_input_grad[8]
+        need_weight = ctx.needs_input_grad[9]
         grad_z, grad_cw, _ = torch.ops.aten.convolution_backward(
             grad_out, z, conv_weight, None, stride, padding, dilation, False, [0, 0], groups,
             [any(need_bn), need_weight, False])
         grads: Tuple[Optional[Tensor], ...] = (None, None, None)
         if any(need_bn):
             grads = _bn_backward(ctx, _relu_backward(grad_z, z), x, bn_weight, need_bn)
-        return grads + (None,) * 5 + (grad_cw if need_weight else None,) + (None,) * 4
+        return grads + (None,) * 6 + (grad_cw if need_weight else None,) + (None,) * 4
 
 
 def bn_relu_conv(x: Tensor, norm: nn.Module, conv: nn.Conv2d) -> Tensor:
@@ -322,10 +396,8 @@ def bn_relu_conv(x: Tensor, norm: nn.Module, conv: nn.Conv2d) -> Tensor:
 
     ``conv`` must be a plain ``nn.Conv2d`` without bias and with zero padding mode (see :func:`supports_conv`).
     """
-    weight, bias, running_mean, running_var, training, factor, eps = _norm_inputs(norm)
-    return _BNReLUConv.apply(
-        x, weight, bias, running_mean, running_var, training, factor, eps, conv.weight,
-        list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
+    return _BNReLUConv.apply(x, *_norm_inputs(norm, x), conv.weight, list(conv.stride), list(conv.padding),
+                             list(conv.dilation), conv.groups)
 
 
 def supports_conv(conv: nn.Module) -> bool:

@@ -11,14 +11,44 @@ would refuse it on CPU); on GPUs torch's own, fused kernel is the faster choice.
 """
 from __future__ import annotations
 
-from typing import Optional, Type
+from typing import Optional, Tuple, Type
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.nn.functional import all_reduce
 
-__all__ = ["SyncBatchNorm"]
+__all__ = ["SyncBatchNorm", "all_reduced_moments", "update_running_stats"]
+
+
+def all_reduced_moments(x: Tensor, process_group: Optional[object] = None) -> Tuple[Tensor, Tensor, float]:
+    """Per-channel mean and biased variance of ``x`` ``(N, C, ...)`` over the batches of all processes in
+    ``process_group`` (default: all), and the number of values per channel they cover.
+
+    Differentiable: the collectives are autograd-aware, so gradients flow to every process's input. Two passes
+    (mean first, then squared deviations) avoid the ``E[x^2] - E[x]^2`` cancellation.
+    """
+    channels = x.shape[1]
+    dims = [0] + list(range(2, x.dim()))
+    group = process_group if process_group is not None else dist.group.WORLD
+    totals = all_reduce(torch.cat([x.sum(dims), x.new_full((1,), x.numel() / channels)]), group=group)
+    count = float(totals[channels].item())
+    if count < 2:
+        raise ValueError("SyncBatchNorm needs more than one value per channel over all processes; "
+                         "use a larger batch or frozen norm statistics")
+    mean = totals[:channels] / count
+    centered = x - mean.view([1, channels] + [1] * (x.dim() - 2))
+    var = all_reduce((centered * centered).sum(dims), group=group) / count
+    return mean, var, count
+
+
+@torch.no_grad()
+def update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor, biased_var: Tensor, count: float,
+                         factor: float) -> None:
+    """Move the running statistics towards the batch's by ``factor``, with the unbiased variance (as
+    ``torch.nn.SyncBatchNorm`` and batch norm do)."""
+    running_mean.lerp_(mean.detach(), factor)
+    running_var.lerp_(biased_var.detach() * (count / (count - 1)), factor)
 
 
 class SyncBatchNorm(nn.BatchNorm2d):
@@ -53,34 +83,16 @@ class SyncBatchNorm(nn.BatchNorm2d):
         return self._all_reduce_forward(x)
 
     def _all_reduce_forward(self, x: Tensor) -> Tensor:
-        channels = x.shape[1]
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, channels] + [1] * (x.dim() - 2)
-        group = self.process_group if self.process_group is not None else dist.group.WORLD
-        local_count = x.new_full((1,), x.numel() / channels)
-        # Two passes (mean first, then squared deviations) avoid E[x^2] - E[x]^2 cancellation.
-        totals = all_reduce(torch.cat([x.sum(dims), local_count]), group=group)
-        count = totals[channels]
-        if count.item() < 2:
-            raise ValueError("SyncBatchNorm needs more than one value per channel over all processes; "
-                             "use a larger batch or frozen norm statistics")
-        mean = totals[:channels] / count
-        centered = x - mean.view(shape)
-        var = all_reduce((centered * centered).sum(dims), group=group) / count
-        self._update_running_stats(mean.detach(), var.detach(), count.item())
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        mean, var, count = all_reduced_moments(x, self.process_group)
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            self.num_batches_tracked.add_(1)
+            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            update_running_stats(self.running_mean, self.running_var, mean, var, count, factor)
+        out = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, biased_var: Tensor, count: float) -> None:
-        if not self.track_running_stats or self.running_mean is None or self.running_var is None:
-            return
-        self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.lerp_(mean, factor)
-        self.running_var.lerp_(biased_var * (count / (count - 1)), factor)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Optional[object] = None, *,

@@ -60,7 +60,7 @@ def test_bn_relu_conv_gradcheck(training: bool, groups: int, stride: int, dilati
 
     def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, cw: Tensor) -> Tensor:
         return ops._BNReLUConv.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(), training,
-                                     0.0, bn.eps, cw, [stride] * 2, [dilation] * 2, [dilation] * 2, groups)
+                                     0.0, bn.eps, None, cw, [stride] * 2, [dilation] * 2, [dilation] * 2, groups)
 
     def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, cw: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
@@ -101,7 +101,7 @@ def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool) -> 
     def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
         cache = ops.RecomputeCache()  # shared: the combine's backward hands its recomputed z to _BNReLU's
         z, scale, shift = ops._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(),
-                                            training, 0.0, bn.eps, cache)
+                                            training, 0.0, bn.eps, None, cache)
         return ops.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift, cache if shared else None)
 
     def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:

@@ -1,10 +1,11 @@
 """The memory-saving training ops for every norm that computes plain batch norm at that moment: ``_BatchNorm``
 subclasses keeping ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``, also with
 ``momentum=None``, ``track_running_stats=False`` or ``affine=False``), torch's and this package's
-``SyncBatchNorm`` while they do not synchronise, in train and eval mode: same values, gradients (and gradcheck),
-running statistics and ``num_batches_tracked`` as the reference modules, and less saved activation memory;
-synchronising norms, other forwards and frozen norms (torchvision's, detectron2's ``FrozenBatchNorm2d``, where
-the ops would save nothing) keep the reference path in the models.
+``SyncBatchNorm`` while they do not synchronise (synchronising: tests/accel/test_accel_sync.py), detectron2's
+``NaiveSyncBatchNorm`` in one process, in train and eval mode: same values, gradients (and gradcheck), running
+statistics and ``num_batches_tracked`` as the reference modules, and less saved activation memory; other forwards
+and frozen norms (torchvision's, detectron2's ``FrozenBatchNorm2d``, where the ops would save nothing) keep the
+reference path in the models.
 """
 from __future__ import annotations
 
@@ -213,16 +214,32 @@ def test_other_forwards_and_synchronising_norms_keep_the_reference(monkeypatch: 
 
     torch_sync, ours = nn.SyncBatchNorm(4).train(), SyncBatchNorm(4).train()
     assert ops.supports(torch_sync, x) and ops.supports(ours, x)
-    # Pretend a process group of two: both synchronise in training (not supported) but not in eval mode.
+    # Pretend a process group of two: ours synchronises in training, with the ops' all-reduces (their results:
+    # tests/accel/test_accel_sync.py); torch's raises for CPU inputs, so the reference must run and raise.
     monkeypatch.setattr(dist, "is_available", lambda: True)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
-    assert not ops.supports(torch_sync, x) and not ops.supports(ours, x)
+    assert not ops.supports(torch_sync, x) and ops.supports(ours, x)
     assert ops.supports(torch_sync.eval(), x) and ops.supports(ours.eval(), x)
-    # One process under an initialised group: torch's forward raises for CPU inputs, so the reference must run.
+    # One process under an initialised group: torch's forward still raises for CPU inputs.
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 1)
     assert not ops.supports(torch_sync.train(), x)
     assert ops.supports(ours.train(), x)
+
+
+def test_detectron2_naive_sync_bn_only_while_it_does_not_synchronise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """detectron2's ``NaiveSyncBatchNorm`` is plain batch norm in one process or eval mode; synchronising, it
+    computes other statistics (mean of the processes' means, ``E[x^2] - E[x]^2``), so it keeps its forward."""
+    require("detectron2")
+    from detectron2.layers import NaiveSyncBatchNorm
+
+    x, norm = _input(4), NaiveSyncBatchNorm(4).train()
+    assert ops.supports(norm, x)
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    assert not ops.supports(norm, x)
+    assert ops.supports(norm.eval(), x)
 
 
 # --------------------------------------------------------------------- whole models, per norm kind
