@@ -314,19 +314,29 @@ def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, Recompu
 
 
 class _CombineRecompute(torch.autograd.Function):
-    """``sum_r z_r * w_r`` with ``z = relu(x * scale + shift)`` recomputed (not saved) for backward."""
+    """``sum_r z_r * w_r`` with ``z = relu(x * scale + shift)`` recomputed (not saved) for backward; optionally
+    followed by a convolution whose input (the weighted sum) is recomputed too."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
-                cache: Optional[RecomputeCache]) -> Tensor:
-        ctx.save_for_backward(weights, x, scale, shift)
-        ctx.cache = cache
-        return combine_splits(z, weights)
+                cache: Optional[RecomputeCache], conv_weight: Optional[Tensor], conv: Optional[ConvArgs]) -> Tensor:
+        ctx.save_for_backward(weights, x, scale, shift, conv_weight)
+        ctx.cache, ctx.conv = cache, conv
+        combined = combine_splits(z, weights)
+        if conv_weight is None:
+            return combined
+        return F.conv2d(combined, conv_weight, None, *conv)  # type: ignore[misc]
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
-        weights, x, scale, shift = ctx.saved_tensors
+        weights, x, scale, shift, conv_weight = ctx.saved_tensors
         radix, channels = weights.shape[1], weights.shape[2]
+        z: Optional[Tensor] = None
+        grad_cw: Optional[Tensor] = None
+        if conv_weight is not None:
+            z = _recompute(x, scale, shift)
+            grad_out, grad_cw = _conv_backward(grad_out, combine_splits(z, weights), conv_weight, ctx.conv,
+                                               any(ctx.needs_input_grad[:2]), ctx.needs_input_grad[6])
         grad_z: Optional[Tensor] = None
         if ctx.needs_input_grad[0]:
             grad_z = torch.empty_like(x)  # same shape and memory format as z
@@ -334,30 +344,53 @@ class _CombineRecompute(torch.autograd.Function):
                 torch.mul(grad_out, weights[:, r], out=grad_z[:, r * channels:(r + 1) * channels])
         grad_w: Optional[Tensor] = None
         if ctx.needs_input_grad[1]:
-            z = _recompute(x, scale, shift)
+            if z is None:
+                z = _recompute(x, scale, shift)
             grad_w = torch.empty_like(weights)
             product = torch.empty_like(grad_out)
             for r in range(radix):
                 torch.mul(z[:, r * channels:(r + 1) * channels], grad_out, out=product)
                 grad_w[:, r] = product.sum((2, 3), keepdim=True)
             del product
-            if ctx.cache is not None:
-                ctx.cache.z = z
-        return grad_z, grad_w, None, None, None, None
+        if ctx.cache is not None and z is not None:
+            ctx.cache.z = z
+        return grad_z, grad_w, None, None, None, None, grad_cw, None
 
 
 def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
-                             cache: Optional[RecomputeCache] = None) -> Tensor:
+                             cache: Optional[RecomputeCache] = None, conv: Optional[nn.Conv2d] = None) -> Tensor:
     """Split attention's ``sum_r z_r * weights_r`` for ``z, scale, shift, cache = bn_relu(x, norm)``,
-    recomputing ``z`` from ``x`` in backward instead of keeping it.
+    recomputing ``z`` from ``x`` in backward instead of keeping it; with ``conv``, ``conv(sum_r z_r *
+    weights_r)``, recomputing the sum (the convolution's input) in backward too (elementwise work only).
 
     Args:
         z: ``(B, radix*C, H, W)`` radix-major output of :func:`bn_relu` on ``x``.
         weights: ``(B, radix, C, 1, 1)`` attention weights (computed from ``z``).
         x, scale, shift: the batch norm's input and :func:`bn_relu`'s affine form.
         cache: :func:`bn_relu`'s cache; the recomputed ``z`` is left there for its backward.
+        conv: a convolution that :func:`supports_conv` accepts, applied to the sum (a bottleneck's ``conv3``).
     """
-    return _CombineRecompute.apply(z, weights, x, scale, shift, cache)
+    if conv is None:
+        return _CombineRecompute.apply(z, weights, x, scale, shift, cache, None, None)
+    return _CombineRecompute.apply(z, weights, x, scale, shift, cache, conv.weight, _conv_args(conv))
+
+
+#: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.
+ConvArgs = Tuple[List[int], List[int], List[int], int]
+
+
+def _conv_args(conv: nn.Conv2d) -> ConvArgs:
+    return list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups  # type: ignore[arg-type]
+
+
+def _conv_backward(grad_out: Tensor, conv_input: Tensor, weight: Tensor, conv: ConvArgs, need_input: bool,
+                   need_weight: bool) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Gradients of a bias-free ``F.conv2d(conv_input, weight, None, *conv)`` w.r.t. its input and weight."""
+    stride, padding, dilation, groups = conv
+    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_out, conv_input, weight, None, stride, padding, dilation, False, [0, 0], groups,
+        [need_input, need_weight, False])
+    return (grad_input if need_input else None), (grad_weight if need_weight else None)
 
 
 class _BNReLUConv(torch.autograd.Function):
@@ -366,28 +399,23 @@ class _BNReLUConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, group: Any, conv_weight: Tensor, stride: List[int], padding: List[int],
-                dilation: List[int], groups: int) -> Tensor:
+                eps: float, group: Any, conv_weight: Tensor, conv: ConvArgs) -> Tensor:
         z, scale, shift = _bn_forward(ctx, x, bn_weight, bn_bias, running_mean, running_var, training, momentum,
                                       eps, group)
-        ctx.conv = (stride, padding, dilation, groups)
+        ctx.conv = conv
         ctx.save_for_backward(x, bn_weight, conv_weight, scale, shift)
-        return F.conv2d(z, conv_weight, None, stride, padding, dilation, groups)
+        return F.conv2d(z, conv_weight, None, *conv)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
         x, bn_weight, conv_weight, scale, shift = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conv
         z = _recompute(x, scale, shift)
         need_bn = ctx.needs_input_grad[:3]
-        need_weight = ctx.needs_input_grad[9]
-        grad_z, grad_cw, _ = torch.ops.aten.convolution_backward(
-            grad_out, z, conv_weight, None, stride, padding, dilation, False, [0, 0], groups,
-            [any(need_bn), need_weight, False])
+        grad_z, grad_cw = _conv_backward(grad_out, z, conv_weight, ctx.conv, any(need_bn), ctx.needs_input_grad[9])
         grads: Tuple[Optional[Tensor], ...] = (None, None, None)
-        if any(need_bn):
+        if grad_z is not None:
             grads = _bn_backward(ctx, _relu_backward(grad_z, z), x, bn_weight, need_bn)
-        return grads + (None,) * 6 + (grad_cw if need_weight else None,) + (None,) * 4
+        return grads + (None,) * 6 + (grad_cw, None)
 
 
 def bn_relu_conv(x: Tensor, norm: nn.Module, conv: nn.Conv2d) -> Tensor:
@@ -396,11 +424,10 @@ def bn_relu_conv(x: Tensor, norm: nn.Module, conv: nn.Conv2d) -> Tensor:
 
     ``conv`` must be a plain ``nn.Conv2d`` without bias and with zero padding mode (see :func:`supports_conv`).
     """
-    return _BNReLUConv.apply(x, *_norm_inputs(norm, x), conv.weight, list(conv.stride), list(conv.padding),
-                             list(conv.dilation), conv.groups)
+    return _BNReLUConv.apply(x, *_norm_inputs(norm, x), conv.weight, _conv_args(conv))
 
 
 def supports_conv(conv: nn.Module) -> bool:
-    """Whether :func:`bn_relu_conv` can stand in for ``conv`` (a plain, bias-free, zero-padded ``nn.Conv2d``)."""
+    """Whether the ops can stand in for ``conv`` (a plain, bias-free, zero-padded ``nn.Conv2d``)."""
     return (type(conv) is nn.Conv2d and conv.bias is None and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str))

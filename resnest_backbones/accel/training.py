@@ -6,7 +6,7 @@ plain path. The subclasses here compute the same values, but in training they ro
 ReLU -> consumer`` chains through :mod:`resnest_backbones.accel.ops`, which keep the norm's input instead of the
 ReLU output for backward (less activation memory, same gradients). Where the ops do not apply (eval mode,
 ``torch.no_grad``, TorchScript, tracing, ``torch.compile``, norms that are not plain batch norm at that moment
-(see :func:`resnest_backbones.accel.ops.supports`: e.g. GroupNorm, a synchronising SyncBatchNorm), DropBlock or
+(see :func:`resnest_backbones.accel.ops.supports`: e.g. GroupNorm, frozen batch norm), DropBlock or
 a pool between the norm and the conv), they run the reference forward.
 
 :func:`memory_efficient_training` swaps them into a built model and :func:`reference_modules` swaps them back.
@@ -16,7 +16,7 @@ existing submodules: parameters, buffers, ``state_dict`` keys and an optimizer's
 from __future__ import annotations
 
 import copy
-from typing import Dict, Type, TypeVar
+from typing import Dict, Optional, Type, TypeVar
 
 from torch import Tensor, nn
 
@@ -70,27 +70,36 @@ class MemoryEfficientSplitAttention(SplitAttention):
     """Split attention that recomputes its activated splits ``relu(bn0(x))`` in backward instead of keeping them."""
 
     def attend(self, x: Tensor) -> Tensor:
+        return self.attend_and_project(x, None)
+
+    def attend_and_project(self, x: Tensor, conv: Optional[nn.Conv2d]) -> Tensor:
+        """``conv(self.attend(x))`` (``conv`` one that ``ops.supports_conv`` accepts, or None for no conv),
+        recomputing the attention's output in backward instead of keeping it as the convolution's input."""
         if not (isinstance(self.drop_block, nn.Identity) and ops.supports(self.bn0, x)):
-            return super().attend(x)
+            out = super().attend(x)
+            return out if conv is None else conv(out)
         z, scale, shift, cache = ops.bn_relu(x, self.bn0)
-        return ops.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache)
+        return ops.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache, conv)
 
     def __prepare_scriptable__(self) -> nn.Module:
         return _reference_twin(self, SplitAttention)
 
 
 class MemoryEfficientBottleneck(Bottleneck):
-    """Bottleneck whose split convolution recomputes its input ``relu(bn1(conv1(x)))`` in backward."""
+    """Bottleneck whose split convolution recomputes its input ``relu(bn1(conv1(x)))`` in backward, and whose
+    ``conv3`` recomputes its input (split attention's output) when no pool stands between them."""
 
     def _residual(self, x: Tensor) -> Tensor:
         if not self._uses_ops(x):
             return super()._residual(x)
         out = ops.bn_relu_conv(self.conv1(x), self.bn1, self.conv2.conv)
+        if isinstance(self.avd_last, nn.Identity) and ops.supports_conv(self.conv3):
+            return self._add_shortcut(self.conv2.attend_and_project(out, self.conv3), x)
         return self._project_and_add(self.conv2.attend(out), x)
 
     def _uses_ops(self, x: Tensor) -> bool:
         return (isinstance(self.drop_block1, nn.Identity) and isinstance(self.avd_first, nn.Identity)
-                and isinstance(self.conv2, SplitAttention) and ops.supports_conv(self.conv2.conv)
+                and isinstance(self.conv2, MemoryEfficientSplitAttention) and ops.supports_conv(self.conv2.conv)
                 and ops.supports(self.bn1, x, self.conv1.weight))
 
     def __prepare_scriptable__(self) -> nn.Module:

@@ -6,6 +6,7 @@ fused inference copy's class.
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -60,7 +61,7 @@ def test_bn_relu_conv_gradcheck(training: bool, groups: int, stride: int, dilati
 
     def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, cw: Tensor) -> Tensor:
         return ops._BNReLUConv.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(), training,
-                                     0.0, bn.eps, None, cw, [stride] * 2, [dilation] * 2, [dilation] * 2, groups)
+                                     0.0, bn.eps, None, cw, ([stride] * 2, [dilation] * 2, [dilation] * 2, groups))
 
     def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, cw: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
@@ -82,34 +83,44 @@ def _assert_same_value_and_grads(fused_fn, plain_fn, inputs) -> None:
         assert torch.allclose(gf, gp, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("project", [False, True], ids=["sum", "sum-then-conv"])
 @pytest.mark.parametrize("shared", [True, False], ids=["recomputed-once", "recomputed-twice"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("radix", [1, 2, 4])
-def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool) -> None:
+def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, project: bool) -> None:
+    """The split-attention ops, with the weighted sum followed by a 1x1 convolution (a bottleneck's conv3,
+    whose input is then recomputed too) or not."""
     channels = 3
     bn = _random_bn(radix * channels, training)
     x = _gradcheck_inputs(radix * channels)
     gamma, beta = bn.weight.detach().clone().requires_grad_(), bn.bias.detach().clone().requires_grad_()
     mix = torch.randn(radix, channels, dtype=torch.double, generator=torch.Generator().manual_seed(3),
                       requires_grad=True)
+    conv_weight = torch.randn(5, channels, 1, 1, dtype=torch.double, generator=torch.Generator().manual_seed(4),
+                              requires_grad=True)
+
+    def conv_of(weight: Tensor) -> SimpleNamespace:  # what the op reads of an nn.Conv2d, weight as given
+        return SimpleNamespace(weight=weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
 
     def weights_of(z: Tensor, mix: Tensor) -> Tensor:
         # Weights that depend on z, like split attention's (pooled -> MLP -> softmax).
         pooled = z.mean((2, 3)).view(z.shape[0], radix, channels).sum(1)
         return torch.softmax(pooled.unsqueeze(1) * mix, dim=1).view(z.shape[0], radix, channels, 1, 1)
 
-    def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
+    def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *conv: Tensor) -> Tensor:
         cache = ops.RecomputeCache()  # shared: the combine's backward hands its recomputed z to _BNReLU's
         z, scale, shift = ops._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(),
                                             training, 0.0, bn.eps, None, cache)
-        return ops.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift, cache if shared else None)
+        return ops.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift, cache if shared else None,
+                                            conv_of(conv[0]) if conv else None)
 
-    def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor) -> Tensor:
+    def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *conv: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
                                                 training, 0.0, bn.eps))
-        return combine_splits(z, weights_of(z, mix))
+        combined = combine_splits(z, weights_of(z, mix))
+        return nn.functional.conv2d(combined, conv[0]) if conv else combined
 
-    inputs = (x, gamma, beta, mix)
+    inputs = (x, gamma, beta, mix, *([conv_weight] if project else []))
     assert torch.autograd.gradcheck(fused_fn, inputs)
     _assert_same_value_and_grads(fused_fn, plain_fn, inputs)
 
