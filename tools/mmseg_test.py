@@ -15,7 +15,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from resnest_backbones.distributed import close_process_group  # noqa: E402
+from resnest_backbones.distributed import close_process_group, exit_process  # noqa: E402
 from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics, use_tta  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
 
@@ -43,7 +43,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise SystemExit(f"[{TOOL}] error: {error}") from None
     if runner.rank == 0:
         print_metrics(TOOL, metrics)
-    close_process_group()
+    if close_process_group():  # a distributed run: end without the teardown race (see exit_process)
+        exit_process(0)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from resnest_backbones.distributed import close_process_group  # noqa: E402
+from resnest_backbones.distributed import close_process_group, exit_process  # noqa: E402
 from resnest_backbones.mmseg.cli import (  # noqa: E402
     MetricsHook,
     add_common_arguments,
@@ -57,7 +57,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         runner.val_loop.run()  # the schedule did not end on a validation: evaluate the final model
     if runner.rank == 0:
         print_metrics(TOOL, hook.metrics)
-    close_process_group()
+    if close_process_group():  # a distributed run: end without the teardown race (see exit_process)
+        exit_process(0)
 
 
 if __name__ == "__main__":

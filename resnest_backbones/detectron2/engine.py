@@ -46,7 +46,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from omegaconf import OmegaConf
 
-from ..distributed import close_process_group, sync_on_cpu
+from ..distributed import close_process_group, exit_process, sync_on_cpu
 from .checkpoint import ResNeStCheckpointer
 from .config import add_resnest_config, replace_norm
 
@@ -244,7 +244,10 @@ def run_lazy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
 
 def train_or_evaluate(args: argparse.Namespace) -> Any:
     """What each process runs, given detectron2's ``default_argument_parser`` arguments: the LazyConfig route for
-    a ``.py`` config, the yacs route otherwise; then the process group (if any) is closed cleanly."""
+    a ``.py`` config, the yacs route otherwise; then the process group (if any) is closed cleanly and, in a
+    distributed run, the process ends there (:func:`resnest_backbones.distributed.exit_process`; ``launch``'s
+    workers have nothing left to do)."""
     result = (run_lazy if args.config_file.endswith(".py") else run_yacs)(args)
-    close_process_group()
+    if close_process_group():
+        exit_process(0)
     return result
