@@ -11,6 +11,9 @@ batch statistics and recompute ``relu(bn(x))`` in the backward pass:
   it hands the recomputed map on to :func:`bn_relu`'s backward, which runs next and needs it as its ReLU mask.
 * :func:`bn_relu_conv` — ``conv2d(relu(batch_norm(x)))`` that recomputes the conv input in backward (saves the
   conv input, e.g. in the deep stem and before every split-attention convolution).
+* :func:`combine_splits_conv_bn` — the weighted sum followed by a bottleneck's ``bn3(conv3(...))``, keeping
+  neither the sum (the conv's input) nor the conv's output (the norm's input, the block's widest map): both are
+  recomputed in backward, at the cost of one 1x1 convolution forward more per block.
 
 Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` in the tests); the forward
 values of local batch norm are bit-identical, because the forward runs the very same ATen kernels. The ops are
@@ -42,7 +45,8 @@ from ..layers.sync_batchnorm import SyncBatchNorm as CpuSyncBatchNorm
 from ..layers.sync_batchnorm import all_reduced_moments, update_running_stats
 
 __all__ = [
-    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_recompute", "supports", "supports_conv",
+    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_conv_bn", "combine_splits_recompute", "supports",
+    "supports_conv",
 ]
 
 
@@ -177,9 +181,9 @@ def _scale_shift(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], me
 
 def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, group: Any) -> Tuple[Tensor, Tensor, Tensor]:
-    """Batch norm + in-place ReLU: with ATen's own kernel (so the values are exactly the plain path's), or with
-    batch statistics all-reduced over ``group`` when that is not None.
+                eps: float, group: Any, relu: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
+    """Batch norm (+ in-place ReLU with ``relu``): with ATen's own kernel (so the values are exactly the plain
+    path's), or with batch statistics all-reduced over ``group`` when that is not None.
 
     Returns ``(z, scale, shift)``; stores on ``ctx`` what the backward needs besides ``x`` and the parameters.
     """
@@ -192,7 +196,8 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
             invstd = torch.rsqrt(var + eps)
         scale, shift = _scale_shift(x, weight, bias, mean, invstd)
         ctx.stats, ctx.sync = (None, None, mean, invstd), (group, count)
-        return _recompute(x, scale, shift), scale, shift
+        y = torch.addcmul(shift, x, scale)
+        return (y.relu_() if relu else y), scale, shift
     if not training:
         assert running_mean is not None and running_var is not None
         # Eval mode normalises with the running statistics; a training forward run before this backward
@@ -206,7 +211,7 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
         mean, invstd = running_mean, torch.rsqrt(running_var + eps)
     scale, shift = _scale_shift(x, weight, bias, mean, invstd)
     ctx.stats = (running_mean, running_var, save_mean, save_invstd)
-    return y.relu_(), scale, shift
+    return (y.relu_() if relu else y), scale, shift
 
 
 def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Optional[Tensor], needs: Sequence[bool]
@@ -313,66 +318,104 @@ def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, Recompu
     return z, scale, shift, cache
 
 
+def _combine_backward(grad_out: Tensor, z: Optional[Tensor], weights: Tensor, x: Tensor, scale: Tensor,
+                      shift: Tensor, needs: Sequence[bool]) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
+    """Gradients of ``combine_splits(z, weights)`` w.r.t. ``(z, weights)``, and ``z`` (recomputed from ``x``
+    with :func:`_recompute` unless given)."""
+    radix, channels = weights.shape[1], weights.shape[2]
+    if z is None:
+        z = _recompute(x, scale, shift)
+    grad_z: Optional[Tensor] = None
+    if needs[0]:
+        grad_z = torch.empty_like(x)  # same shape and memory format as z
+        for r in range(radix):
+            torch.mul(grad_out, weights[:, r], out=grad_z[:, r * channels:(r + 1) * channels])
+    grad_w: Optional[Tensor] = None
+    if needs[1]:
+        grad_w = torch.empty_like(weights)
+        product = torch.empty_like(grad_out)
+        for r in range(radix):
+            torch.mul(z[:, r * channels:(r + 1) * channels], grad_out, out=product)
+            grad_w[:, r] = product.sum((2, 3), keepdim=True)
+    return grad_z, grad_w, z
+
+
 class _CombineRecompute(torch.autograd.Function):
-    """``sum_r z_r * w_r`` with ``z = relu(x * scale + shift)`` recomputed (not saved) for backward; optionally
-    followed by a convolution whose input (the weighted sum) is recomputed too."""
+    """``sum_r z_r * w_r`` with ``z = relu(x * scale + shift)`` recomputed (not saved) for backward."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
-                cache: Optional[RecomputeCache], conv_weight: Optional[Tensor], conv: Optional[ConvArgs]) -> Tensor:
-        ctx.save_for_backward(weights, x, scale, shift, conv_weight)
-        ctx.cache, ctx.conv = cache, conv
-        combined = combine_splits(z, weights)
-        if conv_weight is None:
-            return combined
-        return F.conv2d(combined, conv_weight, None, *conv)  # type: ignore[misc]
+                cache: Optional[RecomputeCache]) -> Tensor:
+        ctx.save_for_backward(weights, x, scale, shift)
+        ctx.cache = cache
+        return combine_splits(z, weights)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
-        weights, x, scale, shift, conv_weight = ctx.saved_tensors
-        radix, channels = weights.shape[1], weights.shape[2]
-        z: Optional[Tensor] = None
-        grad_cw: Optional[Tensor] = None
-        if conv_weight is not None:
-            z = _recompute(x, scale, shift)
-            grad_out, grad_cw = _conv_backward(grad_out, combine_splits(z, weights), conv_weight, ctx.conv,
-                                               any(ctx.needs_input_grad[:2]), ctx.needs_input_grad[6])
-        grad_z: Optional[Tensor] = None
-        if ctx.needs_input_grad[0]:
-            grad_z = torch.empty_like(x)  # same shape and memory format as z
-            for r in range(radix):
-                torch.mul(grad_out, weights[:, r], out=grad_z[:, r * channels:(r + 1) * channels])
-        grad_w: Optional[Tensor] = None
-        if ctx.needs_input_grad[1]:
-            if z is None:
-                z = _recompute(x, scale, shift)
-            grad_w = torch.empty_like(weights)
-            product = torch.empty_like(grad_out)
-            for r in range(radix):
-                torch.mul(z[:, r * channels:(r + 1) * channels], grad_out, out=product)
-                grad_w[:, r] = product.sum((2, 3), keepdim=True)
-            del product
-        if ctx.cache is not None and z is not None:
+        weights, x, scale, shift = ctx.saved_tensors
+        grad_z, grad_w, z = _combine_backward(grad_out, None, weights, x, scale, shift, ctx.needs_input_grad)
+        if ctx.cache is not None:
             ctx.cache.z = z
-        return grad_z, grad_w, None, None, None, None, grad_cw, None
+        return grad_z, grad_w, None, None, None, None
+
+
+class _CombineConvBN(torch.autograd.Function):
+    """``bn(conv(sum_r z_r * w_r))`` (no ReLU) keeping none of the intermediate maps: in backward, ``z``, the
+    weighted sum and the convolution's output (the norm's input) are recomputed from the split attention's
+    kept input ``x``; the price is one convolution forward more."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
+                cache: Optional[RecomputeCache], conv_weight: Tensor, conv: ConvArgs, bn_weight: Optional[Tensor],
+                bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                training: bool, momentum: float, eps: float, group: Any) -> Tensor:
+        projected = F.conv2d(combine_splits(z, weights), conv_weight, None, *conv)
+        out, _, _ = _bn_forward(ctx, projected, bn_weight, bn_bias, running_mean, running_var, training, momentum,
+                                eps, group, relu=False)
+        ctx.save_for_backward(weights, x, scale, shift, conv_weight, bn_weight)
+        ctx.cache, ctx.conv = cache, conv
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], ...]:
+        weights, x, scale, shift, conv_weight, bn_weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        z = _recompute(x, scale, shift)
+        combined = combine_splits(z, weights)
+        projected = F.conv2d(combined, conv_weight, None, *ctx.conv)
+        grad_projected, grad_bw, grad_bb = _bn_backward(ctx, grad_out, projected, bn_weight,
+                                                        (True, needs[8], needs[9]))
+        del projected
+        grad_combined, grad_cw = _conv_backward(grad_projected, combined, conv_weight, ctx.conv, True, needs[6])
+        del combined, grad_projected
+        grad_z, grad_w, z = _combine_backward(grad_combined, z, weights, x, scale, shift, needs)
+        if ctx.cache is not None:
+            ctx.cache.z = z
+        return (grad_z, grad_w, None, None, None, None, grad_cw, None, grad_bw, grad_bb) + (None,) * 6
 
 
 def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
-                             cache: Optional[RecomputeCache] = None, conv: Optional[nn.Conv2d] = None) -> Tensor:
+                             cache: Optional[RecomputeCache] = None) -> Tensor:
     """Split attention's ``sum_r z_r * weights_r`` for ``z, scale, shift, cache = bn_relu(x, norm)``,
-    recomputing ``z`` from ``x`` in backward instead of keeping it; with ``conv``, ``conv(sum_r z_r *
-    weights_r)``, recomputing the sum (the convolution's input) in backward too (elementwise work only).
+    recomputing ``z`` from ``x`` in backward instead of keeping it.
 
     Args:
         z: ``(B, radix*C, H, W)`` radix-major output of :func:`bn_relu` on ``x``.
         weights: ``(B, radix, C, 1, 1)`` attention weights (computed from ``z``).
         x, scale, shift: the batch norm's input and :func:`bn_relu`'s affine form.
         cache: :func:`bn_relu`'s cache; the recomputed ``z`` is left there for its backward.
-        conv: a convolution that :func:`supports_conv` accepts, applied to the sum (a bottleneck's ``conv3``).
     """
-    if conv is None:
-        return _CombineRecompute.apply(z, weights, x, scale, shift, cache, None, None)
-    return _CombineRecompute.apply(z, weights, x, scale, shift, cache, conv.weight, _conv_args(conv))
+    return _CombineRecompute.apply(z, weights, x, scale, shift, cache)
+
+
+def combine_splits_conv_bn(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
+                           cache: Optional[RecomputeCache], conv: nn.Conv2d, norm: nn.Module) -> Tensor:
+    """``norm(conv(sum_r z_r * weights_r))`` (a bottleneck's ``bn3(conv3(...))`` after split attention) for
+    the arguments of :func:`combine_splits_recompute`, keeping no map of its own for backward (the sum, the
+    convolution's output) but recomputing them; ``conv`` as :func:`supports_conv` and ``norm`` as
+    :func:`supports` accept."""
+    return _CombineConvBN.apply(z, weights, x, scale, shift, cache, conv.weight, _conv_args(conv),
+                                *_norm_inputs(norm, x))
 
 
 #: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.

@@ -16,7 +16,7 @@ existing submodules: parameters, buffers, ``state_dict`` keys and an optimizer's
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional, Type, TypeVar
+from typing import Dict, Type, TypeVar
 
 from torch import Tensor, nn
 
@@ -67,19 +67,25 @@ class MemoryEfficientDeepStem(DeepStem):
 
 
 class MemoryEfficientSplitAttention(SplitAttention):
-    """Split attention that recomputes its activated splits ``relu(bn0(x))`` in backward instead of keeping them."""
+    """Split attention that recomputes its activated splits ``relu(bn0(x))`` in backward instead of keeping them
+    (and, called by a bottleneck, its output and the projection after it: :meth:`attend_and_project`)."""
 
     def attend(self, x: Tensor) -> Tensor:
-        return self.attend_and_project(x, None)
-
-    def attend_and_project(self, x: Tensor, conv: Optional[nn.Conv2d]) -> Tensor:
-        """``conv(self.attend(x))`` (``conv`` one that ``ops.supports_conv`` accepts, or None for no conv),
-        recomputing the attention's output in backward instead of keeping it as the convolution's input."""
-        if not (isinstance(self.drop_block, nn.Identity) and ops.supports(self.bn0, x)):
-            out = super().attend(x)
-            return out if conv is None else conv(out)
+        if not self._uses_ops(x):
+            return super().attend(x)
         z, scale, shift, cache = ops.bn_relu(x, self.bn0)
-        return ops.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache, conv)
+        return ops.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache)
+
+    def attend_and_project(self, x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
+        """``norm(conv(self.attend(x)))`` (a bottleneck's ``bn3(conv3(...))``), recomputing the attention's
+        output and the convolution's output in backward instead of keeping them."""
+        if not (self._uses_ops(x) and ops.supports_conv(conv) and ops.supports(norm, x)):
+            return norm(conv(self.attend(x)))
+        z, scale, shift, cache = ops.bn_relu(x, self.bn0)
+        return ops.combine_splits_conv_bn(z, self.mixing_weights(z), x, scale, shift, cache, conv, norm)
+
+    def _uses_ops(self, x: Tensor) -> bool:
+        return isinstance(self.drop_block, nn.Identity) and ops.supports(self.bn0, x)
 
     def __prepare_scriptable__(self) -> nn.Module:
         return _reference_twin(self, SplitAttention)
@@ -87,14 +93,15 @@ class MemoryEfficientSplitAttention(SplitAttention):
 
 class MemoryEfficientBottleneck(Bottleneck):
     """Bottleneck whose split convolution recomputes its input ``relu(bn1(conv1(x)))`` in backward, and whose
-    ``conv3`` recomputes its input (split attention's output) when no pool stands between them."""
+    ``bn3(conv3(...))`` recomputes its input (split attention's output) and the norm's input when no pool or
+    DropBlock stands between them."""
 
     def _residual(self, x: Tensor) -> Tensor:
         if not self._uses_ops(x):
             return super()._residual(x)
         out = ops.bn_relu_conv(self.conv1(x), self.bn1, self.conv2.conv)
-        if isinstance(self.avd_last, nn.Identity) and ops.supports_conv(self.conv3):
-            return self._add_shortcut(self.conv2.attend_and_project(out, self.conv3), x)
+        if isinstance(self.avd_last, nn.Identity) and isinstance(self.drop_block3, nn.Identity):
+            return self._add_shortcut(self.conv2.attend_and_project(out, self.conv3, self.bn3), x)
         return self._project_and_add(self.conv2.attend(out), x)
 
     def _uses_ops(self, x: Tensor) -> bool:

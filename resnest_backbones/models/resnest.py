@@ -116,11 +116,10 @@ class Bottleneck(nn.Module):
 
     def _project_and_add(self, out: Tensor, x: Tensor) -> Tensor:
         """``relu(bn3(conv3(avd_last(out))) + shortcut(x))``: the block's end after split attention."""
-        return self._add_shortcut(self.conv3(self.avd_last(out)), x)
+        return self._add_shortcut(self.drop_block3(self.bn3(self.conv3(self.avd_last(out)))), x)
 
-    def _add_shortcut(self, projected: Tensor, x: Tensor) -> Tensor:
-        """``relu(bn3(projected) + shortcut(x))`` for the output ``projected`` of ``conv3``."""
-        out = self.drop_block3(self.bn3(projected))
+    def _add_shortcut(self, out: Tensor, x: Tensor) -> Tensor:
+        """``relu(out + shortcut(x))`` for the residual branch's output ``out`` (which it overwrites)."""
         # In place: the norm's output is not saved by autograd, so this saves an allocation and a pass.
         out += self.downsample(x)
         return self.relu(out)

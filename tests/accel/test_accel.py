@@ -6,7 +6,6 @@ fused inference copy's class.
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -83,44 +82,52 @@ def _assert_same_value_and_grads(fused_fn, plain_fn, inputs) -> None:
         assert torch.allclose(gf, gp, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("project", [False, True], ids=["sum", "sum-then-conv"])
+@pytest.mark.parametrize("project", [False, True], ids=["sum", "sum-conv-bn"])
 @pytest.mark.parametrize("shared", [True, False], ids=["recomputed-once", "recomputed-twice"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("radix", [1, 2, 4])
 def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, project: bool) -> None:
-    """The split-attention ops, with the weighted sum followed by a 1x1 convolution (a bottleneck's conv3,
-    whose input is then recomputed too) or not."""
+    """The split-attention ops: the weighted sum alone, or followed by a 1x1 convolution and batch norm (a
+    bottleneck's ``bn3(conv3(...))``, whose input and inner map are then recomputed too)."""
     channels = 3
     bn = _random_bn(radix * channels, training)
+    bn3 = _random_bn(5, training)
     x = _gradcheck_inputs(radix * channels)
     gamma, beta = bn.weight.detach().clone().requires_grad_(), bn.bias.detach().clone().requires_grad_()
     mix = torch.randn(radix, channels, dtype=torch.double, generator=torch.Generator().manual_seed(3),
                       requires_grad=True)
     conv_weight = torch.randn(5, channels, 1, 1, dtype=torch.double, generator=torch.Generator().manual_seed(4),
                               requires_grad=True)
-
-    def conv_of(weight: Tensor) -> SimpleNamespace:  # what the op reads of an nn.Conv2d, weight as given
-        return SimpleNamespace(weight=weight, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+    gamma3, beta3 = bn3.weight.detach().clone().requires_grad_(), bn3.bias.detach().clone().requires_grad_()
 
     def weights_of(z: Tensor, mix: Tensor) -> Tensor:
         # Weights that depend on z, like split attention's (pooled -> MLP -> softmax).
         pooled = z.mean((2, 3)).view(z.shape[0], radix, channels).sum(1)
         return torch.softmax(pooled.unsqueeze(1) * mix, dim=1).view(z.shape[0], radix, channels, 1, 1)
 
-    def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *conv: Tensor) -> Tensor:
+    def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *projection: Tensor) -> Tensor:
         cache = ops.RecomputeCache()  # shared: the combine's backward hands its recomputed z to _BNReLU's
         z, scale, shift = ops._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(),
                                             training, 0.0, bn.eps, None, cache)
-        return ops.combine_splits_recompute(z, weights_of(z, mix), x, scale, shift, cache if shared else None,
-                                            conv_of(conv[0]) if conv else None)
+        weights, cache = weights_of(z, mix), (cache if shared else None)
+        if not projection:
+            return ops.combine_splits_recompute(z, weights, x, scale, shift, cache)
+        cw, g3, b3 = projection
+        return ops._CombineConvBN.apply(z, weights, x, scale, shift, cache, cw, ([1, 1], [0, 0], [1, 1], 1), g3, b3,
+                                        bn3.running_mean.clone(), bn3.running_var.clone(), training, 0.0, bn3.eps,
+                                        None)
 
-    def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *conv: Tensor) -> Tensor:
+    def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *projection: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
                                                 training, 0.0, bn.eps))
         combined = combine_splits(z, weights_of(z, mix))
-        return nn.functional.conv2d(combined, conv[0]) if conv else combined
+        if not projection:
+            return combined
+        cw, g3, b3 = projection
+        return nn.functional.batch_norm(nn.functional.conv2d(combined, cw), bn3.running_mean.clone(),
+                                        bn3.running_var.clone(), g3, b3, training, 0.0, bn3.eps)
 
-    inputs = (x, gamma, beta, mix, *([conv_weight] if project else []))
+    inputs = (x, gamma, beta, mix, *([conv_weight, gamma3, beta3] if project else []))
     assert torch.autograd.gradcheck(fused_fn, inputs)
     _assert_same_value_and_grads(fused_fn, plain_fn, inputs)
 
