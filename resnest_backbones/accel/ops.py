@@ -12,8 +12,8 @@ batch statistics and recompute ``relu(bn(x))`` in the backward pass:
 * :func:`bn_relu_conv` — ``conv2d(relu(batch_norm(x)))`` that recomputes the conv input in backward (saves the
   conv input, e.g. in the deep stem and before every split-attention convolution).
 * :func:`combine_splits_conv_bn` — the weighted sum followed by a bottleneck's ``bn3(conv3(...))``, keeping
-  neither the sum (the conv's input) nor the conv's output (the norm's input, the block's widest map): both are
-  recomputed in backward, at the cost of one 1x1 convolution forward more per block.
+  neither the sum (the conv's input, recomputed) nor the conv's output (the norm's input, the block's widest map:
+  its backward is written without it, at the cost of a Gram matrix and a small convolution per block).
 
 Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` in the tests); the forward
 values of local batch norm are bit-identical, because the forward runs the very same ATen kernels. The ops are
@@ -46,7 +46,7 @@ from ..layers.sync_batchnorm import all_reduced_moments, update_running_stats
 
 __all__ = [
     "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_conv_bn", "combine_splits_recompute", "supports",
-    "supports_conv",
+    "supports_conv", "supports_projection",
 ]
 
 
@@ -359,21 +359,91 @@ class _CombineRecompute(torch.autograd.Function):
         return grad_z, grad_w, None, None, None, None
 
 
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype for per-channel sums over a map of ``dtype``: float32 at least."""
+    return dtype if dtype in _STATS_DTYPES else torch.float32
+
+
+def _normalisation(ctx: Any) -> Tuple[Tensor, Tensor]:
+    """``(mean, invstd)`` with which :func:`_bn_forward` normalised."""
+    running_mean, running_var, save_mean, save_invstd = ctx.stats
+    if ctx.training:
+        return save_mean, save_invstd
+    return running_mean, torch.rsqrt(running_var + ctx.eps)
+
+
+def _weight_gradient(grad_out: Tensor, conv_input: Tensor, out_channels: int) -> Tensor:
+    """``sum over (n, h, w) of grad_out[:, o] * conv_input[:, i]``, shaped ``(out_channels, in_channels)``: a 1x1
+    convolution's weight gradient (oneDNN's kernel, any memory format)."""
+    shape = (out_channels, conv_input.shape[1], 1, 1)
+    _, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_out, conv_input, conv_input.new_zeros(shape), None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+        [False, True, False])
+    return grad_weight.flatten(1)
+
+
+def _projection_bn_backward(ctx: Any, grad_out: Tensor, conv_input: Tensor, conv_weight: Tensor,
+                            bn_weight: Optional[Tensor], needs: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+    """Gradients of ``bn(conv1x1(conv_input))`` w.r.t. ``(conv_input, conv_weight, bn weight, bn bias)`` without
+    the convolution's output ``y = W c`` (never materialised in backward).
+
+    With ``a = gamma * invstd`` per output channel, batch norm's input gradient is ``a * dy + b * y + k`` where
+    ``b`` and ``k`` hold the (batch-statistics) mean terms. Every place that needs ``y`` takes it through ``W``:
+    ``sum(dy * y)[o] = sum_i W[o, i] * D[o, i]`` with ``D = dy (x) c`` (what the weight gradient needs anyway),
+    ``sum(y (x) c) = W G`` with the Gram matrix ``G = c (x) c`` (in x in), and ``W^T diag(b) y = (W^T diag(b) W) c``.
+    So the price of not keeping ``y`` is ``G`` and one in->in 1x1 convolution: half a recomputation of ``y``.
+    """
+    dtype, stat = conv_input.dtype, _stats_dtype(conv_input.dtype)
+    out_channels = conv_weight.shape[0]
+    dims = [0] + list(range(2, grad_out.dim()))
+    w = conv_weight.flatten(1).to(stat)
+    mean, invstd = (t.to(stat) for t in _normalisation(ctx))
+    d = _weight_gradient(grad_out, conv_input, out_channels).to(stat)
+    sum_dy = grad_out.sum(dims, dtype=stat)
+    sum_dy_xhat = invstd * ((w * d).sum(1) - mean * sum_dy)  # batch norm's weight gradient
+    a = invstd if bn_weight is None else bn_weight.to(stat) * invstd
+    b: Optional[Tensor] = None
+    if ctx.training:  # batch statistics: the mean terms, over all processes' batches when synchronised
+        totals = torch.cat([sum_dy, sum_dy_xhat])
+        count = float(grad_out.numel() // out_channels)
+        if ctx.sync is not None:
+            group, count = ctx.sync
+            dist.all_reduce(totals, group=group)
+        mean_dy, mean_dy_xhat = (totals / count).chunk(2)
+        b = -a * invstd * mean_dy_xhat
+        k = -a * mean_dy - b * mean
+    weight_shape = (out_channels, conv_weight.shape[1], 1, 1)
+    grad_input, _, _ = torch.ops.aten.convolution_backward(
+        grad_out, conv_input, (w * a[:, None]).to(dtype).view(weight_shape), None, [1, 1], [0, 0], [1, 1], False,
+        [0, 0], 1, [True, False, False])
+    if b is not None:
+        mixing = (w.t() @ (b[:, None] * w)).to(dtype)[:, :, None, None]  # W^T diag(b) W, in x in
+        grad_input += F.conv2d(conv_input, mixing, (w.t() @ k).to(dtype))
+    grad_w: Optional[Tensor] = None
+    if needs[0]:
+        grad = a[:, None] * d
+        if b is not None:
+            gram = _weight_gradient(conv_input, conv_input, conv_input.shape[1]).to(stat)
+            grad += b[:, None] * (w @ gram) + k[:, None] * conv_input.sum(dims, dtype=stat)[None, :]
+        grad_w = grad.view(weight_shape).to(conv_weight.dtype)
+    return (grad_input, grad_w, sum_dy_xhat if needs[1] else None, sum_dy if needs[2] else None)
+
+
 class _CombineConvBN(torch.autograd.Function):
-    """``bn(conv(sum_r z_r * w_r))`` (no ReLU) keeping none of the intermediate maps: in backward, ``z``, the
-    weighted sum and the convolution's output (the norm's input) are recomputed from the split attention's
-    kept input ``x``; the price is one convolution forward more."""
+    """``bn(conv1x1(sum_r z_r * w_r))`` (no ReLU) keeping none of the maps after ``z`` for backward: ``z`` and
+    the weighted sum are recomputed from split attention's kept input ``x``; the 1x1 convolution's output (the
+    norm's input, the block's widest map) is never needed again (:func:`_projection_bn_backward`)."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
-                cache: Optional[RecomputeCache], conv_weight: Tensor, conv: ConvArgs, bn_weight: Optional[Tensor],
+                cache: Optional[RecomputeCache], conv_weight: Tensor, bn_weight: Optional[Tensor],
                 bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor],
                 training: bool, momentum: float, eps: float, group: Any) -> Tensor:
-        projected = F.conv2d(combine_splits(z, weights), conv_weight, None, *conv)
+        projected = F.conv2d(combine_splits(z, weights), conv_weight)
         out, _, _ = _bn_forward(ctx, projected, bn_weight, bn_bias, running_mean, running_var, training, momentum,
                                 eps, group, relu=False)
         ctx.save_for_backward(weights, x, scale, shift, conv_weight, bn_weight)
-        ctx.cache, ctx.conv = cache, conv
+        ctx.cache = cache
         return out
 
     @staticmethod
@@ -382,16 +452,13 @@ class _CombineConvBN(torch.autograd.Function):
         needs = ctx.needs_input_grad
         z = _recompute(x, scale, shift)
         combined = combine_splits(z, weights)
-        projected = F.conv2d(combined, conv_weight, None, *ctx.conv)
-        grad_projected, grad_bw, grad_bb = _bn_backward(ctx, grad_out, projected, bn_weight,
-                                                        (True, needs[8], needs[9]))
-        del projected
-        grad_combined, grad_cw = _conv_backward(grad_projected, combined, conv_weight, ctx.conv, True, needs[6])
-        del combined, grad_projected
+        grad_combined, grad_cw, grad_bw, grad_bb = _projection_bn_backward(
+            ctx, grad_out, combined, conv_weight, bn_weight, needs[6:9])
+        del combined
         grad_z, grad_w, z = _combine_backward(grad_combined, z, weights, x, scale, shift, needs)
         if ctx.cache is not None:
             ctx.cache.z = z
-        return (grad_z, grad_w, None, None, None, None, grad_cw, None, grad_bw, grad_bb) + (None,) * 6
+        return (grad_z, grad_w, None, None, None, None, grad_cw, grad_bw, grad_bb) + (None,) * 6
 
 
 def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
@@ -411,11 +478,10 @@ def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tenso
 def combine_splits_conv_bn(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
                            cache: Optional[RecomputeCache], conv: nn.Conv2d, norm: nn.Module) -> Tensor:
     """``norm(conv(sum_r z_r * weights_r))`` (a bottleneck's ``bn3(conv3(...))`` after split attention) for
-    the arguments of :func:`combine_splits_recompute`, keeping no map of its own for backward (the sum, the
-    convolution's output) but recomputing them; ``conv`` as :func:`supports_conv` and ``norm`` as
-    :func:`supports` accept."""
-    return _CombineConvBN.apply(z, weights, x, scale, shift, cache, conv.weight, _conv_args(conv),
-                                *_norm_inputs(norm, x))
+    the arguments of :func:`combine_splits_recompute`, keeping no map of its own for backward (the sum is
+    recomputed, the convolution's output is not needed); ``conv`` as :func:`supports_projection` and ``norm``
+    as :func:`supports` accept."""
+    return _CombineConvBN.apply(z, weights, x, scale, shift, cache, conv.weight, *_norm_inputs(norm, x))
 
 
 #: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.
@@ -474,3 +540,10 @@ def supports_conv(conv: nn.Module) -> bool:
     """Whether the ops can stand in for ``conv`` (a plain, bias-free, zero-padded ``nn.Conv2d``)."""
     return (type(conv) is nn.Conv2d and conv.bias is None and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str))
+
+
+def supports_projection(conv: nn.Module) -> bool:
+    """Whether :func:`combine_splits_conv_bn` can stand in for ``conv``: a plain, bias-free 1x1 ``nn.Conv2d``
+    with stride 1 and one group (a bottleneck's ``conv3``)."""
+    return (supports_conv(conv) and tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
+            and tuple(conv.padding) == (0, 0) and conv.groups == 1)

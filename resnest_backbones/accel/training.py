@@ -77,9 +77,9 @@ class MemoryEfficientSplitAttention(SplitAttention):
         return ops.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache)
 
     def attend_and_project(self, x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
-        """``norm(conv(self.attend(x)))`` (a bottleneck's ``bn3(conv3(...))``), recomputing the attention's
-        output and the convolution's output in backward instead of keeping them."""
-        if not (self._uses_ops(x) and ops.supports_conv(conv) and ops.supports(norm, x)):
+        """``norm(conv(self.attend(x)))`` (a bottleneck's ``bn3(conv3(...))``) keeping neither the attention's
+        output nor the convolution's output for backward (see ``ops.combine_splits_conv_bn``)."""
+        if not (self._uses_ops(x) and ops.supports_projection(conv) and ops.supports(norm, x)):
             return norm(conv(self.attend(x)))
         z, scale, shift, cache = ops.bn_relu(x, self.bn0)
         return ops.combine_splits_conv_bn(z, self.mixing_weights(z), x, scale, shift, cache, conv, norm)
@@ -93,7 +93,7 @@ class MemoryEfficientSplitAttention(SplitAttention):
 
 class MemoryEfficientBottleneck(Bottleneck):
     """Bottleneck whose split convolution recomputes its input ``relu(bn1(conv1(x)))`` in backward, and whose
-    ``bn3(conv3(...))`` recomputes its input (split attention's output) and the norm's input when no pool or
+    ``bn3(conv3(...))`` keeps neither its input (split attention's output) nor the norm's input when no pool or
     DropBlock stands between them."""
 
     def _residual(self, x: Tensor) -> Tensor:

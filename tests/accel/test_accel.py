@@ -113,9 +113,8 @@ def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, pro
         if not projection:
             return ops.combine_splits_recompute(z, weights, x, scale, shift, cache)
         cw, g3, b3 = projection
-        return ops._CombineConvBN.apply(z, weights, x, scale, shift, cache, cw, ([1, 1], [0, 0], [1, 1], 1), g3, b3,
-                                        bn3.running_mean.clone(), bn3.running_var.clone(), training, 0.0, bn3.eps,
-                                        None)
+        return ops._CombineConvBN.apply(z, weights, x, scale, shift, cache, cw, g3, b3, bn3.running_mean.clone(),
+                                        bn3.running_var.clone(), training, 0.0, bn3.eps, None)
 
     def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *projection: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
@@ -264,3 +263,27 @@ def test_adapters_build_the_memory_saving_modules(adapter: str) -> None:
     kinds = {type(m) for m in model.modules()}
     assert set(_ACCELERATED) <= kinds
     assert not kinds & {DeepStem, rb.models.Bottleneck, rb.layers.SplitAttention}
+
+
+def test_memory_saving_path_under_autocast_is_as_accurate_as_the_reference() -> None:
+    """Mixed precision (CPU autocast, bfloat16; CUDA AMP takes the same route): the ops cast as autocast does and
+    return float32 gradients, as far from the float32 gradients as the reference modules' under the same
+    autocast (the two bfloat16 paths round differently, so they are compared through their error)."""
+    torch.manual_seed(0)
+    plain = randomize_norms(rb.create_model("resnest14d", num_classes=10, memory_efficient=False)).train()
+    fast, exact = memory_efficient_training(copy.deepcopy(plain)), copy.deepcopy(plain)
+    x = random_image(64)
+
+    def gradients(model: nn.Module, autocast: bool) -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x)
+        out.float().pow(2).mean().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    truth = gradients(exact, autocast=False)
+    errors = {}
+    for name, model in (("fast", fast), ("plain", plain)):
+        grads = gradients(model, autocast=True)
+        assert grads.dtype == torch.float32
+        errors[name] = float((grads - truth).norm() / truth.norm())
+    assert errors["fast"] <= 1.1 * errors["plain"], errors
