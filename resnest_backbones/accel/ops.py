@@ -429,10 +429,16 @@ def _projection_bn_backward(ctx: Any, grad_out: Tensor, conv_input: Tensor, conv
     return (grad_input, grad_w, sum_dy_xhat if needs[1] else None, sum_dy if needs[2] else None)
 
 
+#: :func:`_projection_bn_backward` (extra work ``2 C^2 P + 8 C^3`` for ``C`` input channels, ``P`` positions)
+#: is cheaper than recomputing the 1x1 convolution's output (``4 C^2 P``) when ``P > 4 C``: on large maps.
+GRAM_MIN_POSITIONS_PER_CHANNEL = 4
+
+
 class _CombineConvBN(torch.autograd.Function):
     """``bn(conv1x1(sum_r z_r * w_r))`` (no ReLU) keeping none of the maps after ``z`` for backward: ``z`` and
     the weighted sum are recomputed from split attention's kept input ``x``; the 1x1 convolution's output (the
-    norm's input, the block's widest map) is never needed again (:func:`_projection_bn_backward`)."""
+    norm's input, the block's widest map) is not kept either: on large maps the backward does without it
+    (:func:`_projection_bn_backward`), on small ones (few positions per channel) it is recomputed."""
 
     @staticmethod
     def forward(ctx: Any, z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
@@ -452,8 +458,18 @@ class _CombineConvBN(torch.autograd.Function):
         needs = ctx.needs_input_grad
         z = _recompute(x, scale, shift)
         combined = combine_splits(z, weights)
-        grad_combined, grad_cw, grad_bw, grad_bb = _projection_bn_backward(
-            ctx, grad_out, combined, conv_weight, bn_weight, needs[6:9])
+        positions = grad_out.numel() // grad_out.shape[1]
+        if positions > GRAM_MIN_POSITIONS_PER_CHANNEL * combined.shape[1]:
+            grad_combined, grad_cw, grad_bw, grad_bb = _projection_bn_backward(
+                ctx, grad_out, combined, conv_weight, bn_weight, needs[6:9])
+        else:
+            weight = conv_weight.to(combined.dtype)  # as autocast ran the forward convolution
+            projected = F.conv2d(combined, weight)
+            grad_projected, grad_bw, grad_bb = _bn_backward(ctx, grad_out, projected, bn_weight,
+                                                            (True, needs[7], needs[8]))
+            del projected
+            grad_combined, grad_cw = _conv_backward(grad_projected, combined, weight, _POINTWISE, True, needs[6])
+            grad_cw = None if grad_cw is None else grad_cw.to(conv_weight.dtype)
         del combined
         grad_z, grad_w, z = _combine_backward(grad_combined, z, weights, x, scale, shift, needs)
         if ctx.cache is not None:
@@ -486,6 +502,10 @@ def combine_splits_conv_bn(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor,
 
 #: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.
 ConvArgs = Tuple[List[int], List[int], List[int], int]
+
+
+#: A 1x1 convolution's (stride, padding, dilation, groups).
+_POINTWISE: ConvArgs = ([1, 1], [0, 0], [1, 1], 1)
 
 
 def _conv_args(conv: nn.Conv2d) -> ConvArgs:

@@ -82,13 +82,16 @@ def _assert_same_value_and_grads(fused_fn, plain_fn, inputs) -> None:
         assert torch.allclose(gf, gp, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("project", [False, True], ids=["sum", "sum-conv-bn"])
+@pytest.mark.parametrize("project", ["sum", "sum-conv-bn-gram", "sum-conv-bn-recompute"])
 @pytest.mark.parametrize("shared", [True, False], ids=["recomputed-once", "recomputed-twice"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("radix", [1, 2, 4])
-def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, project: bool) -> None:
+def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, project: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The split-attention ops: the weighted sum alone, or followed by a 1x1 convolution and batch norm (a
-    bottleneck's ``bn3(conv3(...))``, whose input and inner map are then recomputed too)."""
+    bottleneck's ``bn3(conv3(...))``, whose input and inner map are not kept), through either backward route
+    (without the inner map / recomputing it; the op picks by map size)."""
+    monkeypatch.setattr(ops, "GRAM_MIN_POSITIONS_PER_CHANNEL", 0 if project.endswith("gram") else 10**9)
     channels = 3
     bn = _random_bn(radix * channels, training)
     bn3 = _random_bn(5, training)
@@ -126,7 +129,7 @@ def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, pro
         return nn.functional.batch_norm(nn.functional.conv2d(combined, cw), bn3.running_mean.clone(),
                                         bn3.running_var.clone(), g3, b3, training, 0.0, bn3.eps)
 
-    inputs = (x, gamma, beta, mix, *([conv_weight, gamma3, beta3] if project else []))
+    inputs = (x, gamma, beta, mix, *([conv_weight, gamma3, beta3] if project != "sum" else []))
     assert torch.autograd.gradcheck(fused_fn, inputs)
     _assert_same_value_and_grads(fused_fn, plain_fn, inputs)
 
