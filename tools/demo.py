@@ -103,7 +103,7 @@ def mmseg_picture() -> Path:
 
     work = ROOT / "work_dirs" / "demo_mmseg"
     checkpoint = ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
-    predictor = MMSegPredictor(ROOT / SECTIONS[1][2][2], checkpoint, with_labels=False)
+    predictor = MMSegPredictor(ROOT / MMSEG_CONFIG, checkpoint, with_labels=False)
     rows = []
     for path in sorted((ROOT / "data" / "toy_ade" / "images" / "validation").glob("*.jpg"))[:SHOWN]:
         labels = np.asarray(Image.open(path.parents[2] / "annotations" / "validation" / f"{path.stem}.png"))
@@ -115,9 +115,12 @@ def mmseg_picture() -> Path:
 def detectron2_picture() -> Path:
     from resnest_backbones.detectron2.predict import detectron2_predictor
 
-    predictor = detectron2_predictor(ROOT / SECTIONS[2][2][3], ROOT / "work_dirs" / "demo_d2" / "model_final.pth")
+    predictor = detectron2_predictor(ROOT / DETECTRON2_CONFIG, ROOT / "work_dirs" / "demo_d2" / "model_final.pth")
     return _detections(predictor, "toy_coco", "detectron2_faster_rcnn.png")
 
+
+MMSEG_CONFIG = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
+DETECTRON2_CONFIG = "configs/detectron2/toy/faster_rcnn_toy.yaml"
 
 # (title, framework module that must be importable or None, command, picture) -- each command prints its own
 # result; picture() draws the trained model's predictions and returns the PNG's path.
@@ -127,11 +130,10 @@ SECTIONS = [
       "--output", "work_dirs/demo_torchvision/model.pth"],
      torchvision_picture),
     ("mmseg DeepLabV3 on toy ADE20K", "mmseg.models",
-     [sys.executable, "tools/mmseg_train.py", "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py",
-      "--work-dir", "work_dirs/demo_mmseg"], mmseg_picture),
+     [sys.executable, "tools/mmseg_train.py", MMSEG_CONFIG, "--work-dir", "work_dirs/demo_mmseg"], mmseg_picture),
     ("detectron2 Faster R-CNN on toy COCO", "detectron2.modeling",
-     [sys.executable, "tools/train_net.py", "--config-file", "configs/detectron2/toy/faster_rcnn_toy.yaml",
-      "OUTPUT_DIR", "work_dirs/demo_d2"], detectron2_picture),
+     [sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR", "work_dirs/demo_d2"],
+     detectron2_picture),
 ]
 
 
