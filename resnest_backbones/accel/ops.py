@@ -26,12 +26,15 @@ not. A synchronising ``SyncBatchNorm`` gets its batch statistics from the same a
 backward, as torch's SyncBN does; its outputs equal the module's up to float rounding. Frozen batch norms
 (detectron2's and torchvision's ``FrozenBatchNorm2d``) keep their own forward: there the ops would save no memory
 (see :func:`supports`); so does a synchronising ``NaiveSyncBatchNorm``, whose statistics differ from SyncBN's.
+``nn.GroupNorm`` gets the same treatment (ATen's group-norm kernels; scale and shift per sample and channel),
+except under autocast and in the Gram route of :func:`combine_splits_conv_bn` (its conv output is recomputed).
 There is no global switch: :mod:`resnest_backbones.accel.training` puts modules that call these ops into a
 model, and takes them out again, explicitly.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -80,6 +83,13 @@ def _distributed() -> bool:
 UNSUPPORTED, LOCAL = "unsupported", "local"
 
 
+@dataclass(frozen=True)
+class GroupNormMode:
+    """:func:`_norm_mode` of a plain ``nn.GroupNorm``: statistics per sample and group of channels."""
+
+    groups: int
+
+
 def _torch_sync_mode(norm: nn.SyncBatchNorm, sources: Sequence[Tensor]) -> Any:
     """What ``torch.nn.SyncBatchNorm.forward`` does now, by torch's condition: plain batch norm unless training
     (batch statistics) with an initialised process group; then it raises for inputs on other devices than GPUs
@@ -110,6 +120,8 @@ def _norm_mode(norm: nn.Module, sources: Sequence[Tensor] = ()) -> Any:
     ``_BatchNorm`` subclasses count only with ``_BatchNorm.forward`` itself or a forward known here; any other
     override may compute something else.
     """
+    if isinstance(norm, nn.GroupNorm) and type(norm).forward is nn.GroupNorm.forward:
+        return GroupNormMode(norm.num_groups)
     if not isinstance(norm, _BatchNorm):
         return UNSUPPORTED
     forward = type(norm).forward
@@ -130,7 +142,8 @@ def supports(norm: nn.Module, *sources: Tensor) -> bool:
     """Whether the fused ops apply to ``norm`` now, for an input computed from the tensors ``sources``.
 
     True for norms whose forward is batch norm now (see :func:`_norm_mode`: ``_BatchNorm`` subclasses keeping
-    ``_BatchNorm.forward``, torch's and this package's ``SyncBatchNorm``, synchronising or not), while
+    ``_BatchNorm.forward``, torch's and this package's ``SyncBatchNorm``, synchronising or not) or GroupNorm
+    (``nn.GroupNorm`` itself, outside autocast), while
     autograd records a graph that needs gradients (through a source or the norm's parameters), outside
     TorchScript, tracing (ONNX export, fvcore) and ``torch.compile``. ``sources`` lets a caller decide before
     computing the norm's input (e.g. from a block's input and the weight of the conv in between).
@@ -142,8 +155,13 @@ def supports(norm: nn.Module, *sources: Tensor) -> bool:
     """
     if not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing() or _compiling():
         return False
-    if _norm_mode(norm, sources) is UNSUPPORTED:
+    mode = _norm_mode(norm, sources)
+    if mode is UNSUPPORTED:
         return False
+    if isinstance(mode, GroupNormMode):  # autocast runs group_norm in float32 on GPUs; the ops would not
+        device = _first_device(norm, sources)
+        if device is not None and torch.is_autocast_enabled(device.type):
+            return False
     affine = [t for t in (norm.weight, norm.bias) if t is not None]
     return any(t.requires_grad for t in sources) or any(t.requires_grad for t in affine)
 
@@ -157,6 +175,8 @@ def _norm_inputs(norm: nn.Module, x: Tensor) -> NormInputs:
     statistics over, or None); updates ``num_batches_tracked`` like the module."""
     mode = _norm_mode(norm, (x,))
     assert mode is not UNSUPPORTED, "call the ops only for norms that supports() accepts"
+    if isinstance(mode, GroupNormMode):  # no running statistics; ``group`` carries the number of groups
+        return norm.weight, norm.bias, None, None, True, 0.0, float(norm.eps), mode
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -187,7 +207,9 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
 
     Returns ``(z, scale, shift)``; stores on ``ctx`` what the backward needs besides ``x`` and the parameters.
     """
-    ctx.training, ctx.eps, ctx.sync = training, eps, None
+    ctx.training, ctx.eps, ctx.sync, ctx.groups = training, eps, None, None
+    if isinstance(group, GroupNormMode):
+        return _group_norm_forward(ctx, x, weight, bias, eps, group.groups, relu)
     if training and group is not None:
         with torch.no_grad():
             mean, var, count = all_reduced_moments(x if x.dtype in _STATS_DTYPES else x.float(), group)
@@ -214,11 +236,36 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     return (y.relu_() if relu else y), scale, shift
 
 
+def _group_norm_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                        groups: int, relu: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`_bn_forward` for GroupNorm (ATen's kernel, as ``F.group_norm``); ``scale`` and ``shift`` are per
+    sample and channel, ``(N, C, 1, 1)``."""
+    batch, channels = x.shape[:2]
+    positions = x.numel() // (batch * channels) if batch * channels else 0
+    y, mean, rstd = torch.native_group_norm(x, weight, bias, batch, channels, positions, groups, eps)
+    with torch.no_grad():
+        per_channel = channels // groups
+        scale = rstd.repeat_interleave(per_channel, dim=1)
+        if weight is not None:
+            scale = scale * weight
+        shift = -mean.repeat_interleave(per_channel, dim=1) * scale
+        if bias is not None:
+            shift = shift + bias
+    ctx.stats, ctx.groups = (None, None, mean, rstd), (groups, positions)
+    shape = (batch, channels) + (1,) * (x.dim() - 2)
+    return (y.relu_() if relu else y), scale.view(shape).to(x.dtype), shift.view(shape).to(x.dtype)
+
+
 def _bn_backward(ctx: Any, grad_y: Tensor, x: Tensor, weight: Optional[Tensor], needs: Sequence[bool]
                  ) -> Tuple[Optional[Tensor], ...]:
     """Gradients of the norm w.r.t. ``(x, weight, bias)`` given the gradient w.r.t. its output."""
     running_mean, running_var, save_mean, save_invstd = ctx.stats
     mask = [bool(needs[0]), bool(needs[1]), bool(needs[2])]
+    if ctx.groups is not None:
+        groups, positions = ctx.groups
+        grad_x, grad_w, grad_b = torch.ops.aten.native_group_norm_backward(
+            grad_y, x, save_mean, save_invstd, weight, x.shape[0], x.shape[1], positions, groups, mask)
+        return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None)
     if ctx.sync is not None:
         return _synchronised_bn_backward(ctx, grad_y, x, weight, mask)
     grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
@@ -459,7 +506,7 @@ class _CombineConvBN(torch.autograd.Function):
         z = _recompute(x, scale, shift)
         combined = combine_splits(z, weights)
         positions = grad_out.numel() // grad_out.shape[1]
-        if positions > GRAM_MIN_POSITIONS_PER_CHANNEL * combined.shape[1]:
+        if ctx.groups is None and positions > GRAM_MIN_POSITIONS_PER_CHANNEL * combined.shape[1]:
             grad_combined, grad_cw, grad_bw, grad_bb = _projection_bn_backward(
                 ctx, grad_out, combined, conv_weight, bn_weight, needs[6:9])
         else:

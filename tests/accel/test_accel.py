@@ -163,7 +163,8 @@ def test_ops_only_where_they_apply() -> None:
     assert ops.supports(bn, x)
     with torch.no_grad():
         assert not ops.supports(bn, x)
-    assert not ops.supports(nn.GroupNorm(2, 4), x)
+    assert ops.supports(nn.GroupNorm(2, 4), x)
+    assert not ops.supports(nn.LayerNorm([4, 3, 3]), x)
     assert ops.supports(nn.SyncBatchNorm(4), x)  # one process: plain batch norm (tests/test_accel_norms.py)
     assert ops.supports(nn.BatchNorm2d(4, affine=False), x)
     assert ops.supports(nn.BatchNorm2d(4, track_running_stats=False), x)
@@ -173,7 +174,10 @@ def test_ops_only_where_they_apply() -> None:
     assert ops.supports_conv(nn.Conv2d(4, 4, 3, padding=1, bias=False))
     assert not ops.supports_conv(nn.Conv2d(4, 4, 3, padding=1))
     assert not ops.supports_conv(nn.Conv2d(4, 4, 3, padding="same", bias=False))
-
+    assert ops.supports_projection(nn.Conv2d(4, 8, 1, bias=False))
+    assert not ops.supports_projection(nn.Conv2d(4, 8, 1, stride=2, bias=False))
+    assert not ops.supports_projection(nn.Conv2d(4, 8, 3, padding=1, bias=False))
+    assert not ops.supports_projection(nn.Conv2d(4, 8, 1, groups=2, bias=False))
 
 
 def test_default_model_saves_activation_memory() -> None:

@@ -1,11 +1,11 @@
-"""The memory-saving training ops for every norm that computes plain batch norm at that moment: ``_BatchNorm``
-subclasses keeping ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``, also with
-``momentum=None``, ``track_running_stats=False`` or ``affine=False``), torch's and this package's
-``SyncBatchNorm`` while they do not synchronise (synchronising: tests/accel/test_accel_sync.py), detectron2's
-``NaiveSyncBatchNorm`` in one process, in train and eval mode: same values, gradients (and gradcheck), running
-statistics and ``num_batches_tracked`` as the reference modules, and less saved activation memory; other forwards
-and frozen norms (torchvision's, detectron2's ``FrozenBatchNorm2d``, where the ops would save nothing) keep the
-reference path in the models.
+"""The memory-saving training ops for every norm that computes plain batch norm at that moment (``_BatchNorm``
+subclasses keeping ``_BatchNorm.forward``: ``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``, also with
+``momentum=None``, ``track_running_stats=False`` or ``affine=False``; torch's and this package's
+``SyncBatchNorm`` while they do not synchronise (synchronising: tests/accel/test_accel_sync.py); detectron2's
+``NaiveSyncBatchNorm`` in one process) and for ``nn.GroupNorm``, in train and eval mode: same values, gradients
+(and gradcheck), running statistics and ``num_batches_tracked`` as the reference modules, and less saved
+activation memory; other forwards and frozen norms (torchvision's, detectron2's ``FrozenBatchNorm2d``, where the
+ops would save nothing) keep the reference path in the models.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ NORMS: Dict[str, NormFactory] = {
     "mmengine-BatchNormXd": _mmengine_bn,
     "torch-SyncBatchNorm": nn.SyncBatchNorm,  # one process: plain batch norm
     "resnest-SyncBatchNorm": SyncBatchNorm,
+    "GroupNorm": lambda c: nn.GroupNorm(2, c),
 }
 # Frozen norms: the models keep their own forward (see ops.supports).
 FROZEN_NORMS: Dict[str, NormFactory] = {
@@ -67,9 +68,9 @@ def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, norm in module.named_modules():
-            if not (isinstance(norm, _BatchNorm) or _is_frozen(norm)):
+            if not (isinstance(norm, (_BatchNorm, nn.GroupNorm)) or _is_frozen(norm)):
                 continue
-            n = norm.num_features if isinstance(norm, _BatchNorm) else norm.weight.numel()
+            n = norm.weight.numel() if norm.weight is not None else norm.num_features
             small = 0.1 if name.endswith("bn3") else 1.0  # as in helpers.randomize_norms: a tame deep network
             values = {"weight": (torch.rand(n, generator=gen) * 0.5 + 0.75) * small,
                       "bias": torch.randn(n, generator=gen) * 0.1,
@@ -208,9 +209,17 @@ def test_other_forwards_and_synchronising_norms_keep_the_reference(monkeypatch: 
         def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
             return super().forward(x) * 2
 
+    class ScaledGroupNorm(nn.GroupNorm):
+        def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+            return super().forward(x) * 2
+
     assert not ops.supports(Scaled(4), x)
     assert not ops.supports(ScaledFrozen(4), x)
-    assert not ops.supports(nn.GroupNorm(2, 4), x)
+    assert not ops.supports(ScaledGroupNorm(2, 4), x)
+    assert not ops.supports(nn.LayerNorm(4), x)
+    assert ops.supports(nn.GroupNorm(2, 4), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's group norm policy: the reference path
+        assert not ops.supports(nn.GroupNorm(2, 4), x) and ops.supports(nn.BatchNorm2d(4), x)
 
     torch_sync, ours = nn.SyncBatchNorm(4).train(), SyncBatchNorm(4).train()
     assert ops.supports(torch_sync, x) and ops.supports(ours, x)
