@@ -365,6 +365,28 @@ def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, Recompu
     return z, scale, shift, cache
 
 
+#: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.
+ConvArgs = Tuple[List[int], List[int], List[int], int]
+
+
+#: A 1x1 convolution's (stride, padding, dilation, groups).
+_POINTWISE: ConvArgs = ([1, 1], [0, 0], [1, 1], 1)
+
+
+def _conv_args(conv: nn.Conv2d) -> ConvArgs:
+    return list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups  # type: ignore[arg-type]
+
+
+def _conv_backward(grad_out: Tensor, conv_input: Tensor, weight: Tensor, conv: ConvArgs, need_input: bool,
+                   need_weight: bool) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Gradients of a bias-free ``F.conv2d(conv_input, weight, None, *conv)`` w.r.t. its input and weight."""
+    stride, padding, dilation, groups = conv
+    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_out, conv_input, weight, None, stride, padding, dilation, False, [0, 0], groups,
+        [need_input, need_weight, False])
+    return (grad_input if need_input else None), (grad_weight if need_weight else None)
+
+
 def _combine_backward(grad_out: Tensor, z: Optional[Tensor], weights: Tensor, x: Tensor, scale: Tensor,
                       shift: Tensor, needs: Sequence[bool]) -> Tuple[Optional[Tensor], Optional[Tensor], Tensor]:
     """Gradients of ``combine_splits(z, weights)`` w.r.t. ``(z, weights)``, and ``z`` (recomputed from ``x``
@@ -545,28 +567,6 @@ def combine_splits_conv_bn(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor,
     recomputed, the convolution's output is not needed); ``conv`` as :func:`supports_projection` and ``norm``
     as :func:`supports` accept."""
     return _CombineConvBN.apply(z, weights, x, scale, shift, cache, conv.weight, *_norm_inputs(norm, x))
-
-
-#: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.
-ConvArgs = Tuple[List[int], List[int], List[int], int]
-
-
-#: A 1x1 convolution's (stride, padding, dilation, groups).
-_POINTWISE: ConvArgs = ([1, 1], [0, 0], [1, 1], 1)
-
-
-def _conv_args(conv: nn.Conv2d) -> ConvArgs:
-    return list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups  # type: ignore[arg-type]
-
-
-def _conv_backward(grad_out: Tensor, conv_input: Tensor, weight: Tensor, conv: ConvArgs, need_input: bool,
-                   need_weight: bool) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """Gradients of a bias-free ``F.conv2d(conv_input, weight, None, *conv)`` w.r.t. its input and weight."""
-    stride, padding, dilation, groups = conv
-    grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_out, conv_input, weight, None, stride, padding, dilation, False, [0, 0], groups,
-        [need_input, need_weight, False])
-    return (grad_input if need_input else None), (grad_weight if need_weight else None)
 
 
 class _BNReLUConv(torch.autograd.Function):
