@@ -19,13 +19,13 @@ Gradients are those of the plain ops (checked with ``torch.autograd.gradcheck`` 
 values of local batch norm are bit-identical, because the forward runs the very same ATen kernels. The ops are
 used only in training with autograd recording, never under TorchScript or ``torch.compile`` (whose compilers plan
 memory themselves), and only for norms whose forward is batch norm (:func:`supports`): every ``_BatchNorm`` that
-keeps ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``), detectron2's ``NaiveSyncBatchNorm``
-while it does not synchronise, and torch's and :class:`resnest_backbones.layers.SyncBatchNorm`, synchronising or
-not. A synchronising ``SyncBatchNorm`` gets its batch statistics from the same all-reduces as
+keeps ``_BatchNorm.forward`` (``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``), and torch's and
+:class:`resnest_backbones.layers.SyncBatchNorm` and detectron2's ``NaiveSyncBatchNorm``, synchronising or not.
+A synchronising ``SyncBatchNorm`` gets its batch statistics from the same all-reduces as
 :class:`resnest_backbones.layers.SyncBatchNorm` (forward) and all-reduces the two per-channel gradient sums in
-backward, as torch's SyncBN does; its outputs equal the module's up to float rounding. Frozen batch norms
-(detectron2's and torchvision's ``FrozenBatchNorm2d``) keep their own forward: there the ops would save no memory
-(see :func:`supports`); so does a synchronising ``NaiveSyncBatchNorm``, whose statistics differ from SyncBN's.
+backward, as torch's SyncBN does; ``NaiveSyncBatchNorm`` its own statistics (:class:`NaiveSyncMode`); their
+outputs equal the modules' up to float rounding. Frozen batch norms (detectron2's and torchvision's
+``FrozenBatchNorm2d``) keep their own forward: there the ops would save no memory (see :func:`supports`).
 ``nn.GroupNorm`` gets the same treatment (ATen's group-norm kernels; scale and shift per sample and channel),
 except under autocast and in the Gram route of :func:`combine_splits_conv_bn` (its conv output is recomputed).
 There is no global switch: :mod:`resnest_backbones.accel.training` puts modules that call these ops into a
@@ -84,6 +84,15 @@ UNSUPPORTED, LOCAL = "unsupported", "local"
 
 
 @dataclass(frozen=True)
+class NaiveSyncMode:
+    """:func:`_norm_mode` of a synchronising detectron2 ``NaiveSyncBatchNorm``: its own statistics over all
+    processes (``stats_mode ""``: the mean of the processes' means and mean squares; ``"N"``: weighted by their
+    batch sizes), ``var = E[x^2] - E[x]^2``, running averages of the biased variance."""
+
+    stats_mode: str
+
+
+@dataclass(frozen=True)
 class GroupNormMode:
     """:func:`_norm_mode` of a plain ``nn.GroupNorm``: statistics per sample and group of channels."""
 
@@ -132,9 +141,12 @@ def _norm_mode(norm: nn.Module, sources: Sequence[Tensor] = ()) -> Any:
     if forward is CpuSyncBatchNorm.forward:
         synchronising = norm.training and norm._group_size() > 1  # type: ignore[operator]
         return _world(norm.process_group) if synchronising else LOCAL
-    if forward is _naive_sync_forward():  # plain batch norm unless training with more than one process
-        synchronising = norm.training and _distributed() and dist.get_world_size() > 1
-        return UNSUPPORTED if synchronising else LOCAL
+    if forward is _naive_sync_forward():
+        if not (norm.training and _distributed() and dist.get_world_size() > 1):
+            return LOCAL  # it runs plain batch norm
+        if any(t.dim() == 4 and t.shape[0] == 0 for t in sources):
+            return UNSUPPORTED  # its special case of an empty batch: the reference
+        return NaiveSyncMode(norm._stats_mode)  # type: ignore[arg-type]
     return UNSUPPORTED
 
 
@@ -177,6 +189,8 @@ def _norm_inputs(norm: nn.Module, x: Tensor) -> NormInputs:
     assert mode is not UNSUPPORTED, "call the ops only for norms that supports() accepts"
     if isinstance(mode, GroupNormMode):  # no running statistics; ``group`` carries the number of groups
         return norm.weight, norm.bias, None, None, True, 0.0, float(norm.eps), mode
+    if isinstance(mode, NaiveSyncMode):  # its forward neither counts batches nor tracks anything else
+        return norm.weight, norm.bias, norm.running_mean, norm.running_var, True, norm.momentum, float(norm.eps), mode
     factor = 0.0 if norm.momentum is None else norm.momentum
     if norm.training and norm.track_running_stats and norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
@@ -210,6 +224,13 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     ctx.training, ctx.eps, ctx.sync, ctx.groups = training, eps, None, None
     if isinstance(group, GroupNormMode):
         return _group_norm_forward(ctx, x, weight, bias, eps, group.groups, relu)
+    if isinstance(group, NaiveSyncMode):
+        with torch.no_grad():
+            mean, invstd, count = _naive_sync_statistics(x, running_mean, running_var, momentum, eps, group)
+        scale, shift = _scale_shift(x, weight, bias, mean, invstd)
+        ctx.stats, ctx.sync = (None, None, mean, invstd), (dist.group.WORLD, count)
+        y = torch.addcmul(shift, x, scale)
+        return (y.relu_() if relu else y), scale, shift
     if training and group is not None:
         with torch.no_grad():
             mean, var, count = all_reduced_moments(x if x.dtype in _STATS_DTYPES else x.float(), group)
@@ -234,6 +255,34 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     scale, shift = _scale_shift(x, weight, bias, mean, invstd)
     ctx.stats = (running_mean, running_var, save_mean, save_invstd)
     return (y.relu_() if relu else y), scale, shift
+
+
+def _naive_sync_statistics(x: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float, eps: float,
+                           mode: NaiveSyncMode) -> Tuple[Tensor, Tensor, float]:
+    """``(mean, invstd, count)`` as detectron2's ``NaiveSyncBatchNorm`` computes them over all processes, its running
+    statistics updated as it does. ``count`` is ``1 / weight`` of this process's values in the statistics (the
+    combined batch's size for equal batches), which the backward's mean terms divide by."""
+    channels, batch = x.shape[1], x.shape[0]
+    dims = [0] + list(range(2, x.dim()))
+    values = x.to(_stats_dtype(x.dtype))
+    local = torch.cat([values.mean(dims), (values * values).mean(dims)])
+    per_sample = x.numel() // (batch * channels)
+    if mode.stats_mode == "":
+        world = dist.get_world_size()
+        dist.all_reduce(local)
+        mean, mean_square = (local / world).split(channels)
+        count = float(world * batch * per_sample)
+    else:  # "N": weighted by batch size
+        totals = torch.cat([local * batch, local.new_full((1,), float(batch))])
+        dist.all_reduce(totals)
+        total_batch = float(totals[-1])
+        mean, mean_square = (totals[:-1] / max(total_batch, 1.0)).split(channels)
+        momentum = min(total_batch, 1.0) * momentum
+        count = total_batch * per_sample
+    var = mean_square - mean * mean
+    running_mean += momentum * (mean - running_mean)
+    running_var += momentum * (var - running_var)
+    return mean, torch.rsqrt(var + eps), count
 
 
 def _group_norm_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,

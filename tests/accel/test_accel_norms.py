@@ -1,8 +1,8 @@
 """The memory-saving training ops for every norm that computes plain batch norm at that moment (``_BatchNorm``
 subclasses keeping ``_BatchNorm.forward``: ``nn.BatchNorm2d``, mmengine's ``_BatchNormXd``, also with
 ``momentum=None``, ``track_running_stats=False`` or ``affine=False``; torch's and this package's
-``SyncBatchNorm`` while they do not synchronise (synchronising: tests/accel/test_accel_sync.py); detectron2's
-``NaiveSyncBatchNorm`` in one process) and for ``nn.GroupNorm``, in train and eval mode: same values, gradients
+``SyncBatchNorm`` and detectron2's ``NaiveSyncBatchNorm`` while they do not synchronise (synchronising:
+tests/accel/test_accel_sync.py)) and for ``nn.GroupNorm``, in train and eval mode: same values, gradients
 (and gradcheck), running statistics and ``num_batches_tracked`` as the reference modules, and less saved
 activation memory; other forwards and frozen norms (torchvision's, detectron2's ``FrozenBatchNorm2d``, where the
 ops would save nothing) keep the reference path in the models.
@@ -236,19 +236,20 @@ def test_other_forwards_and_synchronising_norms_keep_the_reference(monkeypatch: 
     assert ops.supports(ours.train(), x)
 
 
-def test_detectron2_naive_sync_bn_only_while_it_does_not_synchronise(monkeypatch: pytest.MonkeyPatch) -> None:
-    """detectron2's ``NaiveSyncBatchNorm`` is plain batch norm in one process or eval mode; synchronising, it
-    computes other statistics (mean of the processes' means, ``E[x^2] - E[x]^2``), so it keeps its forward."""
+def test_detectron2_naive_sync_bn_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """detectron2's ``NaiveSyncBatchNorm`` is plain batch norm in one process or eval mode; synchronising, the ops
+    compute its own statistics (their results: tests/accel/test_accel_sync.py), except for an empty batch."""
     require("detectron2")
     from detectron2.layers import NaiveSyncBatchNorm
 
     x, norm = _input(4), NaiveSyncBatchNorm(4).train()
-    assert ops.supports(norm, x)
+    assert ops._norm_mode(norm, (x,)) == ops.LOCAL
     monkeypatch.setattr(dist, "is_available", lambda: True)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
-    assert not ops.supports(norm, x)
-    assert ops.supports(norm.eval(), x)
+    assert ops._norm_mode(norm, (x,)) == ops.NaiveSyncMode("")
+    assert not ops.supports(norm, x[:0])
+    assert ops._norm_mode(norm.eval(), (x,)) == ops.LOCAL
 
 
 # --------------------------------------------------------------------- whole models, per norm kind

@@ -151,3 +151,36 @@ def test_sync_bn_model_trains_like_reference_and_saves_memory(ranks) -> None:
         assert rank["model_op_calls"] > 0, "the memory-saving path was not taken"
         fast, plain = rank["saved"]
         assert fast <= 0.85 * plain, (fast, plain)
+
+
+# ------------------------------------------------------------ detectron2's NaiveSyncBatchNorm, synchronising
+def _naive_worker(rank: int, init_file: str, out_dir: str) -> None:
+    from detectron2.layers import NaiveSyncBatchNorm
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        data = _data()
+        lo, hi = sum(SIZES[:rank]), sum(SIZES[:rank + 1])
+        x, probe = data["x"][lo:hi], data["probe"][lo:hi]
+        results = {}
+        for stats_mode in ("", "N"):
+            for fused, name in ((True, "fused"), (False, "reference")):
+                norm = NaiveSyncBatchNorm(CHANNELS, momentum=0.3, stats_mode=stats_mode)
+                results[f"{stats_mode or 'mean'}_{name}"] = _step(_Chain(norm, fused=fused), x, probe)
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.detectron2
+@pytest.mark.parametrize("stats_mode", ["mean", "N"])
+def test_sync_ops_equal_detectron2_naive_sync_bn(tmp_path, stats_mode: str) -> None:
+    """Synchronising, the ops compute detectron2's ``NaiveSyncBatchNorm`` (stats_mode "" and "N", batches of 3
+    and 5, so the two differ): outputs, gradients and running statistics of the module itself."""
+    mp.spawn(_naive_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        fused, reference = results[f"{stats_mode}_fused"], results[f"{stats_mode}_reference"]
+        for key, value in reference.items():
+            if key != "batches":  # NaiveSyncBatchNorm does not count batches while it synchronises
+                torch.testing.assert_close(fused[key], value, rtol=1e-10, atol=1e-12, msg=key)
