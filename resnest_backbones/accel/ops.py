@@ -61,6 +61,12 @@ def _compiling() -> bool:
 #: Dtypes in which synchronised statistics are computed as they are (others, e.g. float16, in float32).
 _STATS_DTYPES = (torch.float32, torch.float64)
 
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype for per-channel sums over a map of ``dtype``: float32 at least."""
+    return dtype if dtype in _STATS_DTYPES else torch.float32
+
+
 #: Devices on which ``torch.nn.SyncBatchNorm`` synchronises; on others its forward raises under a process group.
 _SYNC_DEVICES = ("cuda", "hpu", "xpu")
 
@@ -124,7 +130,8 @@ def _naive_sync_forward() -> Any:
 def _norm_mode(norm: nn.Module, sources: Sequence[Tensor] = ()) -> Any:
     """How ``norm`` normalises now: :data:`LOCAL` (ATen's batch norm, batch or running statistics), a process
     group (batch statistics all-reduced over it, as :class:`resnest_backbones.layers.SyncBatchNorm` and torch's
-    SyncBN compute them), or :data:`UNSUPPORTED`.
+    SyncBN compute them), a :class:`NaiveSyncMode` (detectron2's synchronising ``NaiveSyncBatchNorm``), a
+    :class:`GroupNormMode`, or :data:`UNSUPPORTED`.
 
     ``_BatchNorm`` subclasses count only with ``_BatchNorm.forward`` itself or a forward known here; any other
     override may compute something else.
@@ -154,8 +161,8 @@ def supports(norm: nn.Module, *sources: Tensor) -> bool:
     """Whether the fused ops apply to ``norm`` now, for an input computed from the tensors ``sources``.
 
     True for norms whose forward is batch norm now (see :func:`_norm_mode`: ``_BatchNorm`` subclasses keeping
-    ``_BatchNorm.forward``, torch's and this package's ``SyncBatchNorm``, synchronising or not) or GroupNorm
-    (``nn.GroupNorm`` itself, outside autocast), while
+    ``_BatchNorm.forward``, torch's and this package's ``SyncBatchNorm`` and detectron2's ``NaiveSyncBatchNorm``,
+    synchronising or not) or GroupNorm (``nn.GroupNorm`` itself, outside autocast), while
     autograd records a graph that needs gradients (through a source or the norm's parameters), outside
     TorchScript, tracing (ONNX export, fvcore) and ``torch.compile``. ``sources`` lets a caller decide before
     computing the norm's input (e.g. from a block's input and the weight of the conv in between).
@@ -183,8 +190,8 @@ NormInputs = Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optiona
 
 def _norm_inputs(norm: nn.Module, x: Tensor) -> NormInputs:
     """``(weight, bias, running_mean, running_var, use batch statistics, running-average factor, eps, group)``
-    for the ops, as ``_BatchNorm.forward`` chooses them (``group``: the process group to all-reduce the batch
-    statistics over, or None); updates ``num_batches_tracked`` like the module."""
+    for the ops, as the module's forward chooses them (``group``: None for local statistics, else the process group
+    or mode of :func:`_norm_mode`); updates ``num_batches_tracked`` like the module."""
     mode = _norm_mode(norm, (x,))
     assert mode is not UNSUPPORTED, "call the ops only for norms that supports() accepts"
     if isinstance(mode, GroupNormMode):  # no running statistics; ``group`` carries the number of groups
@@ -224,21 +231,12 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     ctx.training, ctx.eps, ctx.sync, ctx.groups = training, eps, None, None
     if isinstance(group, GroupNormMode):
         return _group_norm_forward(ctx, x, weight, bias, eps, group.groups, relu)
-    if isinstance(group, NaiveSyncMode):
-        with torch.no_grad():
-            mean, invstd, count = _naive_sync_statistics(x, running_mean, running_var, momentum, eps, group)
-        scale, shift = _scale_shift(x, weight, bias, mean, invstd)
-        ctx.stats, ctx.sync = (None, None, mean, invstd), (dist.group.WORLD, count)
-        y = torch.addcmul(shift, x, scale)
-        return (y.relu_() if relu else y), scale, shift
     if training and group is not None:
         with torch.no_grad():
-            mean, var, count = all_reduced_moments(x if x.dtype in _STATS_DTYPES else x.float(), group)
-            if running_mean is not None and running_var is not None:
-                update_running_stats(running_mean, running_var, mean, var, count, momentum)
-            invstd = torch.rsqrt(var + eps)
+            mean, invstd, count, process_group = _synchronised_statistics(
+                x.to(_stats_dtype(x.dtype)), running_mean, running_var, momentum, eps, group)
         scale, shift = _scale_shift(x, weight, bias, mean, invstd)
-        ctx.stats, ctx.sync = (None, None, mean, invstd), (group, count)
+        ctx.stats, ctx.sync = (None, None, mean, invstd), (process_group, count)
         y = torch.addcmul(shift, x, scale)
         return (y.relu_() if relu else y), scale, shift
     if not training:
@@ -257,16 +255,30 @@ def _bn_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Te
     return (y.relu_() if relu else y), scale, shift
 
 
-def _naive_sync_statistics(x: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float, eps: float,
+def _synchronised_statistics(values: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                             momentum: float, eps: float, group: Any) -> Tuple[Tensor, Tensor, float, Any]:
+    """``(mean, invstd, count, process group)`` of a synchronising norm's batch statistics, its running statistics
+    updated: detectron2's own for a :class:`NaiveSyncMode`, else all-reduced over the process group ``group`` as
+    :class:`resnest_backbones.layers.SyncBatchNorm` computes them. ``count`` is what the backward's mean terms
+    divide the all-reduced gradient sums by."""
+    if isinstance(group, NaiveSyncMode):
+        assert running_mean is not None and running_var is not None
+        return (*_naive_sync_statistics(values, running_mean, running_var, momentum, eps, group), dist.group.WORLD)
+    mean, var, count = all_reduced_moments(values, group)
+    if running_mean is not None and running_var is not None:
+        update_running_stats(running_mean, running_var, mean, var, count, momentum)
+    return mean, torch.rsqrt(var + eps), count, group
+
+
+def _naive_sync_statistics(values: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float, eps: float,
                            mode: NaiveSyncMode) -> Tuple[Tensor, Tensor, float]:
     """``(mean, invstd, count)`` as detectron2's ``NaiveSyncBatchNorm`` computes them over all processes, its running
     statistics updated as it does. ``count`` is ``1 / weight`` of this process's values in the statistics (the
     combined batch's size for equal batches), which the backward's mean terms divide by."""
-    channels, batch = x.shape[1], x.shape[0]
-    dims = [0] + list(range(2, x.dim()))
-    values = x.to(_stats_dtype(x.dtype))
+    channels, batch = values.shape[1], values.shape[0]
+    dims = [0] + list(range(2, values.dim()))
     local = torch.cat([values.mean(dims), (values * values).mean(dims)])
-    per_sample = x.numel() // (batch * channels)
+    per_sample = values.numel() // (batch * channels)
     if mode.stats_mode == "":
         world = dist.get_world_size()
         dist.all_reduce(local)
@@ -475,11 +487,6 @@ class _CombineRecompute(torch.autograd.Function):
         if ctx.cache is not None:
             ctx.cache.z = z
         return grad_z, grad_w, None, None, None, None
-
-
-def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype for per-channel sums over a map of ``dtype``: float32 at least."""
-    return dtype if dtype in _STATS_DTYPES else torch.float32
 
 
 def _normalisation(ctx: Any) -> Tuple[Tensor, Tensor]:

@@ -5,8 +5,8 @@ The reference modules (:class:`~resnest_backbones.layers.DeepStem`,
 plain path. The subclasses here compute the same values, but in training they route ``conv -> batch norm ->
 ReLU -> consumer`` chains through :mod:`resnest_backbones.accel.ops`, which keep the norm's input instead of the
 ReLU output for backward (less activation memory, same gradients). Where the ops do not apply (eval mode,
-``torch.no_grad``, TorchScript, tracing, ``torch.compile``, norms that are not plain batch norm at that moment
-(see :func:`resnest_backbones.accel.ops.supports`: e.g. GroupNorm, frozen batch norm), DropBlock or
+``torch.no_grad``, TorchScript, tracing, ``torch.compile``, norms the ops do not compute (see
+:func:`resnest_backbones.accel.ops.supports`: e.g. frozen batch norm, LayerNorm), DropBlock or
 a pool between the norm and the conv), they run the reference forward.
 
 :func:`memory_efficient_training` swaps them into a built model and :func:`reference_modules` swaps them back.

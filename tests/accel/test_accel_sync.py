@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Dict, List
+from pathlib import Path
+from typing import Callable, Dict, List
 
 import pytest
 import torch
@@ -86,40 +87,49 @@ def _model(sync: bool) -> nn.Module:
     return model.train()
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _in_process_group(rank: int, body: Callable[[int, Tensor, Tensor], Dict[str, object]], init_file: str,
+                      out_dir: str) -> None:
+    """What each of the two processes runs: join the gloo group, ``body(rank, x, probe)`` on this process's part
+    of the batch, save what it returns."""
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         data = _data()
         lo, hi = sum(SIZES[:rank]), sum(SIZES[:rank + 1])
-        x, probe = data["x"][lo:hi], data["probe"][lo:hi]
-        results: Dict[str, object] = {}
-        for name, norm in {"ours": SyncBatchNorm(CHANNELS, momentum=0.3),
-                           "torch": nn.SyncBatchNorm(CHANNELS, momentum=0.3)}.items():
-            if name == "torch":
-                assert not ops.supports(norm.double(), x)  # CPU: torch's forward raises, the reference must run
-                ops._SYNC_DEVICES = ("cpu",)  # type: ignore[assignment]  # (this process only) to check the op path
-            results[f"{name}_fused"] = _step(_Chain(norm, fused=True), x, probe)
-            results[f"{name}_reference"] = _step(_Chain(SyncBatchNorm(CHANNELS, momentum=0.3), fused=False), x, probe)
-
-        # A whole model: same gradients and statistics as the reference modules, less kept for backward.
-        plain = _model(sync=True).double()
-        fast = memory_efficient_training(copy.deepcopy(plain))
-        images = torch.randn(2 + rank, 3, 64, 64, generator=torch.Generator().manual_seed(1 + rank),
-                             dtype=torch.double)
-        results["model_op_calls"] = train_like_reference(fast, plain, images, buffers_rtol=1e-10)
-        model, image = _model(sync=True), torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
-        results["saved"] = [saved_bytes(memory_efficient_training(model), image),
-                            saved_bytes(reference_modules(model), image)]
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(body(rank, data["x"][lo:hi], data["probe"][lo:hi]), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
+def _two_processes(body: Callable[[int, Tensor, Tensor], Dict[str, object]], out: Path) -> List[Dict[str, object]]:
+    """``body``'s results in each of two processes (a module-level function: the processes are spawned)."""
+    mp.spawn(_in_process_group, args=(body, str(out / "init"), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def _sync_bn_results(rank: int, x: Tensor, probe: Tensor) -> Dict[str, object]:
+    results: Dict[str, object] = {}
+    for name, norm in {"ours": SyncBatchNorm(CHANNELS, momentum=0.3),
+                       "torch": nn.SyncBatchNorm(CHANNELS, momentum=0.3)}.items():
+        if name == "torch":
+            assert not ops.supports(norm.double(), x)  # CPU: torch's forward raises, the reference must run
+            ops._SYNC_DEVICES = ("cpu",)  # type: ignore[assignment]  # (this process only) to check the op path
+        results[f"{name}_fused"] = _step(_Chain(norm, fused=True), x, probe)
+        results[f"{name}_reference"] = _step(_Chain(SyncBatchNorm(CHANNELS, momentum=0.3), fused=False), x, probe)
+
+    # A whole model: same gradients and statistics as the reference modules, less kept for backward.
+    plain = _model(sync=True).double()
+    fast = memory_efficient_training(copy.deepcopy(plain))
+    images = torch.randn(2 + rank, 3, 64, 64, generator=torch.Generator().manual_seed(1 + rank), dtype=torch.double)
+    results["model_op_calls"] = train_like_reference(fast, plain, images, buffers_rtol=1e-10)
+    model, image = _model(sync=True), torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    results["saved"] = [saved_bytes(memory_efficient_training(model), image),
+                        saved_bytes(reference_modules(model), image)]
+    return results
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> List[Dict[str, object]]:
-    out = tmp_path_factory.mktemp("sync")
-    mp.spawn(_worker, args=(str(out / "init"), str(out)), nprocs=2, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return _two_processes(_sync_bn_results, tmp_path_factory.mktemp("sync"))
 
 
 @pytest.mark.parametrize("norm", ["ours", "torch"])
@@ -154,32 +164,28 @@ def test_sync_bn_model_trains_like_reference_and_saves_memory(ranks) -> None:
 
 
 # ------------------------------------------------------------ detectron2's NaiveSyncBatchNorm, synchronising
-def _naive_worker(rank: int, init_file: str, out_dir: str) -> None:
+def _naive_sync_bn_results(rank: int, x: Tensor, probe: Tensor) -> Dict[str, object]:
     from detectron2.layers import NaiveSyncBatchNorm
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        data = _data()
-        lo, hi = sum(SIZES[:rank]), sum(SIZES[:rank + 1])
-        x, probe = data["x"][lo:hi], data["probe"][lo:hi]
-        results = {}
-        for stats_mode in ("", "N"):
-            for fused, name in ((True, "fused"), (False, "reference")):
-                norm = NaiveSyncBatchNorm(CHANNELS, momentum=0.3, stats_mode=stats_mode)
-                results[f"{stats_mode or 'mean'}_{name}"] = _step(_Chain(norm, fused=fused), x, probe)
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    results: Dict[str, object] = {}
+    for stats_mode in ("", "N"):
+        for fused, name in ((True, "fused"), (False, "reference")):
+            norm = NaiveSyncBatchNorm(CHANNELS, momentum=0.3, stats_mode=stats_mode)
+            results[f"{stats_mode or 'mean'}_{name}"] = _step(_Chain(norm, fused=fused), x, probe)
+    return results
+
+
+@pytest.fixture(scope="module")
+def naive_ranks(tmp_path_factory: pytest.TempPathFactory) -> List[Dict[str, object]]:
+    return _two_processes(_naive_sync_bn_results, tmp_path_factory.mktemp("naive"))
 
 
 @pytest.mark.detectron2
 @pytest.mark.parametrize("stats_mode", ["mean", "N"])
-def test_sync_ops_equal_detectron2_naive_sync_bn(tmp_path, stats_mode: str) -> None:
+def test_sync_ops_equal_detectron2_naive_sync_bn(naive_ranks, stats_mode: str) -> None:
     """Synchronising, the ops compute detectron2's ``NaiveSyncBatchNorm`` (stats_mode "" and "N", batches of 3
     and 5, so the two differ): outputs, gradients and running statistics of the module itself."""
-    mp.spawn(_naive_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    for rank in range(2):
-        results = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+    for results in naive_ranks:
         fused, reference = results[f"{stats_mode}_fused"], results[f"{stats_mode}_reference"]
         for key, value in reference.items():
             if key != "batches":  # NaiveSyncBatchNorm does not count batches while it synchronises
