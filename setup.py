@@ -21,6 +21,10 @@ setup(
     extras_require={
         # mmcv must be compiled with its ops against the installed torch: use tools/setup_env.sh.
         "mmseg": ["mmengine==0.10.7", "mmcv==2.1.0", "mmsegmentation==1.2.2", "ftfy", "regex"],
+        # mmdet 3.3.0 accepts the pinned mmcv (>= 2.0.0rc4, < 2.2.0) and mmengine (>= 0.7.1, < 1.0.0).
+        "mmdet": ["mmengine==0.10.7", "mmcv==2.1.0", "mmdet==3.3.0"],
+        # pretrained="hf-hub:timm/<name>" (timm's files on the Hugging Face hub; safetensors, no pickle).
+        "hub": ["huggingface_hub", "safetensors"],
         "test": [
             "pytest",
             "ruff==0.17.6",  # make lint / CI (ruff.toml)
@@ -31,6 +35,8 @@ setup(
             "onnx",
             "onnxruntime",
             "onnxscript",  # torch.onnx needs it in recent torch releases
+            "huggingface_hub",  # the hf-hub weight sources, exercised offline through a local fake hub
+            "safetensors",
         ],
         "tools": ["fvcore", "tqdm", "matplotlib"],
         # detectron2's own Python dependencies; detectron2 itself must be built from its source (see README).

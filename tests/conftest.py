@@ -1,22 +1,44 @@
 """Test-suite wiring: framework markers skip visibly when their framework is missing (the probes are the one
-table in ``support/frameworks.py``, which framework modules also use through ``require``), and the run ends with
-a line naming which framework suites ran and which were skipped. Helpers live in ``tests/support`` (importable
-as ``support.*`` through pytest.ini's ``pythonpath = tests``)."""
+table in ``support/frameworks.py``, which framework modules also use through ``require``), or fail where
+``$RESNEST_REQUIRE_FRAMEWORKS`` requires the framework; the run ends with a line naming which framework suites ran
+and which were skipped. Helpers live in ``tests/support`` (importable as ``support.*`` through pytest.ini's
+``pythonpath = tests``)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from support.frameworks import FRAMEWORKS, available
+from support.frameworks import FRAMEWORKS, REQUIRE_ENV, available, required, skip_missing
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    skip_gpu = pytest.mark.skip(reason="no CUDA device")
-    for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
-            item.add_marker(skip_gpu)
-        for name, probe in FRAMEWORKS.items():
-            if name in item.keywords and not available(name):
-                item.add_marker(pytest.mark.skip(reason=probe.reason))
+def pytest_configure(config: pytest.Config) -> None:
+    required()  # an unknown name in $RESNEST_REQUIRE_FRAMEWORKS stops the run at once
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "gpu" in item.keywords and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    for name in FRAMEWORKS:
+        if name in item.keywords and not available(name):
+            skip_missing(name)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Where frameworks are required, any skip that names one of them fails the run (a stray ``importorskip``
+    that bypasses the probes cannot hide a missing framework)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not required():
+        return
+    hidden = [(report.nodeid, _skip_reason(report)) for report in reporter.stats.get("skipped", [])
+              if any(name in _skip_reason(report) for name in required())]
+    for nodeid, reason in hidden:
+        reporter.write_line(f"FAILED (skipped, but {REQUIRE_ENV} requires its framework): {nodeid}: {reason}")
+    if hidden:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -3,10 +3,16 @@
 #
 # Creates .venv (or $RESNEST_VENV) with the proven stack: torch 2.12.1 (CUDA build, runs on CPU),
 # torchvision 0.27.1, mmengine 0.10.7, mmcv 2.1.0 compiled with its ops against that torch,
-# mmsegmentation 1.2.2, and this package in editable mode with its extras. Every step prints its duration
-# and leaves a stamp, so a second run on a ready environment only verifies (seconds).
-# detectron2 is not on PyPI and is never installed here: build it from its official source into this
-# environment yourself if you want the detectron2 suites (see README).
+# mmsegmentation 1.2.2, mmdet 3.3.0, detectron2 built from its source, and this package in editable mode with
+# its extras. Every step prints its duration and leaves a stamp, so a second run on a ready environment only
+# verifies (seconds).
+#
+# detectron2 is not on PyPI: it is built from DETECTRON2_SOURCE (a local checkout, a source archive .tar.gz, or
+# a pip URL; default: the official repository at the commit proven here), with --no-build-isolation against the
+# pinned torch. DETECTRON2_SOURCE=none leaves detectron2 out. When the source cannot be reached (offline, a path
+# that does not exist), the set-up says so in one line and goes on; the detectron2 suites then skip. A
+# detectron2 this script installed from another source is removed then, so the environment is what the set-up
+# says; a detectron2 installed by hand (no stamp) is left alone.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +24,8 @@ STAMPS="$VENV/.resnest-stamps"
 TORCH_PINS=(torch==2.12.1 torchvision==0.27.1)
 MMCV_PIN=mmcv==2.1.0
 MMENGINE_PIN=mmengine==0.10.7
+DETECTRON2_DEFAULT=git+https://github.com/facebookresearch/detectron2.git@02b5c4e295e990042a714712c21dc79b731e8833
+DETECTRON2_SOURCE="${DETECTRON2_SOURCE:-$DETECTRON2_DEFAULT}"
 
 # step NAME KEY CMD...: run CMD once per KEY (the pins it installs); skip when the stamp says it is done.
 step() {
@@ -44,7 +52,38 @@ install_mmengine() { "${PIP[@]}" -q "$MMENGINE_PIN"; }
 install_mmcv() {
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" -q --no-build-isolation --no-cache-dir "$MMCV_PIN"
 }
-install_project() { "${PIP[@]}" -q -e "$ROOT[mmseg,test,tools]"; }
+# detectron2_reachable: whether DETECTRON2_SOURCE can be read from here (a path that exists, a git URL that
+# answers within 30 s, or any other pip URL, which pip itself will try).
+detectron2_reachable() {
+    case "$DETECTRON2_SOURCE" in
+        git+*) local url="${DETECTRON2_SOURCE#git+}"; url="${url%@*}"
+               GIT_TERMINAL_PROMPT=0 timeout 30 git ls-remote -q "$url" HEAD >/dev/null 2>&1 ;;
+        *://*) return 0 ;;
+        *) [[ -e "$DETECTRON2_SOURCE" ]] ;;
+    esac
+}
+install_detectron2() {
+    MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" -q --no-build-isolation --no-cache-dir "$DETECTRON2_SOURCE"
+}
+# setup_detectron2: build detectron2 from DETECTRON2_SOURCE, or say in one line why not and go on.
+setup_detectron2() {
+    local why=""
+    if [[ "$DETECTRON2_SOURCE" == none ]]; then
+        why="DETECTRON2_SOURCE=none"
+    elif ! detectron2_reachable; then
+        why="DETECTRON2_SOURCE=$DETECTRON2_SOURCE cannot be reached (offline? set DETECTRON2_SOURCE to a local checkout or source archive)"
+    fi
+    if [[ -z "$why" ]]; then
+        step detectron2 "$DETECTRON2_SOURCE ${TORCH_PINS[*]}" install_detectron2
+        return
+    fi
+    echo "[setup] detectron2: not installed: $why; its test suites will skip"
+    if [[ -f "$STAMPS/detectron2" ]]; then  # installed by this script from another source: take it out
+        "$PY" -m pip uninstall -q -y detectron2
+        rm -f "$STAMPS/detectron2"
+    fi
+}
+install_project() { "${PIP[@]}" -q -e "$ROOT[mmseg,mmdet,hub,test,tools,detectron2]"; }
 
 T0=$SECONDS
 [[ -x "$PY" ]] || step venv "$(python3 --version)" make_venv
@@ -52,7 +91,8 @@ step build-tools "setuptools<70 wheel" install_build_tools
 step torch "${TORCH_PINS[*]}" install_torch
 step mmengine "$MMENGINE_PIN" install_mmengine
 step mmcv "$MMCV_PIN ${TORCH_PINS[*]}" install_mmcv
-step project "$(cat "$ROOT/setup.py" | sha256sum | cut -c1-16)" install_project
+step project "$(cat "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)" install_project
+setup_detectron2
 
 echo "[setup] verifying ..."
 "$PY" - <<'PY'
@@ -65,12 +105,15 @@ leaked = sorted(m for m in ("detectron2", "mmcv", "mmseg", "mmengine") if m in s
 assert not leaked, f"import resnest_backbones must not import {leaked}"
 import mmcv.ops  # noqa: F401  (compiled ops)
 import mmseg.models  # noqa: F401
+import mmdet.models  # noqa: F401
 try:
     import detectron2
+    import detectron2._C  # noqa: F401  (compiled ops)
     d2 = f"detectron2 {detectron2.__version__}"
 except ImportError:
     d2 = "detectron2 not installed (its test suites will skip)"
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, "
-      f"mmcv {importlib.import_module('mmcv').__version__}, mmseg {importlib.import_module('mmseg').__version__}, {d2}")
+      f"mmcv {importlib.import_module('mmcv').__version__}, mmseg {importlib.import_module('mmseg').__version__}, "
+      f"mmdet {importlib.import_module('mmdet').__version__}, {d2}")
 PY
 echo "[setup] environment ready in $((SECONDS - T0)) s: $VENV"

@@ -1,17 +1,25 @@
-"""The one table of framework probes (detectron2, mmseg) and the two ways a test uses it.
+"""The one table of framework probes (detectron2, mmseg, mmdet) and the ways a test uses it.
 
 A framework suite is skipped, with the table's reason, when its probe does not import: through its marker
-(``@pytest.mark.mmseg``, applied by ``tests/conftest.py``) for tests inside framework-free modules, and through
-``pytestmark = require("mmseg")`` for modules that import the framework at module top. Both ask the same
-probe, so a broken install skips the same tests either way, and the end-of-run summary can say which ran.
+(``@pytest.mark.mmseg``, checked by ``tests/conftest.py`` before each test) for tests inside framework-free
+modules, and through ``pytestmark = require("mmseg")`` for modules that import the framework at module top (or
+``require("mmdet")`` inside one test). All ask the same probe, so a broken install skips the same tests either
+way, and the end-of-run summary can say which ran.
+
+Where a framework must be there (CI: ``RESNEST_REQUIRE_FRAMEWORKS=detectron2,mmseg,mmdet``, set by ``.ci/run``),
+a test that would skip because it is missing fails instead, naming the framework and the reason.
 """
 from __future__ import annotations
 
 import functools
 import importlib
-from typing import Dict, NamedTuple
+import os
+from typing import Dict, FrozenSet, NamedTuple
 
 import pytest
+
+#: Comma-separated frameworks that must be usable: a skip for one of them missing becomes a failure.
+REQUIRE_ENV = "RESNEST_REQUIRE_FRAMEWORKS"
 
 
 class Probe(NamedTuple):
@@ -21,9 +29,10 @@ class Probe(NamedTuple):
 
 FRAMEWORKS: Dict[str, Probe] = {
     "detectron2": Probe("detectron2.modeling", "detectron2 is not installed or does not import (it is not on PyPI: "
-                                               "build it from its official source into .venv, see README)"),
+                                               "tools/setup_env.sh builds it from DETECTRON2_SOURCE, see README)"),
     "mmseg": Probe("mmseg.models", "mmsegmentation/mmcv with ops are not installed or do not import "
                                    "(run tools/setup_env.sh)"),
+    "mmdet": Probe("mmdet.models", "mmdet 3.3.0 is not installed or does not import (run tools/setup_env.sh)"),
 }
 
 
@@ -37,13 +46,33 @@ def available(framework: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def required() -> FrozenSet[str]:
+    """The frameworks named by ``$RESNEST_REQUIRE_FRAMEWORKS`` (empty when unset); an unknown name is an error."""
+    names = frozenset(n.strip() for n in os.environ.get(REQUIRE_ENV, "").split(",") if n.strip())
+    unknown = sorted(names - FRAMEWORKS.keys())
+    if unknown:
+        raise pytest.UsageError(f"{REQUIRE_ENV} names unknown frameworks {unknown}; known: {sorted(FRAMEWORKS)}")
+    return names
+
+
+def skip_missing(framework: str) -> None:
+    """Skip the calling test or module because ``framework`` is missing, or fail it where it is required."""
+    __tracebackhide__ = True
+    reason = FRAMEWORKS[framework].reason
+    if framework in required():
+        pytest.fail(f"{framework} is required here ({REQUIRE_ENV}={os.environ[REQUIRE_ENV]}) but missing: {reason}",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 def require(framework: str) -> pytest.MarkDecorator:
     """Skip the calling module (or test) unless ``framework`` is usable; return its marker for ``pytestmark``.
 
     Called at module top, before the module's framework imports, so a missing framework is a visible skip with
-    the table's reason rather than a collection error.
+    the table's reason rather than a collection error (or, where the framework is required, a failure).
     """
     __tracebackhide__ = True  # the skip is reported at the caller's line (the test module), not here
     if not available(framework):
-        pytest.skip(FRAMEWORKS[framework].reason, allow_module_level=True)
+        skip_missing(framework)
     return getattr(pytest.mark, framework)

@@ -41,8 +41,8 @@ def test_registered_in_own_scope_and_found_from_mmseg() -> None:
     assert SEG_MODELS.get("ResNeSt").__module__.startswith("mmseg.")
 
 
+@pytest.mark.mmdet
 def test_builds_from_mmdet_config() -> None:
-    pytest.importorskip("mmdet", reason="mmdet is not installed (optional: the backbone also serves mmdet configs)")
     from mmdet.registry import MODELS as DET_MODELS
     from mmdet.utils import register_all_modules
 

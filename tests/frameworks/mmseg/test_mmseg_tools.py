@@ -46,7 +46,6 @@ def test_train_then_test_toy_ade(tmp_path: Path) -> None:
     assert (data / "images" / "training" / "ADE_train_00000001.jpg").is_file()  # made on first use
     assert "SyncBN layers run as plain BatchNorm" in output
     trained = _miou(output)
-    assert 0.0 <= trained <= 100.0
     checkpoint = tmp_path / "work" / "iter_12.pth"
     assert checkpoint.is_file()
     output = run_tool(["tools/mmseg_test.py", TOY_ADE, str(checkpoint), "--work-dir", str(tmp_path / "test"),
@@ -75,8 +74,7 @@ def test_mmseg_own_train_tool_runs_toy_cityscapes(tmp_path: Path) -> None:
     import mmseg
 
     tool = Path(mmseg.__file__).parent / ".mim" / "tools" / "train.py"
-    if not tool.is_file():
-        pytest.skip(f"mmseg's tools/train.py is not installed with this mmseg ({tool})")
+    assert tool.is_file(), f"mmseg {mmseg.__version__} ships no tools/train.py at {tool} (the pinned 1.2.2 does)"
     data = tmp_path / "toy_city"
     run_tool([str(tool), TOY_CITY, "--work-dir", str(tmp_path / "work"), "--cfg-options", "train_cfg.max_iters=4",
           "train_cfg.val_interval=4", "param_scheduler.0.end=4", "default_hooks.checkpoint.interval=4",
@@ -155,7 +153,11 @@ def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path) -> None:
     assert "Iter(train) [25/30]" in output and "Iter(train) [10/30]" not in output  # it went on from 20
     assert _iteration(work / "iter_30.pth") == 30
     assert file_digests(list(before)) == before
-    assert 0.0 <= _miou(output) <= 100.0
+    # the metric the resumed run reports is its final model's: evaluating iter_30.pth on its own gives it again
+    resumed = _miou(output)
+    output = run_tool(["tools/mmseg_test.py", TOY_ADE, str(work / "iter_30.pth"), "--work-dir", str(tmp_path / "test"),
+                       "--cfg-options", *_data_options(data)], timeout=300)
+    assert abs(_miou(output) - resumed) < 1e-6
 
 
 @pytest.mark.slow
