@@ -27,18 +27,29 @@ def _rename(state: dict, stem: dict, block_key, skip=lambda key: False) -> dict:
     return out
 
 
-def to_detectron2_wrapper(state: dict) -> dict:
+def to_detectron2_wrapper(state: dict, deform_groups: int = 1) -> dict:
     """Official keys -> the official detectron2 wrapper's keys (bare; FrozenBN: no num_batches_tracked).
 
     Only the block's own norms are renamed (``layerN.i.bn1`` -> ``resM.i.conv1.norm``); split attention keeps
-    ``conv2.bn0``/``conv2.bn1`` in that format.
+    ``conv2.bn0``/``conv2.bn1`` in that format. A deformable block's offset conv moves beside split attention
+    (``resM.i.conv2_offset``) and must have the official shape (docs/reference.md section 4): a 3x3 conv grouped
+    by ``deform_groups`` (G) from the block's bottleneck width to ``27 * G`` (modulated) or ``18 * G`` channels.
     """
     def block_key(key: str) -> str:
         key = re.sub(r"^layer(\d)\.", lambda m: f"res{int(m.group(1)) + 1}.", key)
         key = re.sub(r"^(res\d\.\d+)\.bn([13])\.", r"\1.conv\2.norm.", key)
+        key = key.replace(".conv2.conv.conv_offset.", ".conv2_offset.")
         return key.replace(".downsample.1.", ".shortcut.").replace(".downsample.2.", ".shortcut.norm.")
 
-    return _rename(state, _D2_STEM, block_key, skip=lambda key: key.endswith("num_batches_tracked"))
+    out = _rename(state, _D2_STEM, block_key, skip=lambda key: key.endswith("num_batches_tracked"))
+    for key, value in out.items():
+        if key.endswith(".conv2_offset.weight"):
+            width = out[key.replace(".conv2_offset.weight", ".conv1.weight")].shape[0]
+            official = [(per_group * deform_groups, width // deform_groups, 3, 3) for per_group in (27, 18)]
+            if tuple(value.shape) not in official:
+                raise ValueError(f"{key} has shape {list(value.shape)}; the official wrapper's is one of "
+                                 f"{[list(s) for s in official]} for {deform_groups} deformable groups")
+    return out
 
 
 def to_openmmlab(state: dict, norm_abbr: str = "bn") -> dict:

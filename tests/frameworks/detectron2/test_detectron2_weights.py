@@ -32,7 +32,8 @@ from detectron2.engine import DefaultTrainer  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from support import REPO_ROOT  # noqa: E402
 from support.checkpoints import to_detectron2_wrapper  # noqa: E402
-from support.numerics import randomize_norms  # noqa: E402
+from support.numerics import max_rel_diff_outputs, random_image, randomize_norms  # noqa: E402
+from support.official_d2 import official_backbone  # noqa: E402
 from support.processes import run_python, run_tool  # noqa: E402
 
 import resnest_backbones as rb  # noqa: E402
@@ -244,15 +245,18 @@ def randomize_all_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def to_official_zoo_layout(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+ZOO_BACKBONE = "backbone.bottom_up."
+
+
+def to_official_zoo_layout(state: Dict[str, torch.Tensor], deform_groups: int = 1) -> Dict[str, torch.Tensor]:
     """A whole detector in the official wrapper's layout (docs/reference.md sections 1 and 4): backbone under
-    ``backbone.bottom_up.`` in the wrapper's names with DCN offsets beside split attention, the rest as is."""
-    prefix = "backbone.bottom_up."
-    backbone = to_detectron2_wrapper({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    out = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    for key, value in backbone.items():
-        out[prefix + key.replace(".conv2.conv.conv_offset.", ".conv2_offset.")] = value
-    return out
+    ``backbone.bottom_up.`` in the wrapper's names with DCN offsets beside split attention in the official
+    (grouped) shape, the rest as is."""
+    prefix = ZOO_BACKBONE
+    backbone = to_detectron2_wrapper({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                     deform_groups)
+    return {**{k: v for k, v in state.items() if not k.startswith(prefix)},
+            **{prefix + k: v for k, v in backbone.items()}}
 
 
 def detect(model: nn.Module, image: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -274,14 +278,23 @@ def test_official_zoo_layout_loads_through_every_checkpointer(path: Path, tmp_pa
     cfg = load_yaml(path, *SMALL, "MODEL.RESNEST.WEIGHTS", "", "MODEL.RESNEST.NORM", "BN")
     torch.manual_seed(0)
     source = randomize_all_norms(build_model(cfg)).eval()
-    dcn = any(cfg.MODEL.RESNEST.DEFORM_ON_PER_STAGE)
-    if dcn:  # non-zero offsets, so that a lost offset conv changes the detections
+    dcn, groups = any(cfg.MODEL.RESNEST.DEFORM_ON_PER_STAGE), cfg.MODEL.RESNEST.DEFORM_NUM_GROUPS
+    if dcn:  # offsets of about a pixel, so that a lost or misread offset conv changes features and detections
         with torch.no_grad():
             for name, p in source.named_parameters():
                 if "conv_offset" in name:
-                    p.normal_(0, 1e-3)
-    zoo = to_official_zoo_layout(source.state_dict())
+                    p.normal_(0, 0.02 if name.endswith("weight") else 0.5)
+    zoo = to_official_zoo_layout(source.state_dict(), groups)  # checks the official offset shapes
     assert any(".conv2_offset." in k for k in zoo) == dcn
+    if dcn and cfg.MODEL.RESNEST.NAME == "resnest50d":
+        assert zoo[ZOO_BACKBONE + "res3.0.conv2_offset.weight"].shape == (54, 64, 3, 3)
+    # The official wrapper's backbone computed from the zoo file's tensors (support.official_d2).
+    x = random_image(128, batch=1)
+    with torch.no_grad():
+        official = official_backbone({k[len(ZOO_BACKBONE):]: v for k, v in zoo.items() if k.startswith(ZOO_BACKBONE)},
+                                     x, deform_groups=groups)
+    features = list(source.backbone.bottom_up.out_features)
+    official = {k: official[k] for k in features}
     torch.save({"model": zoo, "iteration": 270000}, tmp_path / "zoo.pth")
     mapper = DatasetMapper(cfg, is_train=False)
     image = mapper(copy.deepcopy(DatasetCatalog.get("toy_coco_val")[0]))["image"]
@@ -299,6 +312,8 @@ def test_official_zoo_layout_loads_through_every_checkpointer(path: Path, tmp_pa
         load(model)
         ours, theirs = model.state_dict(), source.state_dict()
         assert [k for k in theirs if not torch.equal(ours[k], theirs[k])] == [], name
+        with torch.no_grad():
+            assert max_rel_diff_outputs(model.backbone.bottom_up.eval()(x), official) <= 1e-5, name
         got = detect(model, image)
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{name}: {key}")
@@ -312,8 +327,7 @@ def test_official_dcn_imagenet_layout_and_partial_zoo_files(tmp_path: Path) -> N
         with torch.no_grad():
             for p in source.parameters():
                 p.normal_()
-        wrapper = {k.replace(".conv2.conv.conv_offset.", ".conv2_offset."): v
-                   for k, v in to_detectron2_wrapper(source.state_dict()).items()}
+        wrapper = to_detectron2_wrapper(source.state_dict(), groups)
         target = rb.create_model("resnest14d", **kwargs)
         report = rb.load_checkpoint(target, wrapper)
         assert not report.initialised and report.ok
