@@ -139,8 +139,10 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path, data_ro
     SyncBatchNorm; the distributed COCO evaluation equals a one-process evaluation of the saved model."""
     out = tmp_path / "out"
     toy = ["--config-file", str(TOY / "faster_rcnn_toy.yaml")]
+    keep_all = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]  # 6 iterations leave every score under the default 0.05
     log = run_train_net([*toy, "--num-gpus", "2", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "6",
-                         "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.PRECISE_BN.NUM_ITER", "2"], data_root, timeout=900)
+                         "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.PRECISE_BN.NUM_ITER", "2", *keep_all], data_root,
+                        timeout=900)
     layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones\.layers\.SyncBatchNorm", log)
     assert layers, log[-3000:]
     from detectron2.config import get_cfg
@@ -158,7 +160,7 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path, data_ro
     assert iterations(out)[-1] == 5 and (out / "model_final.pth").is_file()
     assert "AP50" in coco_results(log)["bbox"]
     log = run_train_net([*toy, "--eval-only", "OUTPUT_DIR", str(tmp_path / "eval"), "MODEL.WEIGHTS",
-                         str(out / "model_final.pth")], data_root, timeout=600)
+                         str(out / "model_final.pth"), *keep_all], data_root, timeout=600)
     assert_same_detections(detections(tmp_path / "eval"), detections(out))
 
 

@@ -46,7 +46,7 @@ def test_builds_from_mmdet_config() -> None:
     from mmdet.registry import MODELS as DET_MODELS
     from mmdet.utils import register_all_modules
 
-    register_all_modules()
+    register_all_modules(init_default_scope=False)  # leaves the default scope (mmseg) to the other tests
     backbone = DET_MODELS.build(dict(type="resnest_backbones.ResNeSt", variant="resnest14d", out_indices=(0, 1, 2, 3),
                                      frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True))
     assert isinstance(backbone, OpenMMLabResNeSt)
