@@ -11,9 +11,11 @@ Example (from a local checkout)::
     fpn = torch.hub.load("path/to/resnest_backbones", "resnest_fpn_backbone", source="local",
                          variant="resnest50d", trainable_layers=3)
 
-``pretrained`` is ``None`` (random weights), ``True`` for the official ImageNet file (downloaded once into torch
-hub's checkpoint directory, sha256-checked), or a checkpoint path or ``http(s)://``/``file://`` URL (official, timm,
-detectron2 or OpenMMLab format, loaded strictly).
+``pretrained`` is ``None`` (random weights), ``True`` for the variant's ImageNet weights (the official file,
+downloaded once into torch hub's checkpoint directory, sha256-checked; for ResNeSt-14/26, which have none, timm's
+file on the Hugging Face hub, which needs ``pip install huggingface_hub safetensors``), or a checkpoint path,
+``http(s)://``/``file://`` URL or ``hf-hub:<owner>/<repo>`` (official, timm, detectron2 or OpenMMLab format, loaded
+strictly).
 """
 import typing as _typing  # underscored: torch.hub.list() lists every public callable of this module
 
@@ -34,7 +36,8 @@ def _entry_point(name: str) -> _typing.Callable[..., _ResNeSt]:
 
     Args:
         pretrained: None, True (the official ImageNet file, downloaded once into torch hub's checkpoint
-            directory), or a checkpoint path or URL (any supported format, loaded strictly).
+            directory; timm's Hugging Face hub file where there is none), or a checkpoint path, URL or
+            hf-hub:<owner>/<repo> (any supported format, loaded strictly).
         num_classes: size of the ImageNet head: 1000 by default, as the official and timm hub models; 0 for a
             backbone whose forward returns the stage features.
         **kwargs: other ResNeSt arguments (output_stride, out_features, norm_layer, freeze_at, ...).

@@ -159,3 +159,42 @@ def test_docs_have_links() -> None:
 def test_readme_is_short() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES}); move details to docs/"
+
+
+# --- no dead download hosts -----------------------------------------------------------------------------------
+
+#: Hosts that once served ResNeSt files and now answer 403 (docs/reference.md section 4): the authors' Wasabi bucket
+#: (the detectron2 zoo, the detectron2-format ImageNet files, PyTorch-Encoding's model store) and its predecessor.
+DEAD_HOSTS = ("s3.us-west-1.wasabisys.com", "hangzh.s3.amazonaws.com")
+#: Where a URL must not send anyone: the front door, the docs, the configs, and what the code prints.
+_SCANNED = [*DOC_FILES, *sorted((ROOT / "configs").rglob("*.py")), *sorted((ROOT / "configs").rglob("*.yaml")),
+            *sorted((ROOT / "resnest_backbones").rglob("*.py")), *sorted((ROOT / "tools").rglob("*.py")),
+            ROOT / "hubconf.py"]
+# A URL whose host is (a subdomain of) a dead host; the host named as text, without a scheme, is no URL.
+_DEAD_URL = re.compile(r"[a-z][a-z0-9+.-]*://(?:[^/\s\"'`)]*\.)?(?:" + "|".join(map(re.escape, DEAD_HOSTS)) + ")",
+                       re.IGNORECASE)
+
+
+def dead_urls(path: Path) -> List[str]:
+    """``file:line: url`` for every URL of ``path`` (fenced code included) that points at a dead host."""
+    return [f"{_shown(path)}:{number}: {match.group(0)}"
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+            for match in _DEAD_URL.finditer(line)]
+
+
+def test_dead_url_is_found(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("[zoo](https://s3.us-west-1.wasabisys.com/resnest/detectron/x.pth)\n"
+                   "```\nMODEL.WEIGHTS http://hangzh.s3.amazonaws.com/encoding/models/y.zip\n```\n"
+                   "the bucket `s3.us-west-1.wasabisys.com` answers 403; https://github.com/x is served\n",
+                   encoding="utf-8")
+    assert [entry.rsplit(": ", 1)[1] for entry in dead_urls(doc)] == [
+        "https://s3.us-west-1.wasabisys.com", "http://hangzh.s3.amazonaws.com"]
+
+
+def test_no_url_points_at_a_dead_host() -> None:
+    assert len(_SCANNED) > len(DOC_FILES)  # the configs and the code are scanned too
+    found = [entry for path in _SCANNED for entry in dead_urls(path)]
+    assert not found, ("URLs of hosts that no longer serve the files (name the host as text, e.g. in backticks, "
+                       "and point to the served file; docs/model_zoo.md lists where each one is served):\n"
+                       + "\n".join(found))

@@ -1,4 +1,5 @@
-"""Where ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") weights come from: a path or a URL.
+"""Where ResNeSt (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") weights come from: a path, a URL or a
+Hugging Face hub repository.
 
 :func:`local_weights` is the one place that turns a checkpoint name into a local file. ``create_model(pretrained=)``,
 the torchvision adapter, ``hubconf.py``, the detectron2 builders and checkpointer and the mmseg backbone's
@@ -8,9 +9,13 @@ the torchvision adapter, ``hubconf.py``, the detectron2 builders and checkpointe
   stderr), to ``<torch.hub.get_dir()>/checkpoints/<file name>`` -- the cache ``torch.hub.load_state_dict_from_url``
   and timm use, so a file already there is not fetched again;
 * a file whose name carries a hash prefix (``resnest50-528c19ca.pth``) is checked against it
-  (:func:`~resnest_backbones.models.file_hash.verify_hash`); a download that fails the check never enters the cache.
+  (:func:`~resnest_backbones.models.file_hash.verify_hash`); a download that fails the check never enters the cache;
+* ``hf-hub:<owner>/<repo>`` (timm's files, e.g. ``hf-hub:timm/resnest14d.gluon_in1k``) is the repository's
+  ``model.safetensors``, downloaded once by ``huggingface_hub`` into the Hugging Face cache
+  (:func:`~resnest_backbones.models.hf_hub.hf_hub_weights`; an optional dependency).
 
-Nothing is unpickled here; the loaders read the file with ``torch.load(weights_only=True)``.
+Nothing is unpickled here; the loaders read the file with ``torch.load(weights_only=True)``, and ``.safetensors``
+files with ``safetensors`` (:func:`~resnest_backbones.models.hf_hub.read_weights`).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import torch.hub
 
 from .checkpoint import CheckpointError
 from .file_hash import verify_hash
+from .hf_hub import hf_hub_weights, is_hf_hub
 
 __all__ = ["OFFICIAL_RELEASE", "URL_SCHEMES", "cache_dir", "is_url", "local_weights"]
 
@@ -45,19 +51,22 @@ def is_url(name: Union[str, os.PathLike]) -> bool:
 
 
 def local_weights(source: Union[str, os.PathLike]) -> str:
-    """Local path of the checkpoint named by a path or an ``http(s)://``/``file://`` URL, hash-checked.
+    """Local path of the checkpoint named by a path, an ``http(s)://``/``file://`` URL or ``hf-hub:<owner>/<repo>``.
 
     Args:
-        source: a local path, or a URL whose last path component is the file name (any query string is kept for
-            the request, not for the name).
+        source: a local path; a URL whose last path component is the file name (any query string is kept for
+            the request, not for the name); or a Hugging Face hub repository, ``hf-hub:<owner>/<repo>``.
 
     Returns:
-        The path of the (now local) file; a URL's file is ``cache_dir() / <file name>``.
+        The path of the (now local) file: a URL's file is ``cache_dir() / <file name>``, hash-checked; a hub
+        repository's is its ``model.safetensors`` in the Hugging Face cache.
 
     Raises:
-        CheckpointError: the file is missing; the download failed (the message names the URL and the cache path
+        CheckpointError: the file is missing; the download failed (the message names the URL or repository and
             where the file can be put by hand); or the file does not match the hash prefix in its name.
     """
+    if is_hf_hub(source):
+        return hf_hub_weights(str(source))
     if not is_url(source):
         path = Path(source).expanduser()
         if not path.is_file():

@@ -13,11 +13,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Uni
 from torch import nn
 
 from ..accel.training import memory_efficient_training
+from .hf_hub import HF_HUB_PREFIX, read_weights
 from .hub import OFFICIAL_RELEASE, cache_dir, local_weights
 from .resnest import ResNeSt
 
-__all__ = ["Variant", "VARIANTS", "create_model", "list_variants", "official_url", "resolve_variant",
-           "variant_kwargs"]
+__all__ = ["Variant", "VARIANTS", "create_model", "list_variants", "official_url", "pretrained_source",
+           "resolve_variant", "variant_kwargs"]
 
 ModelT = TypeVar("ModelT", bound=ResNeSt)
 
@@ -35,6 +36,9 @@ class Variant:
     aliases: Tuple[str, ...] = ()
     #: URL of the official ImageNet file (sha256 prefix in its name), when one was published.
     url: Optional[str] = None
+    #: timm's Hugging Face hub repository of the variant's ImageNet weights (``model.safetensors``, official keys),
+    #: when timm publishes one (``timm/models/resnest.py``); ``pretrained=True`` uses it where ``url`` is ``None``.
+    hf_hub_id: Optional[str] = None
     # Published figures (tools/flops.py, tests/test_model.py and the README quote them from here; sources as
     # collected in docs/reference.md section 1).
     #: Parameter count in millions with the 1000-class head as timm's model cards print it (two decimals; equal
@@ -70,26 +74,33 @@ def _official(file_name: str) -> str:
 
 
 VARIANTS: Dict[str, Variant] = {
-    "resnest14d": Variant((1, 1, 1, 1), 32, 2, 1, 64, False, params_m=10.61, top1=75.52),
-    "resnest26d": Variant((2, 2, 2, 2), 32, 2, 1, 64, False, params_m=17.07, top1=78.48),
+    "resnest14d": Variant((1, 1, 1, 1), 32, 2, 1, 64, False, hf_hub_id="timm/resnest14d.gluon_in1k",
+                          params_m=10.61, top1=75.52),
+    "resnest26d": Variant((2, 2, 2, 2), 32, 2, 1, 64, False, hf_hub_id="timm/resnest26d.gluon_in1k",
+                          params_m=17.07, top1=78.48),
     "resnest50d": Variant(_R50, 32, 2, 1, 64, False, ("resnest50",), _official("resnest50-528c19ca.pth"),
-                         params_m=27.48, top1=81.03),
+                          "timm/resnest50d.in1k", params_m=27.48, top1=81.03),
     "resnest101e": Variant((3, 4, 23, 3), 64, 2, 1, 64, False, ("resnest101",), _official("resnest101-22405ba7.pth"),
-                           params_m=48.28, eval_size=256, top1=82.83),
+                           "timm/resnest101e.in1k", params_m=48.28, eval_size=256, top1=82.83),
     "resnest200e": Variant((3, 24, 36, 3), 64, 2, 1, 64, False, ("resnest200",), _official("resnest200-75117900.pth"),
-                           params_m=70.20, eval_size=320, top1=83.84),
+                           "timm/resnest200e.in1k", params_m=70.20, eval_size=320, top1=83.84),
     "resnest269e": Variant((3, 30, 48, 8), 64, 2, 1, 64, False, ("resnest269",), _official("resnest269-0cc87c48.pth"),
-                           params_m=110.93, eval_size=416, top1=84.54),
-    "resnest50_fast_1s1x64d": Variant(_R50, 32, 1, 1, 64, True, paper_params_m=26.3, gflops=4.34, top1=80.33),
-    "resnest50_fast_2s1x64d": Variant(_R50, 32, 2, 1, 64, True, paper_params_m=27.5, gflops=4.34, top1=80.53),
-    "resnest50_fast_4s1x64d": Variant(_R50, 32, 4, 1, 64, True, paper_params_m=31.9, gflops=4.35, top1=80.76),
-    "resnest50_fast_1s2x40d": Variant(_R50, 32, 1, 2, 40, True, paper_params_m=25.9, gflops=4.38, top1=80.59),
-    "resnest50_fast_2s2x40d": Variant(_R50, 32, 2, 2, 40, True, paper_params_m=26.9, gflops=4.38, top1=80.61),
+                           "timm/resnest269e.in1k", params_m=110.93, eval_size=416, top1=84.54),
+    "resnest50_fast_1s1x64d": Variant(_R50, 32, 1, 1, 64, True, url=_official("resnest50_fast_1s1x64d-d8fbf808.pth"),
+                                      paper_params_m=26.3, gflops=4.34, top1=80.33),
+    "resnest50_fast_2s1x64d": Variant(_R50, 32, 2, 1, 64, True, url=_official("resnest50_fast_2s1x64d-44938639.pth"),
+                                      paper_params_m=27.5, gflops=4.34, top1=80.53),
+    "resnest50_fast_4s1x64d": Variant(_R50, 32, 4, 1, 64, True, url=_official("resnest50_fast_4s1x64d-f74f3fc3.pth"),
+                                      paper_params_m=31.9, gflops=4.35, top1=80.76),
+    "resnest50_fast_1s2x40d": Variant(_R50, 32, 1, 2, 40, True, url=_official("resnest50_fast_1s2x40d-32830b84.pth"),
+                                      paper_params_m=25.9, gflops=4.38, top1=80.59),
+    "resnest50_fast_2s2x40d": Variant(_R50, 32, 2, 2, 40, True, url=_official("resnest50_fast_2s2x40d-9d126481.pth"),
+                                      paper_params_m=26.9, gflops=4.38, top1=80.61),
     "resnest50d_4s2x40d": Variant(_R50, 32, 4, 2, 40, True, ("resnest50_fast_4s2x40d",),
-                                  _official("resnest50_fast_4s2x40d-41d14ed0.pth"),
+                                  _official("resnest50_fast_4s2x40d-41d14ed0.pth"), "timm/resnest50d_4s2x40d.in1k",
                                   params_m=30.42, gflops=4.41, top1=81.14),
     "resnest50d_1s4x24d": Variant(_R50, 32, 1, 4, 24, True, ("resnest50_fast_1s4x24d",),
-                                  _official("resnest50_fast_1s4x24d-d4a4f76f.pth"),
+                                  _official("resnest50_fast_1s4x24d-d4a4f76f.pth"), "timm/resnest50d_1s4x24d.in1k",
                                   params_m=25.68, gflops=4.42, top1=80.99),
 }
 
@@ -122,8 +133,20 @@ def official_url(name: str) -> str:
     variant = VARIANTS[resolve_variant(name)]
     if variant.url is None:
         raise ValueError(f"no official ImageNet weights were published for {name!r}; variants with weights: "
-                         f"{', '.join(n for n, v in VARIANTS.items() if v.url)}")
+                         f"{', '.join(n for n, v in VARIANTS.items() if v.url)} (timm's for {name!r}: "
+                         f"pretrained={pretrained_source(name)!r})")
     return variant.url
+
+
+def pretrained_source(name: str) -> str:
+    """What ``pretrained=True`` loads for ``name``: the official file's URL where one was published, else timm's
+    Hugging Face hub repository, as ``hf-hub:<owner>/<repo>``."""
+    variant = VARIANTS[resolve_variant(name)]
+    if variant.url:
+        return variant.url
+    if variant.hf_hub_id:
+        return HF_HUB_PREFIX + variant.hf_hub_id
+    raise ValueError(f"no ImageNet weights were published for {name!r}")
 
 
 def default_checkpoint_path(name: str) -> Path:
@@ -143,11 +166,13 @@ def create_model(
 
     Args:
         name: a name from :func:`list_variants` (timm's) or an official alias (``resnest50``, ...).
-        pretrained: ``None``/``False`` for random weights; ``True`` for the official ImageNet file
-            (:func:`official_url`), downloaded once into torch hub's checkpoint directory; a path or an
-            ``http(s)://``/``file://`` URL of a checkpoint in any supported format (official/timm, detectron2
-            wrapper, OpenMMLab), or an already loaded state dict. A sha256 prefix in the file name is verified
-            (:func:`~resnest_backbones.models.hub.local_weights`); files are read with ``weights_only=True``.
+        pretrained: ``None``/``False`` for random weights; ``True`` for the variant's ImageNet weights
+            (:func:`pretrained_source`): the official file, downloaded once into torch hub's checkpoint directory,
+            else timm's Hugging Face hub file (ResNeSt-14/26), downloaded once into the Hugging Face cache; a path
+            or an ``http(s)://``/``file://`` URL of a checkpoint in any supported format (official/timm, detectron2
+            wrapper, OpenMMLab), ``hf-hub:<owner>/<repo>``, or an already loaded state dict. A sha256 prefix in the
+            file name is verified (:func:`~resnest_backbones.models.hub.local_weights`); ``.pth`` files are read
+            with ``weights_only=True``, ``.safetensors`` files with ``safetensors``.
         cls: the class to build (an adapter subclass of :class:`ResNeSt`).
         memory_efficient: use the memory-saving training modules
             (:func:`~resnest_backbones.accel.memory_efficient_training`: same values and parameters, less
@@ -158,7 +183,7 @@ def create_model(
         The model, with the checkpoint loaded strictly when one is given.
     """
     if pretrained is True:
-        pretrained = official_url(name)  # before building: an unknown file is an error at once
+        pretrained = pretrained_source(name)  # before building: an unknown name is an error at once
     kwargs = variant_kwargs(name)
     kwargs.update(overrides)
     model = cls(**kwargs)
@@ -167,7 +192,8 @@ def create_model(
     if pretrained:
         from .checkpoint import load_checkpoint
 
-        load_checkpoint(model, pretrained if isinstance(pretrained, Mapping) else local_weights(pretrained))
+        source = pretrained if isinstance(pretrained, Mapping) else read_weights(local_weights(pretrained))
+        load_checkpoint(model, source)
     return model
 
 

@@ -1,12 +1,16 @@
-"""Weights by name: ``pretrained=True`` and checkpoint URLs go through one function into torch hub's cache.
+"""Weights by name: ``pretrained=True``, checkpoint URLs and ``hf-hub:`` names go through one function.
 
 Every entry point (``create_model``, the torchvision adapter, ``hubconf.py``, the detectron2 builders and the mmseg
 backbone's ``init_cfg``) fetches a checkpoint with :func:`resnest_backbones.models.hub.local_weights`: a URL is
 downloaded once with torch hub's downloader into ``<torch hub dir>/checkpoints``, and the hash prefix in the file
-name is checked before the file enters the cache.
+name is checked before the file enters the cache; ``hf-hub:<owner>/<repo>`` (timm's files, the source of
+``pretrained=True`` for the variants without an official file) is fetched by ``huggingface_hub`` into the Hugging
+Face cache and read with ``safetensors``.
 
 Tests never use the network: files are served through ``file://`` URLs or an HTTP server on 127.0.0.1 started
-here, torch hub's directory is a temporary folder, and any other download fails the test.
+here (for the hub: one that answers huggingface_hub's requests as the hub does), torch hub's directory and the
+Hugging Face cache are temporary folders, huggingface_hub is offline unless a test points it at that server, and
+any other download fails the test.
 """
 from __future__ import annotations
 
@@ -14,10 +18,13 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import importlib
 import socket
+import sys
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from types import ModuleType
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import torch
@@ -27,6 +34,7 @@ from support.numerics import randomize_norms
 import resnest_backbones as rb
 import resnest_backbones.models.hub as rb_hub
 from resnest_backbones.models import variants as rb_variants
+from resnest_backbones.models.hf_hub import HF_WEIGHTS_FILE
 
 REPO = REPO_ROOT
 SMALL = "resnest14d"  # no official file: the tests give it one, served locally
@@ -41,6 +49,42 @@ def local_only(monkeypatch: pytest.MonkeyPatch) -> None:
         _REAL_DOWNLOAD(url, *args, **kwargs)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+
+
+def _hf_constants() -> Optional[ModuleType]:
+    """``huggingface_hub.constants``, or ``None`` when huggingface_hub is not installed."""
+    try:
+        return importlib.import_module("huggingface_hub.constants")
+    except ImportError:
+        return None
+
+
+def _point_hub_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, offline: bool) -> None:
+    """Send huggingface_hub to ``endpoint``, or keep it offline: through its environment variables and, since it
+    reads them once, when it is imported, through the copies its ``constants`` module made of them."""
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    constants = _hf_constants()
+    if constants is not None:
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"  # made from ENDPOINT at import
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The Hugging Face cache in a temporary folder, huggingface_hub offline and its endpoint a closed port on
+    127.0.0.1: no test reaches huggingface.co (restored afterwards by monkeypatch)."""
+    folder = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(folder))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    constants = _hf_constants()
+    if constants is not None:
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+    _point_hub_at(monkeypatch, f"http://127.0.0.1:{_closed_port()}", offline=True)
+    return folder
 
 
 @pytest.fixture()
@@ -67,9 +111,12 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Dict[str,
 
 
 class _Server:
-    """An HTTP server on 127.0.0.1 serving one folder from a thread, recording the paths requested."""
+    """An HTTP server on 127.0.0.1 serving one folder from a thread, recording the paths requested (GET).
 
-    def __init__(self, folder: Path) -> None:
+    ``headers`` maps a request path to extra response headers (to GET and HEAD requests), as a hub sends them.
+    """
+
+    def __init__(self, folder: Path, headers: Optional[Dict[str, Dict[str, str]]] = None) -> None:
         self.requests: List[str] = []
         server = self
 
@@ -79,6 +126,11 @@ class _Server:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 server.requests.append(self.path)
                 super().do_GET()
+
+            def end_headers(self) -> None:
+                for key, value in (headers or {}).get(self.path, {}).items():
+                    self.send_header(key, value)
+                super().end_headers()
 
             def log_message(self, *args) -> None:  # keep the test output clean
                 pass
@@ -124,15 +176,41 @@ def _assert_loaded(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> No
 
 
 # ------------------------------------------------------------------------------------------ the variant table
-def test_official_urls_are_on_the_variant_table() -> None:
-    release = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
-    expected = {"resnest50d": "resnest50-528c19ca.pth", "resnest101e": "resnest101-22405ba7.pth",
-                "resnest200e": "resnest200-75117900.pth", "resnest269e": "resnest269-0cc87c48.pth",
-                "resnest50d_4s2x40d": "resnest50_fast_4s2x40d-41d14ed0.pth",
-                "resnest50d_1s4x24d": "resnest50_fast_1s4x24d-d4a4f76f.pth"}
-    assert {name: v.url for name, v in rb.VARIANTS.items() if v.url} == {k: release + f for k, f in expected.items()}
-    assert rb_variants.official_url("resnest50") == release + "resnest50-528c19ca.pth"  # aliases too
-    with pytest.raises(ValueError, match="no official ImageNet weights.*resnest50d"):
+_RELEASE = "https://github.com/zhanghang1989/ResNeSt/releases/download/weights_step1/"
+# docs/reference.md section 1 (the official resnest/torch/models/resnest.py and ablation.py; timm's resnest.py)
+_OFFICIAL_FILES = {
+    "resnest50d": "resnest50-528c19ca.pth", "resnest101e": "resnest101-22405ba7.pth",
+    "resnest200e": "resnest200-75117900.pth", "resnest269e": "resnest269-0cc87c48.pth",
+    "resnest50_fast_1s1x64d": "resnest50_fast_1s1x64d-d8fbf808.pth",
+    "resnest50_fast_2s1x64d": "resnest50_fast_2s1x64d-44938639.pth",
+    "resnest50_fast_4s1x64d": "resnest50_fast_4s1x64d-f74f3fc3.pth",
+    "resnest50_fast_1s2x40d": "resnest50_fast_1s2x40d-32830b84.pth",
+    "resnest50_fast_2s2x40d": "resnest50_fast_2s2x40d-9d126481.pth",
+    "resnest50d_4s2x40d": "resnest50_fast_4s2x40d-41d14ed0.pth",
+    "resnest50d_1s4x24d": "resnest50_fast_1s4x24d-d4a4f76f.pth",
+}
+_TIMM_REPOS = {
+    "resnest14d": "timm/resnest14d.gluon_in1k", "resnest26d": "timm/resnest26d.gluon_in1k",
+    "resnest50d": "timm/resnest50d.in1k", "resnest101e": "timm/resnest101e.in1k",
+    "resnest200e": "timm/resnest200e.in1k", "resnest269e": "timm/resnest269e.in1k",
+    "resnest50d_4s2x40d": "timm/resnest50d_4s2x40d.in1k", "resnest50d_1s4x24d": "timm/resnest50d_1s4x24d.in1k",
+}
+_HF_REPO = _TIMM_REPOS[SMALL]  # what pretrained=True fetches for the small variant (it has no official file)
+_HF_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_every_variant_has_a_pretrained_source() -> None:
+    assert {name: v.url for name, v in rb.VARIANTS.items() if v.url} == {
+        name: _RELEASE + file for name, file in _OFFICIAL_FILES.items()}
+    assert {name: v.hf_hub_id for name, v in rb.VARIANTS.items() if v.hf_hub_id} == _TIMM_REPOS
+    # the official file where one exists, else timm's hub repository: every variant has one
+    expected = {name: _RELEASE + _OFFICIAL_FILES[name] if name in _OFFICIAL_FILES else f"hf-hub:{_TIMM_REPOS[name]}"
+                for name in rb.list_variants()}
+    assert len(expected) == 13
+    assert {name: rb_variants.pretrained_source(name) for name in rb.list_variants()} == expected
+    assert rb_variants.pretrained_source("resnest50_fast_4s2x40d") == _RELEASE + "resnest50_fast_4s2x40d-41d14ed0.pth"
+    assert rb_variants.official_url("resnest50") == _RELEASE + "resnest50-528c19ca.pth"  # aliases too
+    with pytest.raises(ValueError, match=f"no official ImageNet weights.*resnest50d.*hf-hub:{_HF_REPO}"):
         rb_variants.official_url(SMALL)
 
 
@@ -279,3 +357,115 @@ def test_a_file_is_hashed_once_until_it_changes(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(rb.CheckpointError, match="corrupt"):
         file_hash.verify_hash(path)
     assert len(hashed) > 1
+
+
+# ------------------------------------------------------------------------------ the Hugging Face hub (hf-hub:)
+def _save_safetensors(path: Path, tensors: Dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
+def _put_in_hf_cache(hf_cache: Path, tensors: Dict[str, torch.Tensor]) -> Path:
+    """Write ``tensors`` as the small variant's hub file where huggingface_hub finds it offline: the cache layout it
+    writes itself (the file in the snapshot of a commit, the branch's commit in ``refs/main``)."""
+    repo = hf_cache / ("models--" + _HF_REPO.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(_HF_COMMIT)
+    return _save_safetensors(repo / "snapshots" / _HF_COMMIT / HF_WEIGHTS_FILE, tensors)
+
+
+@pytest.fixture()
+def fake_hub(tmp_path: Path, hf_cache: Path, published, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
+    """The hub on 127.0.0.1 holding the small variant's weights (``published``) as timm's repository does, and
+    huggingface_hub online, pointed at it."""
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("safetensors")
+    route = f"/{_HF_REPO}/resolve/main/{HF_WEIGHTS_FILE}"
+    file = _save_safetensors(tmp_path / "hub" / route.lstrip("/"), published[1])
+    # What huggingface_hub reads from the hub's answer: the revision's commit, and the file's hash as its ETag.
+    headers = {"X-Repo-Commit": _HF_COMMIT, "ETag": f'"{hashlib.sha256(file.read_bytes()).hexdigest()}"'}
+    running = _Server(tmp_path / "hub", headers={route: headers})
+    _point_hub_at(monkeypatch, running.url, offline=False)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_pretrained_true_without_an_official_file_loads_timms_hub_file(cache: Path, hf_cache: Path, fake_hub: _Server,
+                                                                       published,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    _, state = published
+    assert huggingface_hub.hf_hub_url(_HF_REPO, HF_WEIGHTS_FILE).startswith(fake_hub.url + "/")  # not huggingface.co
+    model = rb.create_model(SMALL, pretrained=True, num_classes=1000).eval()
+    _assert_loaded(model, state)
+    reference = rb.create_model(SMALL, num_classes=1000).eval()
+    reference.load_state_dict(state)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(images), reference(images))
+    # downloaded once (huggingface_hub may also ask the endpoint for its own registries: 404 here)
+    route = f"/{_HF_REPO}/resolve/main/{HF_WEIGHTS_FILE}"
+    assert fake_hub.requests.count(route) == 1
+    snapshot = hf_cache / "models--timm--resnest14d.gluon_in1k" / "snapshots" / _HF_COMMIT / HF_WEIGHTS_FILE
+    assert snapshot.is_file()  # in the Hugging Face cache, not torch hub's
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+    # by name, and again: from the cache (huggingface_hub only asks the hub for the revision's commit)
+    _assert_loaded(rb.create_model(SMALL, pretrained=f"hf-hub:{_HF_REPO}", num_classes=1000), state)
+    assert fake_hub.requests.count(route) == 1
+    # offline: from the cache, with no request at all
+    _point_hub_at(monkeypatch, f"http://127.0.0.1:{_closed_port()}", offline=True)
+    _assert_loaded(rb.create_model(SMALL, pretrained=True, num_classes=1000), state)
+
+
+def test_a_partial_or_truncated_hub_file_fails(hf_cache: Path, published) -> None:
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("safetensors")
+    _, state = published
+    file = _put_in_hf_cache(hf_cache, {k: v for k, v in state.items() if not k.startswith("layer4.")})
+    with pytest.raises(rb.CheckpointError, match="does not match the model") as error:
+        rb.create_model(SMALL, pretrained=True)
+    missing = error.value.report.missing
+    assert missing and all(key.startswith("layer4.") for key in missing)
+
+    file.write_bytes(file.read_bytes()[:1000])
+    with pytest.raises(rb.CheckpointError, match="could not read .* as a safetensors file"):
+        rb.create_model(SMALL, pretrained=True)
+
+
+def test_offline_without_the_file_names_the_repository_and_where_to_put_it(tmp_path: Path, hf_cache: Path,
+                                                                          published) -> None:
+    pytest.importorskip("huggingface_hub")
+    pytest.importorskip("safetensors")
+    _, state = published
+    with pytest.raises(rb.CheckpointError, match=f"could not fetch {HF_WEIGHTS_FILE} of the Hugging Face hub "
+                                                 f"repository {_HF_REPO}") as error:
+        rb.create_model(SMALL, pretrained=True)
+    message = str(error.value)
+    repo = hf_cache / "models--timm--resnest14d.gluon_in1k"
+    assert str(repo / "snapshots" / "<commit>" / HF_WEIGHTS_FILE) in message and str(repo / "refs" / "main") in message
+    assert f'pretrained="/path/to/{HF_WEIGHTS_FILE}"' in message
+    # both ways the message gives work: a local path, or the file put in the cache
+    local = _save_safetensors(tmp_path / "downloaded" / HF_WEIGHTS_FILE, state)
+    _assert_loaded(rb.create_model(SMALL, pretrained=str(local), num_classes=1000), state)
+    _put_in_hf_cache(hf_cache, state)
+    _assert_loaded(rb.create_model(SMALL, pretrained=True, num_classes=1000), state)
+
+
+def test_hub_names_and_missing_packages_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(rb.CheckpointError, match="not a Hugging Face hub name: write hf-hub:<owner>/<repo>"):
+        rb.create_model(SMALL, pretrained="hf-hub:resnest14d")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed
+    with pytest.raises(rb.CheckpointError, match="package huggingface_hub.*pip install huggingface_hub safetensors"):
+        rb.create_model(SMALL, pretrained=True)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    file = tmp_path / HF_WEIGHTS_FILE
+    file.write_bytes(b"not read")
+    with pytest.raises(rb.CheckpointError, match="package safetensors.*pip install huggingface_hub safetensors"):
+        rb.create_model(SMALL, pretrained=file)
