@@ -12,6 +12,7 @@ Example:
     {'res2': (1, 256, 16, 16), 'res3': (1, 512, 8, 8), 'res4': (1, 1024, 8, 8), 'res5': (1, 2048, 8, 8)}
 """
 from .accel import fuse_for_inference, memory_efficient_training
+from .factory import create_model, set_memory_efficient
 from .models import (
     VARIANTS,
     CheckpointError,
@@ -19,7 +20,6 @@ from .models import (
     LoadReport,
     ResNeSt,
     convert_state_dict,
-    create_model,
     list_variants,
     load_checkpoint,
     read_checkpoint,
@@ -30,5 +30,5 @@ __version__ = "0.1.0"
 __all__ = [
     "VARIANTS", "CheckpointError", "FeatureInfo", "LoadReport", "ResNeSt", "convert_state_dict", "create_model",
     "fuse_for_inference", "list_variants", "load_checkpoint", "memory_efficient_training", "read_checkpoint",
-    "__version__",
+    "set_memory_efficient", "__version__",
 ]

@@ -12,6 +12,8 @@ from support.frameworks import FRAMEWORKS, REQUIRE_ENV, available, required, ski
 
 def pytest_configure(config: pytest.Config) -> None:
     required()  # an unknown name in $RESNEST_REQUIRE_FRAMEWORKS stops the run at once
+    for name in FRAMEWORKS:  # one marker per framework of the table
+        config.addinivalue_line("markers", f"{name}: needs {name} (skipped, with the reason, when it is missing)")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

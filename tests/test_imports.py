@@ -1,7 +1,10 @@
-"""The package's import structure: every module imports on its own, and no two modules import each other.
+"""The package's import structure: every module imports on its own, no two modules or subpackages import each
+other, and the layers import only downwards.
 
 An import cycle works or fails depending on which module a user imports first, so each module is imported alone
-in a fresh interpreter, and the graph of module-level relative imports must be acyclic.
+in a fresh interpreter, and the graph of module-level relative imports must be acyclic, module by module and
+subpackage by subpackage. The layers, bottom up: ``layers`` < ``models`` < ``accel`` < ``factory`` (``create_model``)
+< everything else (framework subpackages, tools' helpers) < the package's ``__init__``.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set
 
 import pytest
+from support.frameworks import FRAMEWORKS as PROBES
 from support.frameworks import available, skip_missing
 from support.processes import run_python
 
@@ -18,8 +22,8 @@ import resnest_backbones
 
 PACKAGE = "resnest_backbones"
 ROOT = Path(resnest_backbones.__file__).parent
-#: Subpackages that need a framework, and the framework probe (tests/support/frameworks.py) they need.
-FRAMEWORKS = {f"{PACKAGE}.{name}": name for name in ("detectron2", "mmseg")}
+#: Subpackages that need a framework (named like it), and the framework probe they need.
+FRAMEWORKS = {f"{PACKAGE}.{name}": name for name in PROBES}
 
 
 def _modules() -> List[str]:
@@ -101,12 +105,50 @@ def _cycle(graph: Dict[str, Set[str]]) -> List[str]:
     return []
 
 
+#: Rank of the bottom layers (``resnest_backbones.<name>``); every other part ranks above them, the package's
+#: ``__init__`` (which exports from all of them) at the top. A part may import only parts of its rank or below.
+LAYER_RANKS = {"layers": 0, "models": 1, "accel": 2, "factory": 3}
+OTHER_RANK, ROOT_RANK = 4, 5
+
+
+def part(module: str) -> str:
+    """The subpackage or top-level module of the package that ``module`` belongs to."""
+    return ".".join(module.split(".")[:2])
+
+
+def rank(name: str) -> int:
+    return ROOT_RANK if name == PACKAGE else LAYER_RANKS.get(name.split(".")[1], OTHER_RANK)
+
+
+def package_graph(graph: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+    """The module graph collapsed to the package's parts (subpackages and top-level modules), self-edges dropped."""
+    parts: Dict[str, Set[str]] = {}
+    for module, targets in graph.items():
+        parts.setdefault(part(module), set()).update(part(t) for t in targets if part(t) != part(module))
+    return parts
+
+
 def test_import_graph_is_acyclic() -> None:
     graph = import_graph()
     # The graph sees the imports this test is about (so an empty graph cannot pass by accident).
-    assert f"{PACKAGE}.accel.training" in graph[f"{PACKAGE}.models.variants"]
-    assert f"{PACKAGE}.layers.split_attention" in graph[f"{PACKAGE}.accel.ops"]
+    assert f"{PACKAGE}.accel" in graph[f"{PACKAGE}.factory"]
+    assert f"{PACKAGE}.models.resnest" in graph[f"{PACKAGE}.accel.training"]
     assert _cycle(graph) == [], " -> ".join(_cycle(graph))
+
+
+def test_subpackages_are_acyclic_and_layered() -> None:
+    parts = package_graph(import_graph())
+    assert {f"{PACKAGE}.{name}" for name in LAYER_RANKS} <= set(parts)
+    assert f"{PACKAGE}.models" in parts[f"{PACKAGE}.accel"]  # the walk sees imports between parts
+    assert _cycle(parts) == [], " -> ".join(_cycle(parts))
+    upward = sorted(f"{a} -> {b}" for a, targets in parts.items() for b in targets if rank(b) > rank(a))
+    assert upward == [], f"imports up the layers ({' < '.join(LAYER_RANKS)} < the rest): {upward}"
+
+
+def test_layer_check_finds_an_upward_import() -> None:
+    parts = package_graph({f"{PACKAGE}.models.variants": {f"{PACKAGE}.accel.training"}})
+    assert parts == {f"{PACKAGE}.models": {f"{PACKAGE}.accel"}}
+    assert rank(f"{PACKAGE}.accel") > rank(f"{PACKAGE}.models")
 
 
 def test_cycle_finder_finds_a_cycle() -> None:

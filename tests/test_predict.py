@@ -64,7 +64,7 @@ def val_images(toy_coco: Path) -> List[Path]:
 
 
 def test_torchvision_draws_predicted_boxes(toy_coco: Path, val_images: List[Path], tmp_path: Path) -> None:
-    from resnest_backbones.toy_detection import toy_faster_rcnn
+    from resnest_backbones.torchvision import toy_faster_rcnn
 
     predictor = torchvision_predictor(toy_coco / "tv.pth", score_threshold=0.0)
     written = predict_images(predictor, val_images, tmp_path / "out", progress=False)

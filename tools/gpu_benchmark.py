@@ -18,11 +18,8 @@ Example, on an idle GPU machine::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -31,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnest_backbones.benchmark.models import FORMATS, Case  # noqa: E402
+from resnest_backbones.benchmark.render import format_table, markdown_table, write_report  # noqa: E402
 from resnest_backbones.benchmark.results import MODES, Settings, run_benchmark  # noqa: E402
 from resnest_backbones.benchmark.whole import WHOLE_MODELS, WholeCase, missing_framework  # noqa: E402
 
@@ -39,15 +37,6 @@ SUITES = ("core", *WHOLE_MODELS)
 GPU_CASES: Dict[str, List[str]] = {"core": ["32x224:logits", "2x512:features"], "deeplabv3": ["2x256"],
                                    "faster_rcnn": ["2x512"]}
 CPU_CASES: Dict[str, List[str]] = {"core": ["2x64:logits"], "deeplabv3": ["2x64"], "faster_rcnn": ["2x128"]}
-
-
-def _render_module() -> ModuleType:
-    """tools/benchmark.py (the table renderers), loaded from its file: the tools folder is not a package."""
-    spec = importlib.util.spec_from_file_location("resnest_benchmark_tool", ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -112,7 +101,6 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Path]:
     args = parse_args(argv)
     words = sys.argv[1:] if argv is None else list(argv)
     command = "python tools/gpu_benchmark.py " + " ".join(words)
-    render = _render_module()
     args.out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
     summary = [f"# {'GPU' if args.device == 'cuda' else 'CPU fallback'} benchmark", "", f"`{command}`", ""]
@@ -124,11 +112,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Path]:
         for amp in args.amp:
             print(f"[gpu_benchmark] {suite}, amp {amp}, {args.device}", file=sys.stderr, flush=True)
             report = run_benchmark(settings_for(args, suite, amp, command))
-            print(render.format_table(report))
-            path = args.out / f"{suite}_{amp}.json"
-            path.write_text(json.dumps(report, indent=1))
-            table = render.markdown_table(report)
-            path.with_suffix(".md").write_text(table + "\n")
+            print(format_table(report))
+            path = write_report(report, args.out / f"{suite}_{amp}", with_plot=False)[0]
+            table = markdown_table(report)
             meta = report["meta"]
             summary += [f"## {suite}, amp {amp}", "", f"{meta['device_name']}, torch {meta['versions']['torch']}, "
                         f"median of {meta['repeats']} interleaved runs; ratio reference: {meta['reference']}", "",

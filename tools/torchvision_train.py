@@ -14,91 +14,18 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
-import math
-import os
+import functools
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import List, Optional
 
-import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor
-from torchvision.models.detection import FasterRCNN
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from resnest_backbones.torchvision import CocoBoxes, toy_faster_rcnn  # noqa: E402
+from resnest_backbones.torchvision.engine import cpu_threads, evaluate, train  # noqa: E402
 from resnest_backbones.toy_data import make_toy_coco  # noqa: E402
-from resnest_backbones.toy_detection import toy_faster_rcnn  # noqa: E402
-
-Target = Dict[str, Tensor]
-
-
-class CocoBoxes(torch.utils.data.Dataset):
-    """Images and box targets of a COCO "instances" JSON file (json + Pillow; no pycocotools)."""
-
-    def __init__(self, image_dir: Path, json_path: Path) -> None:
-        data = json.loads(json_path.read_text())
-        self.image_dir = image_dir
-        self.images: List[Dict[str, Any]] = data["images"]
-        self.annotations: Dict[int, List[Dict[str, Any]]] = {image["id"]: [] for image in self.images}
-        for ann in data["annotations"]:
-            self.annotations[ann["image_id"]].append(ann)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Tuple[Tensor, Target]:
-        info = self.images[index]
-        pixels = np.asarray(Image.open(self.image_dir / info["file_name"]).convert("RGB"), dtype=np.float32)
-        image = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)  # detection models normalise internally
-        anns = self.annotations[info["id"]]
-        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
-                             dtype=torch.float32).reshape(-1, 4)
-        labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
-        return image, {"boxes": boxes, "labels": labels, "image_id": torch.tensor(info["id"])}
-
-
-def build_model(args: argparse.Namespace, num_classes: int) -> FasterRCNN:
-    """Faster R-CNN with a ResNeSt-FPN backbone sized for the small toy images (see ``toy_faster_rcnn``)."""
-    return toy_faster_rcnn(args.variant, num_classes, args.image_size, weights=args.weights)
-
-
-def evaluate(model: FasterRCNN, dataset: CocoBoxes, json_path: Path, device: torch.device,
-             batch_size: int) -> str:
-    """Run the model on ``dataset``; returns a one-line summary (with COCO AP when pycocotools is present)."""
-    model.eval()
-    results: List[Dict[str, Any]] = []
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            batch = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            outputs = model([image.to(device) for image, _ in batch])
-            for (_, target), output in zip(batch, outputs):
-                for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
-                                             output["labels"].tolist()):
-                    results.append({"image_id": int(target["image_id"]), "category_id": int(label),
-                                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": score})
-    confident = sum(r["score"] >= 0.5 for r in results)
-    gt = sum(len(a) for a in dataset.annotations.values())
-    line = f"{len(dataset)} val images, {gt} objects: {len(results)} detections ({confident} with score >= 0.5)"
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        return line + "; install pycocotools for COCO AP"
-    if not results:
-        return line + "; bbox AP 0.000, AP50 0.000"
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its whole table
-        truth = COCO(str(json_path))
-        evaluator = COCOeval(truth, truth.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return line + f"; bbox AP {evaluator.stats[0]:.3f}, AP50 {evaluator.stats[1]:.3f}"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -125,60 +52,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.iters < 1 or args.batch_size < 1:
         parser.error("--iters and --batch-size must be positive")
 
-    threads = args.threads
-    if threads == 0 and hasattr(os, "getloadavg") and os.getloadavg()[0] >= (os.cpu_count() or 1):
-        # Measured on a shared 2-core machine: with other jobs running, 2 threads took 7x longer than 1
-        # (every parallel region waits for its slowest, starved thread).
-        threads = 1
-        print("the machine is busy (load average >= cores): using 1 CPU thread (--threads N to override)")
-    if threads > 0:
-        torch.set_num_threads(threads)
+    cpu_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     paths = make_toy_coco(args.data_root, num_train=args.num_train, num_val=args.num_val,
                           image_size=args.image_size, seed=args.data_seed)
-    train = CocoBoxes(paths["train_images"], paths["train_json"])
-    val = CocoBoxes(paths["val_images"], paths["val_json"])
-    model = build_model(args, num_classes=len(paths["categories"]) + 1).to(device)  # + background
-    params = [p for p in model.parameters() if p.requires_grad]
-    print(f"Faster R-CNN, {args.variant}-FPN backbone: {sum(p.numel() for p in params) / 1e6:.1f} M trainable "
-          f"parameters; {len(train)} train images ({paths['root']}); {args.iters} steps of {args.batch_size} "
-          f"on {device}", flush=True)
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    warmup = min(50, max(1, args.iters // 4))
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay
-        optimizer, lambda i: (i + 1) / warmup if i < warmup
-        else 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, args.iters - warmup))))
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
-    position, start, history = 0, time.time(), []
-    model.train()
-    for step in range(1, args.iters + 1):
-        indices = [int(order[(position + k) % len(train)]) for k in range(args.batch_size)]
-        position += args.batch_size
-        batch = [train[i] for i in indices]
-        images = [image.to(device) for image, _ in batch]
-        targets = [{k: v.to(device) for k, v in target.items()} for _, target in batch]
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        history.append(loss.item())
-        if not torch.isfinite(loss):
-            raise SystemExit(f"step {step}: loss is {loss.item()}; lower --lr")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step == 1 or step % max(1, args.iters // 20) == 0 or step == args.iters:
-            parts = ", ".join(f"{k.replace('loss_', '')} {v.item():.3f}" for k, v in losses.items())
-            print(f"step {step:4d}/{args.iters}  loss {loss.item():.3f} ({parts})  "
-                  f"lr {optimizer.param_groups[0]['lr']:.4f}  {time.time() - start:.0f} s", flush=True)
-    tail = history[-max(1, len(history) // 5):]
-    print(f"train: loss {history[0]:.3f} at step 1, {sum(tail) / len(tail):.3f} on average over the last "
-          f"{len(tail)} steps ({time.time() - start:.0f} s)", flush=True)
+    train_set = CocoBoxes(paths["train_images"], paths["train_json"])
+    model = toy_faster_rcnn(args.variant, len(paths["categories"]) + 1, args.image_size,  # + background
+                            weights=args.weights).to(device)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"Faster R-CNN, {args.variant}-FPN backbone: {trainable / 1e6:.1f} M trainable parameters; "
+          f"{len(train_set)} train images ({paths['root']}); {args.iters} steps of {args.batch_size} on {device}",
+          flush=True)
+    train(model, train_set, iters=args.iters, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=device,
+          log=functools.partial(print, flush=True))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), args.output)
         print(f"model saved to {args.output}")
-    print("val: " + evaluate(model, val, paths["val_json"], device, args.batch_size), flush=True)
+    val = CocoBoxes(paths["val_images"], paths["val_json"])
+    print("val: " + evaluate(model, val, device, args.batch_size), flush=True)
     if args.iters < 100:
         print(f"note: {args.iters} steps only show the losses falling; train ~200 steps (the default) for useful "
               f"detections", flush=True)

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ..accel import fuse_for_inference
-from ..models.variants import VARIANTS, create_model
+from ..factory import create_model
+from ..models.variants import VARIANTS
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 

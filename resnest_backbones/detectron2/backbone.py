@@ -16,8 +16,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from torch import nn
 
-from ..accel import memory_efficient_training
-from ..models import ResNeSt, create_model, load_checkpoint
+from ..factory import create_model, set_memory_efficient
+from ..models import ResNeSt, load_checkpoint
 from ..models.hub import local_weights
 
 __all__ = [
@@ -33,7 +33,8 @@ NORMS = ("BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN", "nnSyncBN", "naiveSync
 CONFIG_KEYS = {"norm": "NORM", "out_features": "OUT_FEATURES", "output_stride": "OUTPUT_STRIDE",
                "deform_stages": "DEFORM_ON_PER_STAGE", "deform_modulated": "DEFORM_MODULATED",
                "deform_groups": "DEFORM_NUM_GROUPS", "drop_block_prob": "DROPBLOCK_PROB",
-               "drop_block_stages": "DROPBLOCK_ON_PER_STAGE", "weights": "WEIGHTS"}
+               "drop_block_stages": "DROPBLOCK_ON_PER_STAGE", "weights": "WEIGHTS",
+               "memory_efficient": "MEMORY_EFFICIENT"}
 
 
 def _norm_layer(norm: Union[str, Callable[[int], nn.Module]]) -> Callable[[int], nn.Module]:
@@ -55,17 +56,18 @@ class ResNeStBackbone(ResNeSt, Backbone):
         freeze_at: detectron2's ``MODEL.BACKBONE.FREEZE_AT``: 0 nothing, 1 the stem, ``k`` the stem and
             ``res2..res{k}``. As in detectron2's ResNet, frozen parts get no gradient and their batch norms
             become ``FrozenBatchNorm2d``.
+        memory_efficient: train with the memory-saving modules (the default; ``False``: the reference modules).
         **kwargs: any other :class:`~resnest_backbones.ResNeSt` argument.
     """
 
     def __init__(self, layers: Any, *, norm: Union[str, Callable[[int], nn.Module]] = "BN", freeze_at: int = 0,
-                 **kwargs: Any) -> None:
+                 memory_efficient: bool = True, **kwargs: Any) -> None:
         super().__init__(layers, norm_layer=_norm_layer(norm), freeze_at=freeze_at, **kwargs)
         frozen = self.frozen_modules()
         for name, child in list(self.named_children()):
             if any(child is part for part in frozen):
                 setattr(self, name, FrozenBatchNorm2d.convert_frozen_batchnorm(child))
-        memory_efficient_training(self)  # the default everywhere, also for a directly constructed backbone
+        set_memory_efficient(self, memory_efficient)
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         """Channels and stride of every output, from the core's ``feature_info``."""
@@ -73,7 +75,8 @@ class ResNeStBackbone(ResNeSt, Backbone):
                 for name, info in self.out_feature_info.items()}
 
 
-def build_resnest(name: str = "resnest50d", *, weights: Optional[str] = None, **kwargs: Any) -> ResNeStBackbone:
+def build_resnest(name: str = "resnest50d", *, weights: Optional[str] = None, memory_efficient: bool = True,
+                  **kwargs: Any) -> ResNeStBackbone:
     """Build the variant ``name`` as a :class:`ResNeStBackbone` (for LazyConfig: ``L(build_resnest)(...)``).
 
     Args:
@@ -84,12 +87,13 @@ def build_resnest(name: str = "resnest50d", *, weights: Optional[str] = None, **
             file name is verified. So every trainer (detectron2's ``lazyconfig_train_net.py``, ``tools/train_net.py``,
             your own) starts from them; ``train.init_checkpoint`` stays for whole-model files. ``None``/``""``:
             random initialisation.
+        memory_efficient: train with the memory-saving modules (default) or, ``False``, the reference modules.
         **kwargs: :class:`ResNeStBackbone` arguments (``norm``, ``freeze_at``, ``out_features``...).
 
     Raises:
         CheckpointError: the weights do not cover the backbone exactly (missing, unexpected or mis-shaped tensors).
     """
-    model = create_model(name, cls=ResNeStBackbone, **kwargs)
+    model = create_model(name, cls=ResNeStBackbone, memory_efficient=memory_efficient, **kwargs)
     if weights:
         report = load_checkpoint(model, local_weights(weights))  # strict: raises with the report
         logger.info("ResNeSt backbone %s initialised from %s (%s layout): %d tensors", name, weights,

@@ -48,6 +48,9 @@ def add_resnest_config(cfg: CfgNode) -> CfgNode:
     node.DROPBLOCK_PROB = 0.0
     # Per stage (res2, res3, res4, res5): apply DropBlock; the paper regularises res4 and res5.
     node.DROPBLOCK_ON_PER_STAGE = [False, False, True, True]
+    # Train with the memory-saving modules (same function and parameters, less activation memory); False: the
+    # reference modules (to rule the fast path out when chasing a problem).
+    node.MEMORY_EFFICIENT = True
     cfg.MODEL.RESNEST = node
     return cfg
 

@@ -19,7 +19,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from ..accel import memory_efficient_training
+from ..factory import set_memory_efficient
 from ..models import STAGE_NAMES, variant_kwargs
 from ..models import ResNeSt as CoreResNeSt
 from .registry import MODELS
@@ -101,6 +101,8 @@ class OpenMMLabResNeSt(CoreResNeSt, BaseModule):
         init_cfg: ``dict(type='Pretrained', checkpoint=path_or_url, prefix=None)`` loads an official/timm,
             detectron2-wrapper or OpenMMLab checkpoint strictly (any missing or mismatched backbone tensor is
             an error naming the keys) and logs the load report; other mmengine init configs work as usual.
+        memory_efficient: train with the memory-saving modules (the default, as every entry point) or, ``False``,
+            the reference modules.
         **overrides: any other argument of the core :class:`resnest_backbones.ResNeSt`: ``norm_eval``,
             ``output_stride``, ``strides``/``dilations``/``contract_dilation`` (mmseg style: ``strides=(1, 2, 1,
             1), dilations=(1, 1, 2, 4)`` is output stride 8), ``multi_grid``, ``avd_dilated`` (``True``: the
@@ -117,7 +119,8 @@ class OpenMMLabResNeSt(CoreResNeSt, BaseModule):
     def __init__(self, variant: str = "resnest50d", *, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_cfg: Optional[ConfigDict] = None, dcn: Optional[ConfigDict] = None,
                  stage_with_dcn: Sequence[bool] = (False, False, False, False), pretrained: Optional[str] = None,
-                 init_cfg: Union[ConfigDict, List[ConfigDict], None] = None, **overrides: Any) -> None:
+                 init_cfg: Union[ConfigDict, List[ConfigDict], None] = None, memory_efficient: bool = True,
+                 **overrides: Any) -> None:
         _check_known(overrides)
         others, pretrained_cfg = split_init_cfg(init_cfg, pretrained)
         stage_names = dict(enumerate(STAGE_NAMES))  # an index outside 0..3 reaches the core as an unknown name
@@ -132,7 +135,7 @@ class OpenMMLabResNeSt(CoreResNeSt, BaseModule):
         self.out_indices = tuple(out_indices)
         self.init_cfg = others  # applied by mmengine; the Pretrained entry is loaded strictly by init_weights
         self.pretrained_cfg = pretrained_cfg
-        memory_efficient_training(self)  # as create_model does: the memory-saving training modules
+        set_memory_efficient(self, memory_efficient)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:  # type: ignore[override]
         """The outputs of the stages in ``out_indices``, in that order."""

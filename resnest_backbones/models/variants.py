@@ -1,27 +1,21 @@
-"""The ResNeSt variant table and ``create_model``.
+"""The ResNeSt variant table (``create_model`` builds from it: :mod:`resnest_backbones.factory`).
 
 Variants are data: one row per published architecture (docs/reference.md section 1), under timm's names, with the
 official ``resnest`` package's names as aliases, so a name means the same network everywhere.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from ..accel.training import memory_efficient_training
-from .hf_hub import HF_HUB_PREFIX, read_weights
-from .hub import OFFICIAL_RELEASE, cache_dir, local_weights
-from .resnest import ResNeSt
+from .hf_hub import HF_HUB_PREFIX
+from .hub import OFFICIAL_RELEASE, cache_dir
 
-__all__ = ["Variant", "VARIANTS", "create_model", "list_variants", "official_url", "pretrained_source",
+__all__ = ["Variant", "VARIANTS", "count_parameters", "list_variants", "official_url", "pretrained_source",
            "resolve_variant", "variant_kwargs"]
-
-ModelT = TypeVar("ModelT", bound=ResNeSt)
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -152,49 +146,6 @@ def pretrained_source(name: str) -> str:
 def default_checkpoint_path(name: str) -> Path:
     """Where ``pretrained=True`` caches the official weights of ``name`` (torch hub's checkpoint dir)."""
     return cache_dir() / official_url(name).rsplit("/", 1)[-1]
-
-
-def create_model(
-    name: str,
-    *,
-    pretrained: Union[None, bool, str, os.PathLike, Mapping[str, Any]] = None,
-    cls: Type[ModelT] = ResNeSt,  # type: ignore[assignment]
-    memory_efficient: bool = True,
-    **overrides: Any,
-) -> ModelT:
-    """Build the variant ``name``.
-
-    Args:
-        name: a name from :func:`list_variants` (timm's) or an official alias (``resnest50``, ...).
-        pretrained: ``None``/``False`` for random weights; ``True`` for the variant's ImageNet weights
-            (:func:`pretrained_source`): the official file, downloaded once into torch hub's checkpoint directory,
-            else timm's Hugging Face hub file (ResNeSt-14/26), downloaded once into the Hugging Face cache; a path
-            or an ``http(s)://``/``file://`` URL of a checkpoint in any supported format (official/timm, detectron2
-            wrapper, OpenMMLab), ``hf-hub:<owner>/<repo>``, or an already loaded state dict. A sha256 prefix in the
-            file name is verified (:func:`~resnest_backbones.models.hub.local_weights`); ``.pth`` files are read
-            with ``weights_only=True``, ``.safetensors`` files with ``safetensors``.
-        cls: the class to build (an adapter subclass of :class:`ResNeSt`).
-        memory_efficient: use the memory-saving training modules
-            (:func:`~resnest_backbones.accel.memory_efficient_training`: same values and parameters, less
-            activation memory in training); ``False`` builds the reference modules.
-        **overrides: any :class:`ResNeSt` argument (``num_classes``, ``output_stride``, ``out_features``...).
-
-    Returns:
-        The model, with the checkpoint loaded strictly when one is given.
-    """
-    if pretrained is True:
-        pretrained = pretrained_source(name)  # before building: an unknown name is an error at once
-    kwargs = variant_kwargs(name)
-    kwargs.update(overrides)
-    model = cls(**kwargs)
-    if memory_efficient:
-        memory_efficient_training(model)
-    if pretrained:
-        from .checkpoint import load_checkpoint
-
-        source = pretrained if isinstance(pretrained, Mapping) else read_weights(local_weights(pretrained))
-        load_checkpoint(model, source)
-    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,8 +6,12 @@ modules, and through ``pytestmark = require("mmseg")`` for modules that import t
 ``require("mmdet")`` inside one test). All ask the same probe, so a broken install skips the same tests either
 way, and the end-of-run summary can say which ran.
 
-Where a framework must be there (CI: ``RESNEST_REQUIRE_FRAMEWORKS=detectron2,mmseg,mmdet``, set by ``.ci/run``),
-a test that would skip because it is missing fails instead, naming the framework and the reason.
+Where a framework must be there (CI: ``RESNEST_REQUIRE_FRAMEWORKS=all``, every framework of the table, set by
+``.ci/run``; or a comma-separated list of names), a test that would skip because it is missing fails instead,
+naming the framework and the reason.
+
+Adding a framework: one row in :data:`FRAMEWORKS` gives it its marker (``tests/conftest.py``), its import checks
+(``tests/test_imports.py``), its skip/failure rule and its line in the run's summary.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Dict, FrozenSet, NamedTuple
 
 import pytest
 
-#: Comma-separated frameworks that must be usable: a skip for one of them missing becomes a failure.
+#: Comma-separated frameworks (or ``all``) that must be usable: a skip for one of them missing becomes a failure.
 REQUIRE_ENV = "RESNEST_REQUIRE_FRAMEWORKS"
 
 
@@ -48,8 +52,11 @@ def available(framework: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def required() -> FrozenSet[str]:
-    """The frameworks named by ``$RESNEST_REQUIRE_FRAMEWORKS`` (empty when unset); an unknown name is an error."""
+    """The frameworks named by ``$RESNEST_REQUIRE_FRAMEWORKS`` (empty when unset; ``all``: every one of the table);
+    an unknown name is an error."""
     names = frozenset(n.strip() for n in os.environ.get(REQUIRE_ENV, "").split(",") if n.strip())
+    if names == {"all"}:
+        return frozenset(FRAMEWORKS)
     unknown = sorted(names - FRAMEWORKS.keys())
     if unknown:
         raise pytest.UsageError(f"{REQUIRE_ENV} names unknown frameworks {unknown}; known: {sorted(FRAMEWORKS)}")

@@ -1,9 +1,9 @@
 """The Faster R-CNN of the toy detection experiment: a ResNeSt-FPN backbone in torchvision's detector.
 
-Not part of the adapter (:mod:`resnest_backbones.torchvision` builds backbones for any torchvision detector):
-this is the one model ``tools/torchvision_train.py`` trains on the toy COCO images
-(:func:`resnest_backbones.toy_data.make_toy_coco`) and :func:`resnest_backbones.predict.torchvision_predictor`
-rebuilds to run a saved one, sized so that a CPU trains it in minutes.
+Not the adapter itself (:mod:`.backbone` builds backbones for any torchvision detector): this is the one model
+``tools/torchvision_train.py`` trains on the toy COCO images (:func:`resnest_backbones.toy_data.make_toy_coco`,
+through :mod:`.engine`) and the torchvision predictor rebuilds to run a saved one, sized so that a CPU trains it
+in minutes.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import FrozenBatchNorm2d
 
-from .torchvision import Weights, resnest_fpn_backbone
+from .backbone import Weights, resnest_fpn_backbone
 
 __all__ = ["toy_faster_rcnn"]
 

@@ -7,7 +7,7 @@ to :class:`~torchvision.ops.FrozenBatchNorm2d`), an ``out_channels`` attribute a
 ``"0".."3"`` plus ``"pool"`` (or ``"p6", "p7"``). The body is the core :class:`~resnest_backbones.ResNeSt`, so
 its parameter names are the official/timm keys and the ImageNet checkpoints load strictly into it.
 
-This module is named after the framework it adapts; it imports the real ``torchvision`` (absolute imports).
+The subpackage is named after the framework it adapts; it imports the real ``torchvision`` (absolute imports).
 
 Example:
     >>> import torch
@@ -29,9 +29,10 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool
 
-from resnest_backbones.models import STAGE_NAMES, ResNeSt, create_model
+from ..factory import create_model
+from ..models import STAGE_NAMES, ResNeSt
 
-__all__ = ["ResNeStBackboneWithFPN", "resnest_fpn_backbone"]
+__all__ = ["ResNeStBackboneWithFPN", "Weights", "resnest_fpn_backbone"]
 
 Weights = Union[None, bool, str, os.PathLike, Mapping[str, Any]]
 # Arguments the builder sets from torchvision-style ones; passing them too would be ambiguous.
@@ -88,6 +89,7 @@ def resnest_fpn_backbone(
     extra_blocks: Optional[ExtraFPNBlock] = None,
     out_channels: int = 256,
     fpn_norm_layer: Optional[Callable[..., nn.Module]] = None,
+    memory_efficient: bool = True,
     **overrides: Any,
 ) -> ResNeStBackboneWithFPN:
     """Build a ResNeSt-FPN backbone for torchvision's detection models (mirrors ``resnet_fpn_backbone``).
@@ -109,6 +111,8 @@ def resnest_fpn_backbone(
             (``c`` = ``out_channels`` to build P6 from P5, or the last stage's channels to build it from C5).
         out_channels: channels of every FPN output.
         fpn_norm_layer: normalisation inside the FPN (none by default, as in torchvision).
+        memory_efficient: train the body with the memory-saving modules (default) or, ``False``, the reference
+            modules.
         **overrides: other :class:`~resnest_backbones.ResNeSt` arguments (``deform_stages``, ``drop_block_prob``,
             ``with_cp``, ``output_stride``...).
 
@@ -133,7 +137,7 @@ def resnest_fpn_backbone(
     if not callable(norm_layer):
         raise TypeError(f"norm_layer must be callable as norm_layer(channels), got {norm_layer!r}")
     body = create_model(
-        variant, pretrained=weights, norm_layer=norm_layer,
+        variant, pretrained=weights, norm_layer=norm_layer, memory_efficient=memory_efficient,
         out_features=[STAGE_NAMES[i - 1] for i in layers],
         freeze_at=5 - trainable_layers,  # torchvision counts trained parts from the top, the core frozen ones
         **overrides,

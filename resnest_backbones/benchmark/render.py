@@ -1,0 +1,127 @@
+"""Benchmark reports as a terminal table, a markdown table and a plot (``tools/benchmark.py``,
+``tools/gpu_benchmark.py``); :func:`write_report` writes the JSON, markdown and PNG files of one report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .models import FORMATS
+from .results import ratio_key
+
+__all__ = ["format_table", "markdown_table", "plot", "write_report"]
+
+
+def _reference(report: Dict[str, Any]) -> str:
+    """The ratio's reference implementation (timm in reports written before whole models existed)."""
+    return report["meta"].get("reference", "timm")
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    """The terminal table: every entry, then each implementation's best format against the reference's."""
+    ref = _reference(report)
+    key = ratio_key(ref)
+    lines = [f"{'mode':<17} {'case':<14} {'format':<13} {'impl':<15} {'median':>9} {'min-max':>17} "
+             f"{'img/s':>7} {'/' + ref:>9}"]
+    for r in report["results"]:
+        ratio = f"{r[key]:.3f}" if key in r else ""
+        if "peak_mib" in r:
+            lines.append(f"{r['mode']:<17} {r['case']:<14} {r['format']:<13} {r['impl']:<15} "
+                         f"{r['peak_mib']:>6.0f}MiB {'':>17} {'':>7} {ratio:>9}")
+        else:
+            lines.append(f"{r['mode']:<17} {r['case']:<14} {r['format']:<13} {r['impl']:<15} "
+                         f"{r['median_s']:>8.3f}s {r['min_s']:>8.3f}-{r['max_s']:.3f}s "
+                         f"{r['images_per_s']:>7.2f} {ratio:>9}")
+    lines.append("")
+    lines.append(f"best memory format of each vs {ref} in its best one (throughput: higher is better; memory: lower)")
+    for r in report["best_format"]:
+        unit = "MiB" if r["mode"].startswith("memory") else "img/s"
+        ref_value, ref_format = r.get("ref_value", r.get("timm_value")), r.get("ref_format", r.get("timm_format"))
+        lines.append(f"  {r['mode']:<17} {r['case']:<14} {r['impl']:<15} {r['value']:8.2f} {unit} ({r['format']}) "
+                     f"vs {ref} {ref_value:8.2f} ({ref_format}): {r[key]:.3f}x")
+    return "\n".join(lines)
+
+
+def markdown_table(report: Dict[str, Any]) -> str:
+    """Every entry as a markdown table (written next to the JSON; the README quotes it)."""
+    ref = _reference(report)
+    key = ratio_key(ref)
+    rows = [f"| mode | input | format | impl | median | min–max | img/s or peak | /{ref} |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        ratio = f"{r[key]:.3f}" if key in r else "–"
+        if "peak_mib" in r:
+            rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | – | – "
+                        f"| {r['peak_mib']:.0f} MiB | {ratio} |")
+        else:
+            rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | {r['median_s']:.3f} s | "
+                        f"{r['min_s']:.3f}–{r['max_s']:.3f} s | {r['images_per_s']:.2f} | {ratio} |")
+    return "\n".join(rows)
+
+
+def plot(report: Dict[str, Any], path: Path) -> None:
+    """One row per input case, one panel per mode; bars per memory format and implementation, min-max
+    whiskers, and the ratio to the reference (timm; a whole model's own reference) above each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    ref = _reference(report)
+    key = ratio_key(ref)
+    cases = list(dict.fromkeys(r["case"] for r in results))
+    modes = [m for m in ("inference", "train", "memory-train", "memory-inference")
+             if any(r["mode"] == m for r in results)]
+    fig, axes = plt.subplots(len(cases), len(modes), figsize=(4.6 * len(modes), 3.8 * len(cases)), squeeze=False)
+    impls = report["meta"]["impls"]
+    colors = {impl: plt.cm.tab10(i) for i, impl in enumerate(impls)}
+    for row, case in enumerate(cases):
+        for col, mode in enumerate(modes):
+            ax = axes[row][col]
+            entries = [r for r in results if r["mode"] == mode and r["case"] == case]
+            formats = [f for f in FORMATS if any(r["format"] == f for r in entries)]
+            present = [i for i in impls if any(r["impl"] == i for r in entries)]
+            width = 0.8 / max(len(present), 1)
+            for j, impl in enumerate(present):
+                for k, fmt in enumerate(formats):
+                    r = next((r for r in entries if r["impl"] == impl and r["format"] == fmt), None)
+                    if r is None:
+                        continue
+                    xpos = k + (j - (len(present) - 1) / 2) * width
+                    if "peak_mib" in r:
+                        value, err = r["peak_mib"], None
+                    else:
+                        value = r["images_per_s"]
+                        err = [[value - r["images_per_s_min"]], [r["images_per_s_max"] - value]]
+                    ax.bar(xpos, value, width, yerr=err, capsize=2, color=colors[impl],
+                           label=impl if k == 0 else None)
+                    if key in r:
+                        top = value if err is None else value + err[1][0]
+                        ax.text(xpos, top, f"{r[key]:.2f}x", ha="center", va="bottom", fontsize=7,
+                                rotation=90)
+            ax.set_xticks(range(len(formats)), [f.replace("_", " ") for f in formats])
+            ax.set_title(f"{mode}, {case}", fontsize=10)
+            ax.set_ylabel("peak MiB (lower is better)" if mode.startswith("memory") else "images/s (higher is better)")
+            ax.margins(y=0.2)
+            if col == 0:
+                ax.legend(fontsize=7, loc="lower left")
+    meta = report["meta"]
+    fig.suptitle(f"{meta['variant']} on {meta['device_name']} ({meta['threads']} threads): median of "
+                 f"{meta['repeats']} interleaved runs, whiskers min-max, labels = ratio to {ref} (same format)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: Dict[str, Any], out: Path, *, with_plot: bool = True) -> List[Path]:
+    """Write ``out.json`` (the report), ``out.md`` (:func:`markdown_table`) and, ``with_plot``, ``out.png``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = [out.with_suffix(".json"), out.with_suffix(".md")]
+    written[0].write_text(json.dumps(report, indent=1))
+    written[1].write_text(markdown_table(report) + "\n")
+    if with_plot:
+        written.append(out.with_suffix(".png"))
+        plot(report, written[-1])
+    return written

@@ -1,0 +1,42 @@
+"""A COCO "instances" file as a torchvision detection dataset (json + Pillow; no pycocotools)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["CocoBoxes", "Target"]
+
+Target = Dict[str, Tensor]
+
+
+class CocoBoxes(torch.utils.data.Dataset):
+    """Images (float ``(3, H, W)`` in 0..1: torchvision's detectors normalise internally) and box targets
+    (``boxes`` as x1y1x2y2, ``labels`` = COCO category ids, ``image_id``) of a COCO "instances" JSON file."""
+
+    def __init__(self, image_dir: Path, json_path: Path) -> None:
+        data = json.loads(Path(json_path).read_text())
+        self.image_dir = Path(image_dir)
+        self.json_path = Path(json_path)
+        self.images: List[Dict[str, Any]] = data["images"]
+        self.annotations: Dict[int, List[Dict[str, Any]]] = {image["id"]: [] for image in self.images}
+        for ann in data["annotations"]:
+            self.annotations[ann["image_id"]].append(ann)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, Target]:
+        info = self.images[index]
+        pixels = np.asarray(Image.open(self.image_dir / info["file_name"]).convert("RGB"), dtype=np.float32)
+        image = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)
+        anns = self.annotations[info["id"]]
+        boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
+                             dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
+        return image, {"boxes": boxes, "labels": labels, "image_id": torch.tensor(info["id"])}
