@@ -10,6 +10,7 @@ step (the backbone's ``load_state_dict`` pre-hook renames the keys): every tenso
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Dict
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ pytestmark = require("mmdet")  # a visible skip without mmdet, before its import
 from mmengine.runner import load_checkpoint  # noqa: E402
 from support.detection_models import OURS, PAIRS, Pair, build_detector, detect, mmdet_config_dir, seeded_image, to_mmdet  # noqa: E402
 from support.numerics import max_rel_diff  # noqa: E402
-from torch import nn  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
 from resnest_backbones.mmdet import MMDetResNeSt  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
@@ -62,15 +63,34 @@ def test_released_layout_loads_strictly_and_detects_as_mmdet(tmp_path: Path, pai
     ref, out = detect(theirs, image), detect(ours, image)
     assert sorted(out) == sorted(ref) == sorted(["bboxes", "scores", "labels"] + (["masks"] if pair.masks else []))
     assert len(ref["scores"]) >= MIN_DETECTIONS, len(ref["scores"])
-    assert len(out["scores"]) == len(ref["scores"]) and torch.equal(out["labels"], ref["labels"])
+    assert len(out["scores"]) == len(ref["scores"])
+    order = _same_detections(out, ref)
+    out = {key: value[order] for key, value in out.items()}
+    assert torch.equal(out["labels"], ref["labels"])
     diffs = {key: max_rel_diff(out[key], ref[key]) for key in ("bboxes", "scores")}
     if pair.masks:
         assert out["masks"].shape == ref["masks"].shape == (len(ref["scores"]), *image.shape[1:])
         assert out["masks"].any(), "no mask pixel: the comparison would not test the masks"
         diffs["masks"] = (out["masks"] != ref["masks"]).float().mean().item()  # binary: the share of flipped pixels
-    print(f"{pair.ours}: {len(ref['scores'])} detections, max rel diff " +
+    moved = int((order != torch.arange(len(order))).sum())
+    print(f"{pair.ours}: {len(ref['scores'])} detections ({moved} listed in another order), max rel diff " +
           ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
     assert max(diffs.values()) <= TOL, diffs
+
+
+def _same_detections(out: Dict[str, Tensor], ref: Dict[str, Tensor]) -> Tensor:
+    """The order of ``out``'s detections that lists them as ``ref`` does: each of ``ref``'s detections is matched
+    to ``out``'s of the same class with the nearest box, and every one of ``out``'s must be matched exactly once.
+
+    The detectors list detections by score; two of almost equal scores (within rounding) may come in either
+    order, which is not a difference of the models. Anything else (another box, class or number) still fails.
+    """
+    scale = ref["bboxes"].abs().max()
+    distance = (out["bboxes"][None] - ref["bboxes"][:, None]).abs().amax(-1) / scale  # ref x out
+    distance[ref["labels"][:, None] != out["labels"][None]] = float("inf")
+    order = distance.argmin(1)
+    assert sorted(order.tolist()) == list(range(len(order))), "the detections differ, not only their order"
+    return order
 
 
 def _partial(tmp_path: Path, drop: str) -> Path:
