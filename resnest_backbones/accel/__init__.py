@@ -4,7 +4,9 @@
   layers and bottlenecks to the memory-saving training modules and back (``create_model`` and the framework
   adapters switch it on; a plain ``ResNeSt(...)`` is the reference).
 * :func:`fuse_for_inference` returns an eval-only copy with every batch norm folded into its convolution.
-* :mod:`.ops` holds the autograd functions the training modules use.
+* :mod:`.ops` holds the autograd functions the training modules use (:mod:`.projection`: the Gram-route backward of
+  ``bn3(conv3(...))``); :mod:`.norms` the norm kernels they compute, one per norm kind, behind a registry that
+  framework adapters add their norms to (:func:`.norms.register_kernel`).
 
 Nothing here changes the parameters, so the reference and the accelerated model load the same checkpoints.
 """

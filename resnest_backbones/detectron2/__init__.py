@@ -12,6 +12,7 @@ Example:
     >>> cfg = add_resnest_config(get_cfg())
     >>> cfg.merge_from_file("configs/detectron2/COCO-Detection/faster_rcnn_S50_FPN_1x.yaml")  # doctest: +SKIP
 """
+from . import accel  # noqa: F401 - registers NaiveSyncBatchNorm with the memory-saving training ops
 from .backbone import (
     ResNeStBackbone,
     build_resnest,

@@ -242,14 +242,17 @@ def test_detectron2_naive_sync_bn_modes(monkeypatch: pytest.MonkeyPatch) -> None
     require("detectron2")
     from detectron2.layers import NaiveSyncBatchNorm
 
+    from resnest_backbones.accel.norms import LOCAL, kernel_for
+    from resnest_backbones.detectron2.accel import NaiveSyncKernel  # the detectron2 adapter registers its kernel
+
     x, norm = _input(4), NaiveSyncBatchNorm(4).train()
-    assert ops._norm_mode(norm, (x,)) == ops.LOCAL
+    assert kernel_for(norm, x) == LOCAL
     monkeypatch.setattr(dist, "is_available", lambda: True)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
-    assert ops._norm_mode(norm, (x,)) == ops.NaiveSyncMode("")
+    assert kernel_for(norm, x) == NaiveSyncKernel("")
     assert not ops.supports(norm, x[:0])
-    assert ops._norm_mode(norm.eval(), (x,)) == ops.LOCAL
+    assert kernel_for(norm.eval(), x) == LOCAL
 
 
 # --------------------------------------------------------------------- whole models, per norm kind

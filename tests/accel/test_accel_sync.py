@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 import resnest_backbones as rb
 from resnest_backbones.accel import memory_efficient_training, ops, reference_modules
+from resnest_backbones.accel.norms import sync as sync_norms
 from resnest_backbones.layers import SyncBatchNorm
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -112,7 +113,7 @@ def _sync_bn_results(rank: int, x: Tensor, probe: Tensor) -> Dict[str, object]:
                        "torch": nn.SyncBatchNorm(CHANNELS, momentum=0.3)}.items():
         if name == "torch":
             assert not ops.supports(norm.double(), x)  # CPU: torch's forward raises, the reference must run
-            ops._SYNC_DEVICES = ("cpu",)  # type: ignore[assignment]  # (this process only) to check the op path
+            sync_norms._SYNC_DEVICES = ("cpu",)  # type: ignore[assignment]  # (this process only) to check the op path
         results[f"{name}_fused"] = _step(_Chain(norm, fused=True), x, probe)
         results[f"{name}_reference"] = _step(_Chain(SyncBatchNorm(CHANNELS, momentum=0.3), fused=False), x, probe)
 
@@ -166,6 +167,8 @@ def test_sync_bn_model_trains_like_reference_and_saves_memory(ranks) -> None:
 # ------------------------------------------------------------ detectron2's NaiveSyncBatchNorm, synchronising
 def _naive_sync_bn_results(rank: int, x: Tensor, probe: Tensor) -> Dict[str, object]:
     from detectron2.layers import NaiveSyncBatchNorm
+
+    import resnest_backbones.detectron2  # noqa: F401 - the detectron2 adapter registers NaiveSyncBatchNorm's kernel
 
     results: Dict[str, object] = {}
     for stats_mode in ("", "N"):
