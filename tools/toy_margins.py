@@ -14,6 +14,7 @@ Targets (each the command its slow test runs, with the seed changed; the toy dat
     mmseg        configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py, mIoU (%) on the toy ADE20K val set
     detectron2   configs/detectron2/toy/faster_rcnn_toy.yaml, box AP50 (%) on the toy COCO val set
     torchvision  tools/torchvision_train.py (default schedule), box AP50 (%) on the toy COCO val set
+    mmdet        configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py, box AP50 (%) on the toy COCO val set
 A target whose framework does not import is reported as skipped.
 """
 from __future__ import annotations
@@ -80,6 +81,16 @@ def _torchvision(seed: int, threads: int, tmp: Path) -> List[str]:
             "--data-root", str(tmp / "data")]
 
 
+def _mmdet(seed: int, threads: int, tmp: Path) -> List[str]:
+    data = tmp / "data"
+    return [PY, "tools/mmdet_train.py", "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py",
+            "--work-dir", str(tmp / "work"), "--cfg-options", f"randomness.seed={seed}",
+            *(f"{loader}.dataset.data_root={data}" for loader in ("train_dataloader", "val_dataloader",
+                                                                  "test_dataloader")),
+            *(f"{evaluator}.ann_file={data}/annotations/instances_val.json" for evaluator in ("val_evaluator",
+                                                                                           "test_evaluator"))]
+
+
 TARGETS: Dict[str, Target] = {
     "mmseg": Target("mmseg.models", 60.0, "toy ADE20K mIoU (%)",
                     "tests/frameworks/mmseg/test_mmseg_tools.py::test_toy_ade_reaches_miou_target", _mmseg,
@@ -92,6 +103,9 @@ TARGETS: Dict[str, Target] = {
                           "tests/frameworks/torchvision/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50",
                           _torchvision,
                           _last_float(r"AP50 ([0-9.]+)")),
+    "mmdet": Target("mmdet.models", 50.0, "toy COCO box AP50 (%), mmdet Faster R-CNN",
+                    "tests/frameworks/mmdet/test_mmdet_tools.py::test_toy_faster_rcnn_reaches_ap50_target", _mmdet,
+                    _last_float(r"\] box AP50 = ([0-9.]+) %")),
 }
 
 

@@ -1,0 +1,141 @@
+"""tools/mmdet_train.py and tools/mmdet_test.py on the toy Faster R-CNN: training and evaluation on the toy COCO
+data (made on first use), mmdet's released layout and a file's hash through mmdet_test.py, two CPU processes
+under torchrun (gloo: SyncBN synchronised, memory-saving modules training), and the toy box AP50 target."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+from support import REPO_ROOT
+from support.frameworks import require
+from support.processes import run_tool
+
+pytestmark = require("mmdet")  # a visible skip without mmdet, before its imports below
+
+ROOT = REPO_ROOT
+TOY = "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
+AP50 = re.compile(r"\] box AP50 = ([0-9.]+) %")
+#: The toy target (box AP50 in %, toy COCO val): tools/toy_margins.py --targets mmdet measures its margin.
+TOY_AP50_TARGET = 50.0
+
+
+def data_options(root: Path) -> List[str]:
+    """``--cfg-options`` that move the toy data (and the evaluator's annotation file) to ``root``."""
+    loaders = [f"{loader}.dataset.data_root={root}" for loader in ("train_dataloader", "val_dataloader",
+                                                                     "test_dataloader")]
+    return [*loaders, *(f"{e}.ann_file={root}/annotations/instances_val.json" for e in ("val_evaluator",
+                                                                                        "test_evaluator"))]
+
+
+def small_data(root: Path) -> List[str]:
+    """``data_options`` with a small toy set (the same generator, fewer images), for training and testing alike."""
+    return [*data_options(root), *(f"{loader}.dataset.toy.{key}={value}" for key, value in (("num_train", 16),
+            ("num_val", 8)) for loader in ("train_dataloader", "val_dataloader", "test_dataloader"))]
+
+
+def small(iters: int, root: Path) -> List[str]:
+    """A short schedule on the small toy set."""
+    return ["--cfg-options", f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
+            f"default_hooks.checkpoint.interval={iters}", "param_scheduler.0.end=2",
+            f"param_scheduler.1.end={iters}", *small_data(root)]
+
+
+def _ap50(output: str) -> float:
+    found = AP50.findall(output)
+    assert found, output[-3000:]
+    return float(found[-1])
+
+
+def test_train_then_test_toy_faster_rcnn(tmp_path: Path) -> None:
+    data, work = tmp_path / "toy_coco", tmp_path / "work"
+    output = run_tool(["tools/mmdet_train.py", TOY, "--work-dir", str(work), *small(6, data)], timeout=600)
+    assert (data / "annotations" / "instances_train.json").is_file()  # made on first use
+    assert "SyncBN layers run as plain BatchNorm" in output
+    trained = _ap50(output)
+    checkpoint = work / "iter_6.pth"
+    output = run_tool(["tools/mmdet_test.py", TOY, str(checkpoint), "--work-dir", str(tmp_path / "test"),
+                       "--cfg-options", *small_data(data)], timeout=300)
+    assert abs(_ap50(output) - trained) < 1e-6  # same weights, same data, same metric
+
+
+def test_released_layout_and_its_hash_through_mmdet_test(tmp_path: Path) -> None:
+    """mmdet's released layout (OpenMMLab backbone keys), named with its SHA-256 prefix as released, evaluates
+    through mmdet_test.py as the same file in our layout does; a renamed (wrong-hash) copy is refused."""
+    import hashlib
+
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from support.checkpoints import to_openmmlab
+    from support.detection_models import single_process
+
+    data = tmp_path / "toy_coco"
+    init_default_scope("mmdet")
+    torch.manual_seed(0)
+    model = MODELS.build(single_process(Config.fromfile(str(ROOT / TOY)).model))
+    state = model.state_dict()
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    released = {k: v for k, v in to_openmmlab(backbone).items() if k.startswith("backbone.")}
+    released.update({k: v for k, v in state.items() if not k.startswith("backbone.")})
+    ours_file = tmp_path / "ours.pth"
+    torch.save({"meta": {}, "state_dict": state}, ours_file)
+    plain = tmp_path / "released.pth"
+    torch.save({"meta": {"mmdet_version": "3.3.0"}, "state_dict": released}, plain)
+    digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+    named = plain.rename(tmp_path / f"faster_rcnn_toy_20200926_125502-{digest[:8]}.pth")
+    test = ["tools/mmdet_test.py", TOY, "--cfg-options", *small_data(data)]
+    ours_ap = _ap50(run_tool([*test[:2], str(ours_file), "--work-dir", str(tmp_path / "a"), *test[2:]], timeout=300))
+    output = run_tool([*test[:2], str(named), "--work-dir", str(tmp_path / "b"), *test[2:]], timeout=300)
+    assert f"sha256 starts with {digest[:8]}" in output
+    assert _ap50(output) == ours_ap
+    wrong = named.rename(tmp_path / "faster_rcnn_toy_20200926_125502-00000000.pth")
+    from support.processes import run_python
+
+    proc = run_python([*test[:2], str(wrong), "--work-dir", str(tmp_path / "c"), *test[2:]], timeout=300,
+                      check=False)
+    assert proc.returncode != 0 and "its name says the hash starts with 00000000" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_sync_batch_norm_and_memory_saving_training(tmp_path: Path) -> None:
+    """torchrun, 2 processes, gloo: every SyncBN (backbone and heads) runs as the project's CPU SyncBatchNorm,
+    the backbone trains with its memory-saving modules, and the distributed evaluation equals a one-process
+    evaluation of the checkpoint."""
+    data, work = tmp_path / "toy_coco", tmp_path / "work"
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    output = run_tool([*torchrun, "tools/mmdet_train.py", TOY, "--launcher", "pytorch", "--work-dir", str(work),
+                       *small(4, data)], timeout=900)
+    layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones.layers.SyncBatchNorm", output)
+    assert layers, output[-3000:]
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from resnest_backbones.accel import MemoryEfficientBottleneck
+
+    init_default_scope("mmdet")
+    model = MODELS.build(Config.fromfile(str(ROOT / TOY)).model)
+    assert int(layers.group(1)) == sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.roi_head.modules()) > 0  # heads too
+    assert any(isinstance(m, MemoryEfficientBottleneck) for m in model.backbone.modules())
+    assert "plain BatchNorm" not in output
+    distributed = _ap50(output)
+    single = run_tool(["tools/mmdet_test.py", TOY, str(work / "iter_4.pth"), "--work-dir", str(tmp_path / "t"),
+                       "--cfg-options", *small_data(data)], timeout=300)
+    assert abs(_ap50(single) - distributed) < 1e-6
+
+
+@pytest.mark.slow
+def test_toy_faster_rcnn_reaches_ap50_target(tmp_path: Path) -> None:
+    """The demo command as it is: box AP50 >= TOY_AP50_TARGET on the toy validation images within 15 minutes."""
+    start = time.perf_counter()
+    output = run_tool(["tools/mmdet_train.py", TOY, "--work-dir", str(tmp_path / "work"), "--cfg-options",
+                       *data_options(tmp_path / "toy_coco")], timeout=900)
+    elapsed = time.perf_counter() - start
+    ap50 = _ap50(output)
+    print(f"toy COCO box AP50 (mmdet Faster R-CNN) {ap50:.2f} % after {elapsed:.0f} s")
+    assert ap50 >= TOY_AP50_TARGET and elapsed <= 900
