@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models.checkpoint import CheckpointError
+from .models.checkpoint import CheckpointError, LoadReport, read_checkpoint
+from .models.checkpoint.report import is_counter
 from .models.hub import local_weights
 
 __all__ = ["FRAMEWORKS", "IMAGE_SUFFIXES", "Predictor", "detect_framework", "list_images", "load_predictor",
@@ -101,21 +102,6 @@ def detect_framework(config: Optional[PathLike], framework: Optional[str] = None
     raise ValueError(f"cannot tell which framework {path} is for; give --framework detectron2 or mmseg")
 
 
-def _state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The tensors of a model file (a state dict, or one under ``model``/``state_dict``), read without running
-    code."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's wrong file
-        raise CheckpointError(f"cannot read {path} as a PyTorch model file: {error}") from None
-    for key in ("model", "state_dict"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    return data
-
-
 def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
                           class_names: Optional[Sequence[str]] = None, score_threshold: float = 0.5,
                           max_detections: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> Predictor:
@@ -134,23 +120,28 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
     """
     from torchvision.utils import draw_bounding_boxes
 
+    from .torchvision import toy_faster_rcnn
     from .toy_data import COCO_CATEGORIES
-    from .toy_detection import toy_faster_rcnn
 
     path = local_weights(weights)
-    state = _state_dict(path)
+    state = read_checkpoint(path)  # a state dict, or one under model/state_dict
     key = "roi_heads.box_predictor.cls_score.weight"
     if key not in state:
         raise CheckpointError(f"{path} is not a torchvision Faster R-CNN saved by tools/torchvision_train.py "
                               f"--output (no {key})")
     num_classes = state[key].shape[0]
     model = toy_faster_rcnn(variant, num_classes, image_size,
-                            frozen_norm=not any(k.endswith("num_batches_tracked") for k in state))
+                            frozen_norm=not any(is_counter(k) for k in state))
+    problem = f"{path} does not fit the toy Faster R-CNN with a {variant} backbone (give the --variant it was " \
+              f"trained with)"
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not fit the toy Faster R-CNN with a {variant} backbone (give the "
-                              f"--variant it was trained with): {str(error)[:2000]}") from None
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # torch raises on mis-shaped tensors whatever ``strict`` says
+        raise CheckpointError(f"{problem}: {str(error)[:2000]}") from None
+    report = LoadReport.from_incompatible("torchvision Faster R-CNN", model.state_dict(), result.missing_keys,
+                                          result.unexpected_keys)
+    if not report.ok:
+        raise report.error(problem, "The file holds another model, or only part of one.")
     model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, score_threshold)
     model.to(device).eval()
     if class_names is None:

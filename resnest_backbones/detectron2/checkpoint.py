@@ -6,9 +6,10 @@ and checks the hash prefix in its name; the backbone builders use it for their `
 
 :class:`ResNeStCheckpointer` is a ``DetectionCheckpointer`` that
 
-* reads every file without running code from it: ``.pth`` with ``torch.load(weights_only=True)`` (detectron2's
-  training checkpoints hold only tensors and plain values), detectron2's ``.pkl`` with the numpy-only unpickler of
-  :mod:`resnest_backbones.models.unpickling`; a file whose pickle names anything else is a ``CheckpointError``;
+* reads every file with the core's one reader, :func:`resnest_backbones.models.checkpoint.read_file`, which runs
+  no code from it: ``.pth`` with ``torch.load(weights_only=True)`` (detectron2's training checkpoints hold only
+  tensors and plain values), detectron2's ``.pkl`` with a numpy-only unpickler; a file whose pickle names anything
+  else is a ``CheckpointError``;
 * recognises a checkpoint holding only a ResNeSt backbone -- the official/timm ImageNet file
   (``resnest50-528c19ca.pth``), the official detectron2 wrapper's pre-converted one
   (``resnest50_detectron-255b5649.pth``) or an OpenMMLab one -- and loads it strictly into the model's ResNeSt;
@@ -19,17 +20,17 @@ and checks the hash prefix in its name; the backbone builders use it for their `
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlparse
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from ..models import CheckpointError, ResNeSt, load_checkpoint, read_checkpoint
+from ..models import ResNeSt
+from ..models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint, read_file
+from ..models.checkpoint.report import is_counter
 from ..models.file_hash import verify_hash
 from ..models.hub import is_url, local_weights
-from ..models.unpickling import load_numpy_pickle, refusal_message
 
 __all__ = ["ResNeStCheckpointer", "local_weights"]
 
@@ -40,10 +41,6 @@ def _find_resnest(model: nn.Module) -> Optional[Tuple[str, ResNeSt]]:
     """``(prefix, module)`` of the one ResNeSt inside ``model``, or None when there is none."""
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, ResNeSt)]
     return (found[0][0] + "." if found[0][0] else "", found[0][1]) if len(found) == 1 else None
-
-
-def _listing(keys: List[str], limit: int = 10) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 class ResNeStCheckpointer(DetectionCheckpointer):
@@ -64,7 +61,7 @@ class ResNeStCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> Dict[str, Any]:
         verify_hash(filename)  # no-op unless the name carries a hash (name-<hex>.pth; SHA-256 or SHA-1)
         if filename.endswith(".pkl"):
-            data = self._read(filename, load_numpy_pickle)
+            data = read_file(filename)
             if isinstance(data, dict) and "model" in data and "__author__" in data:
                 return data  # detectron2's own model-zoo format
             if isinstance(data, dict) and "blobs" in data:
@@ -74,32 +71,18 @@ class ResNeStCheckpointer(DetectionCheckpointer):
             return {"model": {k: v for k, v in data.items() if not k.endswith("_momentum")}, "__author__": "Caffe2",
                     "matching_heuristics": True}
         if filename.endswith(".pyth"):  # pycls
-            data = self._read(filename, None)
+            data = read_file(filename)
             state = data.get("model_state") if isinstance(data, dict) else None
             if not isinstance(state, dict):
                 raise CheckpointError(f"cannot load {filename}: pycls checkpoints hold 'model_state'")
-            return {"model": {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")},
+            return {"model": {k: v for k, v in state.items() if not is_counter(k)},
                     "__author__": "pycls", "matching_heuristics": True}
         return super()._load_file(filename)
 
     def _torch_load(self, f: str) -> Dict[str, Any]:
         # fvcore calls torch.load without weights_only, which a process-wide environment variable can turn into a
         # full unpickle; an explicit weights_only=True cannot be overridden that way.
-        return self._read(f, None)
-
-    @staticmethod
-    def _read(filename: str, reader: Any) -> Any:
-        """Unpickle ``filename`` without running code (``reader(handle)`` or ``torch.load(weights_only=True)``)."""
-        try:
-            if reader is None:
-                return torch.load(filename, map_location="cpu", weights_only=True)
-            with open(filename, "rb") as handle:
-                return reader(handle)
-        except Exception as error:  # noqa: BLE001 - refusals become a CheckpointError naming what was refused
-            message = refusal_message(filename, error)
-            if message is not None:
-                raise CheckpointError(message) from None
-            raise
+        return read_file(f)
 
     def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
         found = _find_resnest(self.model)
@@ -117,14 +100,11 @@ class ResNeStCheckpointer(DetectionCheckpointer):
             incompatible = super()._load_model(checkpoint)
         except RuntimeError as error:  # e.g. the backbone's pre-hook refusing a partial detectron2-wrapper layout
             raise CheckpointError(f"checkpoint does not fit the model: {error}") from error
-        missing = [k for k in incompatible.missing_keys if k.startswith(prefix)
-                   and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in incompatible.unexpected_keys if k.startswith(prefix)]
-        shapes = [f"{k} {list(c)} vs {list(m)}" for k, c, m in incompatible.incorrect_shapes if k.startswith(prefix)]
-        if missing or unexpected or shapes:
+        report = LoadReport.from_incompatible("whole-model", self.model.state_dict(), incompatible.missing_keys,
+                                              incompatible.unexpected_keys, incompatible.incorrect_shapes, prefix)
+        if not report.ok:
             raise CheckpointError(
                 f"this whole-model checkpoint covers the ResNeSt backbone ({prefix[:-1]}) only in part: "
-                f"{len(missing)} missing ({_listing(missing)}), {len(unexpected)} unexpected ({_listing(unexpected)}), "
-                f"{len(shapes)} mis-shaped, checkpoint vs model ({_listing(shapes)}). Use the config the checkpoint "
-                f"was trained with (variant, DCN stages, out_features)")
+                f"{report.brief()}. Use the config the checkpoint was trained with (variant, DCN stages, "
+                f"out_features)", report)
         return incompatible

@@ -21,7 +21,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from omegaconf import OmegaConf
 from torch import nn
 
-from ..models.checkpoint import CheckpointError
+from ..models.checkpoint import CheckpointError, LoadReport
 from ..models.hub import local_weights
 from .checkpoint import ResNeStCheckpointer
 from .config import add_resnest_config, replace_norm
@@ -40,12 +40,11 @@ class _WholeModelCheckpointer(ResNeStCheckpointer):
         if incompatible is None:
             raise CheckpointError("the weights hold only a backbone (ImageNet weights?); predicting needs a whole "
                                   "trained model, e.g. the model_final.pth that tools/train_net.py writes")
-        missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
-        if missing or incompatible.incorrect_shapes:
-            shapes = [k for k, _, _ in incompatible.incorrect_shapes]
-            raise CheckpointError(f"the weights do not fit the model of this config: {len(missing)} tensors missing "
-                                  f"({', '.join(missing[:8])}), {len(shapes)} mis-shaped ({', '.join(shapes[:8])}); "
-                                  f"use the config the model was trained with")
+        report = LoadReport.from_incompatible("whole-model", self.model.state_dict(), incompatible.missing_keys,
+                                              incompatible.unexpected_keys, incompatible.incorrect_shapes)
+        if report.missing or report.mismatched:  # tensors the model does not use do not keep it from predicting
+            raise report.error("the weights do not fit the model of this config",
+                               "Use the config the model was trained with.")
         return incompatible
 
 

@@ -31,8 +31,8 @@ from mmengine.runner import CheckpointLoader, Runner
 from torch import nn
 
 from ..distributed import sync_on_cpu
-from ..models.checkpoint import CheckpointError, LoadReport
-from ..models.unpickling import refusal_message
+from ..models.checkpoint import CheckpointError, LoadReport, read_file
+from ..models.checkpoint.io import safe_unpickling
 from .convert import convert_if_released
 
 __all__ = ["TRAINING_CHECKPOINT_GLOBALS", "AnyDeviceRunner", "MetricsHook", "add_common_arguments", "build_runner",
@@ -143,17 +143,11 @@ def read_checkpoint(filename: str, map_location: Union[str, Callable] = "cpu", l
     Raises:
         CheckpointError: the file asks the unpickler to run code (the message names what was refused).
     """
-    try:
-        with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
-            if osp.isfile(filename):  # weights_only given explicitly: no environment variable can turn it off
-                return torch.load(filename, map_location=map_location, weights_only=True)
-            # URLs, open-mmlab://...: mmengine fetches them and reads them with torch.load's default
-            return CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger=logger)
-    except pickle.UnpicklingError as error:
-        message = refusal_message(filename, error, allowed=TRAINING_CHECKPOINT_GLOBALS)
-        if message is None:
-            raise
-        raise CheckpointError(message) from None  # torch's own message suggests weights_only=False
+    if osp.isfile(filename):
+        return read_file(filename, allowed=TRAINING_CHECKPOINT_GLOBALS, map_location=map_location)
+    # URLs, open-mmlab://...: mmengine fetches them and reads them with torch.load's default (weights_only=True)
+    with safe_unpickling(filename, TRAINING_CHECKPOINT_GLOBALS):
+        return CheckpointLoader.load_checkpoint(filename, map_location=map_location, logger=logger)
 
 
 def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str, strict: bool = True,
@@ -183,14 +177,13 @@ def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str
     except RuntimeError as error:  # torch raises on mis-shaped tensors whatever ``strict`` says
         raise CheckpointError(f"{filename} does not fit the model of this config: {error}\n"
                               f"{_WHOLE_MODEL_HINT}") from None
-    report = LoadReport(source_format="whole-model", unexpected=list(result.unexpected_keys),
-                        missing=[k for k in result.missing_keys if not k.endswith("num_batches_tracked")])
-    report.loaded = sorted(set(revised) - set(report.unexpected))
+    report = LoadReport.from_incompatible("whole-model", model.state_dict(), result.missing_keys,
+                                          result.unexpected_keys)
+    problem = f"{filename} does not cover the model of this config exactly"
+    if strict and not report.ok:
+        raise report.error(problem, _WHOLE_MODEL_HINT)
     if not report.ok:
-        message = f"{filename} does not cover the model of this config exactly\n{report.summary()}"
-        if strict:
-            raise CheckpointError(f"{message}\n{_WHOLE_MODEL_HINT}", report)
-        print_log(message, logger=logger, level=logging.WARNING)
+        print_log(report.message(problem, _WHOLE_MODEL_HINT), logger=logger, level=logging.WARNING)
     return report
 
 

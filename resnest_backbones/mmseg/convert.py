@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..models.checkpoint import CheckpointError, convert_state_dict
+from ..models.checkpoint import CheckpointError, LoadReport, convert_state_dict, read_file
 from ..models.file_hash import verify_hash
 
 __all__ = ["SegmentorCheckpoint", "check_state_dict", "convert_if_released", "convert_segmentor_state_dict",
@@ -136,15 +136,6 @@ def convert_segmentor_state_dict(state_dict: Mapping[str, Tensor]) -> Tuple[Stat
     return _add_missing_counters(converted), fmt
 
 
-def _read(path: PathLike) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - every reader failure means the same thing here
-        raise CheckpointError(f"could not read {path} with weights_only=True ({type(error).__name__}: {error}); "
-                              f"released PyTorch-Encoding and mmseg files hold only tensors and plain metadata, "
-                              f"so the file is corrupt, incomplete or not a released model") from error
-
-
 def read_released_segmentor(path: PathLike, verify: bool = True, loaded: Any = None) -> SegmentorCheckpoint:
     """Read a released PyTorch-Encoding or mmseg ResNeSt file and convert it to this project's keys.
 
@@ -154,7 +145,7 @@ def read_released_segmentor(path: PathLike, verify: bool = True, loaded: Any = N
         loaded: the file's content when the caller has already read it (``weights_only=True``).
     """
     checked = verify_hash(path) if verify else None
-    obj = _read(path) if loaded is None else loaded
+    obj = read_file(path) if loaded is None else loaded
     source_meta = obj.get("meta", {}) if isinstance(obj, Mapping) else {}
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -170,8 +161,7 @@ def read_released_segmentor(path: PathLike, verify: bool = True, loaded: Any = N
     return SegmentorCheckpoint(converted, fmt, meta)
 
 
-def _explain(missing: List[str], unexpected: List[str], mismatched: List[str],
-             expected: Mapping[str, Tensor], converted: Mapping[str, Tensor]) -> List[str]:
+def _explain(expected: Mapping[str, Tensor], converted: Mapping[str, Tensor]) -> List[str]:
     """Plain-language reasons for a mismatch: depth, head type, class count."""
     hints = []
 
@@ -201,27 +191,11 @@ def check_state_dict(converted: Mapping[str, Tensor], expected: Mapping[str, Ten
     ``expected`` is the target model's ``state_dict()``. The error lists missing, unexpected and mis-shaped keys
     and says what they mean (depth, head, classes).
     """
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    mismatched = sorted(f"{k} {list(converted[k].shape)} vs {list(expected[k].shape)}"
-                        for k in set(converted) & set(expected) if converted[k].shape != expected[k].shape)
-    if not (missing or unexpected or mismatched):
-        return
-
-    def listing(keys: List[str]) -> str:
-        return ", ".join(keys[:12]) + (f", ... ({len(keys) - 12} more)" if len(keys) > 12 else "")
-
-    lines = ["the converted checkpoint does not match the config's model "
-             f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mis-shaped)"]
-    lines += [f"  reason: {hint}" for hint in _explain(missing, unexpected, mismatched, expected, converted)]
-    if missing:
-        lines.append(f"  missing in the file: {listing(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected in the file: {listing(unexpected)}")
-    if mismatched:
-        lines.append(f"  mis-shaped (file vs config): {listing(mismatched)}")
-    lines.append("Use the config that matches the file (docs/model_zoo.md lists file -> config).")
-    raise CheckpointError("\n".join(lines))
+    report = LoadReport.compare(converted, expected, "converted", where="the file")
+    if not report.ok:
+        raise report.error("the converted checkpoint does not match the config's model",
+                           "Use the config that matches the file (docs/model_zoo.md lists file -> config).",
+                           reasons=_explain(expected, converted))
 
 
 def save_mmseg_checkpoint(checkpoint: SegmentorCheckpoint, dst: PathLike) -> None:
@@ -279,8 +253,8 @@ def maybe_convert_released(checkpoint: PathLike, work_dir: PathLike,
     if not path.is_file():
         return str(checkpoint)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not a plain released file (e.g. mmengine's own training checkpoint)
+        obj = read_file(path)
+    except CheckpointError:  # not a plain released file (e.g. mmengine's own training checkpoint)
         return str(checkpoint)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping):

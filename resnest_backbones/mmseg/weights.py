@@ -16,6 +16,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from ..models import VARIANTS, load_checkpoint, read_checkpoint, resolve_variant
+from ..models.checkpoint.io import safe_unpickling
 from ..models.hub import OFFICIAL_RELEASE, is_url, local_weights
 
 __all__ = ["load_pretrained", "split_init_cfg"]
@@ -49,7 +50,8 @@ def _source(checkpoint: str, variant: str, map_location: str) -> Any:
     if "://" in checkpoint:  # open-mmlab://, s3://...: only mmengine knows how to fetch them
         from mmengine.runner import CheckpointLoader
 
-        return CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
+        with safe_unpickling(checkpoint):  # a refused global is a CheckpointError naming it
+            return CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
     url = VARIANTS[resolve_variant(variant)].url or OFFICIAL_RELEASE + "<file name>"
     raise FileNotFoundError(
         f"pretrained checkpoint {checkpoint} not found (relative paths start at the working directory); "

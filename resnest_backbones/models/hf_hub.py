@@ -7,8 +7,9 @@ timm's layout, which is the official one, so the core's loader takes it as it is
 * :func:`hf_hub_weights` turns ``hf-hub:timm/resnest14d.gluon_in1k`` into a local file with
   ``huggingface_hub.hf_hub_download``: downloaded once into the Hugging Face cache (``~/.cache/huggingface/hub``;
   ``HF_HUB_CACHE`` or ``HF_HOME`` move it), found there afterwards, offline too (``HF_HUB_OFFLINE=1``);
-* :func:`read_weights` reads a ``.safetensors`` file with ``safetensors`` (a header and raw tensors: nothing is
-  unpickled) and hands any other file on to the core's reader unchanged.
+* :func:`read_weights` reads a ``.safetensors`` file with the core's reader
+  (:func:`~resnest_backbones.models.checkpoint.io.read_file`: ``safetensors``, a header and raw tensors, nothing is
+  unpickled) and hands any other file on to the core's loader unchanged.
 
 ``huggingface_hub`` and ``safetensors`` are optional (``pip install huggingface_hub safetensors``, the ``hub``
 extra) and imported only when such a source is used.
@@ -23,7 +24,8 @@ from typing import Dict, Union
 
 from torch import Tensor
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_file
+from .checkpoint.io import optional_module
 
 __all__ = ["HF_HUB_PREFIX", "HF_WEIGHTS_FILE", "hf_hub_weights", "is_hf_hub", "read_weights"]
 
@@ -31,21 +33,11 @@ __all__ = ["HF_HUB_PREFIX", "HF_WEIGHTS_FILE", "hf_hub_weights", "is_hf_hub", "r
 HF_HUB_PREFIX = "hf-hub:"
 #: The file of a repository that holds the weights.
 HF_WEIGHTS_FILE = "model.safetensors"
-_INSTALL = "pip install huggingface_hub safetensors"
 
 
 def is_hf_hub(source: Union[str, os.PathLike]) -> bool:
     """Whether ``source`` names a Hugging Face hub repository (``hf-hub:<owner>/<repo>``)."""
     return isinstance(source, str) and source.startswith(HF_HUB_PREFIX)
-
-
-def _optional(module: str, purpose: str) -> ModuleType:
-    """``import module``, or a :class:`CheckpointError` that says how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise CheckpointError(f"{purpose} needs the optional package {module.partition('.')[0]}, which is not "
-                              f"installed: {_INSTALL}") from error
 
 
 def _offline_help(hub: ModuleType, repo_id: str) -> str:
@@ -79,7 +71,7 @@ def hf_hub_weights(source: str) -> str:
     if not owner or not name or "/" in name:
         raise CheckpointError(f"{source!r} is not a Hugging Face hub name: write {HF_HUB_PREFIX}<owner>/<repo>, "
                               f"e.g. {HF_HUB_PREFIX}timm/resnest50d.in1k")
-    hub = _optional("huggingface_hub", f"{source!r} (a Hugging Face hub repository)")
+    hub = optional_module("huggingface_hub", f"{source!r} (a Hugging Face hub repository)")
     try:
         return str(hub.hf_hub_download(repo_id, HF_WEIGHTS_FILE))
     except Exception as error:  # noqa: BLE001 - offline, not found, HTTP errors all mean "could not fetch it"
@@ -93,11 +85,4 @@ def read_weights(path: Union[str, os.PathLike]) -> Union[str, os.PathLike, Dict[
     Raises:
         CheckpointError: safetensors is not installed, or the file is not a complete safetensors file.
     """
-    if Path(path).suffix != ".safetensors":
-        return path
-    safetensors_torch = _optional("safetensors.torch", f"reading {path}")
-    try:
-        return safetensors_torch.load_file(str(path), device="cpu")
-    except Exception as error:  # noqa: BLE001 - a truncated or foreign file; safetensors' errors vary
-        raise CheckpointError(f"could not read {path} as a safetensors file ({type(error).__name__}: {error}); it "
-                              f"is corrupt or incomplete: download it again") from error
+    return read_file(path) if Path(path).suffix == ".safetensors" else path

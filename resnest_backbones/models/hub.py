@@ -14,8 +14,9 @@ the torchvision adapter, ``hubconf.py``, the detectron2 builders and checkpointe
   ``model.safetensors``, downloaded once by ``huggingface_hub`` into the Hugging Face cache
   (:func:`~resnest_backbones.models.hf_hub.hf_hub_weights`; an optional dependency).
 
-Nothing is unpickled here; the loaders read the file with ``torch.load(weights_only=True)``, and ``.safetensors``
-files with ``safetensors`` (:func:`~resnest_backbones.models.hf_hub.read_weights`).
+Nothing is unpickled here; the loaders read the file with the one reader,
+:func:`~resnest_backbones.models.checkpoint.io.read_file` (``torch.load(weights_only=True)``, detectron2's numpy-only
+``.pkl``, ``safetensors``).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import DeepStem, DeformConv2d, DropBlock2d, SplitAttention
-from .checkpoint import DETECTRON2_WRAPPER_PREFIXES, CheckpointError, convert_detectron2_wrapper
+from .checkpoint.layouts import install_layout_hooks
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -274,7 +274,7 @@ class ResNeSt(nn.Module):
         self.drop = nn.Dropout(final_drop) if final_drop > 0 else nn.Identity()
         self._init_weights(zero_init_last)
         self._apply_freezing()
-        self.register_load_state_dict_pre_hook(_accept_detectron2_wrapper_layout)
+        install_layout_hooks(self)  # the detectron2 wrapper's keys load through load_state_dict too
 
     @staticmethod
     def _block_dilations(
@@ -388,44 +388,3 @@ class ResNeSt(nn.Module):
     def extra_repr(self) -> str:
         info = ", ".join(f"{k}: {v.channels}ch/{v.stride}" for k, v in self.out_feature_info.items())
         return f"out_features=[{info}]"
-
-
-def _accept_detectron2_wrapper_layout(
-    module: nn.Module, state_dict: Dict[str, Tensor], prefix: str, local_metadata: Dict, strict: bool,
-    missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str],
-) -> None:
-    """``load_state_dict`` pre-hook: rename the official detectron2 wrapper's keys under ``prefix`` to ours.
-
-    With it, ``torch.load`` + ``load_state_dict``, detectron2's own ``DetectionCheckpointer`` and LazyConfig
-    training load the official zoo files (backbone under ``backbone.bottom_up.`` in the wrapper's names, DCN
-    offsets as ``resN.i.conv2_offset``) as they are. A wrapper-layout backbone that does not cover this module
-    exactly is an error listing the keys, even with ``strict=False``: a half-initialised backbone is never a
-    warning. Other layouts (ours = official/timm) pass through untouched.
-    """
-    keys = [k for k in state_dict if k.startswith(prefix)]
-    if not any(k[len(prefix):].startswith(DETECTRON2_WRAPPER_PREFIXES) for k in keys):
-        return
-    try:
-        converted = convert_detectron2_wrapper({k[len(prefix):]: state_dict[k] for k in keys})
-    except CheckpointError as error:
-        error_msgs.append(str(error))
-        return
-    for key in keys:
-        del state_dict[key]
-    own_state = module.state_dict(keep_vars=True)
-    own = set(own_state)
-    # Dropped: tensors of stages this model does not build, and BN counters that detectron2's FrozenBN lacks.
-    built = {k: v for k, v in converted.items() if k in own or not (
-        k.endswith("num_batches_tracked") or isinstance(getattr(module, k.split(".")[0], None), nn.Identity))}
-    # The wrapper's frozen norms kept no counter where ours (converted from BN) do: keep ours, a counter, not a weight.
-    built.update({k: own_state[k].detach() for k in own - set(built) if k.endswith("num_batches_tracked")})
-    state_dict.update({prefix + k: v for k, v in built.items()})
-    missing = sorted(k for k in own - set(built) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(built) - own)
-    if missing or unexpected:
-        error_msgs.append(
-            f"detectron2-wrapper ResNeSt checkpoint under '{prefix}' does not match this {type(module).__name__} "
-            f"(wrong variant or DCN settings, or a partial file): {len(missing)} missing "
-            f"({', '.join(prefix + k for k in missing[:10])}{', ...' if len(missing) > 10 else ''}), "
-            f"{len(unexpected)} unexpected ({', '.join(prefix + k for k in unexpected[:10])}"
-            f"{', ...' if len(unexpected) > 10 else ''}). Use the config the file was trained with.")
