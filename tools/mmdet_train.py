@@ -19,13 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from resnest_backbones.distributed import close_process_group, exit_process  # noqa: E402
 from resnest_backbones.mmdet.cli import check_released_name, print_detection_metrics  # noqa: E402
-from resnest_backbones.mmseg.cli import (  # noqa: E402
-    MetricsHook,
-    add_common_arguments,
-    build_runner,
-    load_config,
-    require_cuda_for_amp,
-)
+from resnest_backbones.mmseg.cli import add_common_arguments, load_config, require_cuda_for_amp  # noqa: E402
+from resnest_backbones.mmseg.engine import MetricsHook, build_runner  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
 
 TOOL = "mmdet_train"

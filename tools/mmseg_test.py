@@ -16,7 +16,8 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.distributed import close_process_group, exit_process  # noqa: E402
-from resnest_backbones.mmseg.cli import add_common_arguments, build_runner, load_config, print_metrics, use_tta  # noqa: E402
+from resnest_backbones.mmseg.cli import add_common_arguments, load_config, use_tta  # noqa: E402
+from resnest_backbones.mmseg.engine import build_runner, print_metrics  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
 
 TOOL = "mmseg_test"

@@ -1,6 +1,7 @@
 """Command-line plumbing of ``tools/mmdet_train.py`` and ``tools/mmdet_test.py``, on top of the mmseg tools' own
-(:mod:`resnest_backbones.mmseg.cli`: config and command line, the CPU/torchrun runner, safe and strict loading of
-whole-model checkpoints), which is framework-neutral mmengine code; this module adds what detection needs.
+(:mod:`resnest_backbones.mmseg.cli`, ``.engine`` and ``.checkpoint``: config and command line, the CPU/torchrun
+runner, safe and strict loading of whole-model checkpoints), which is framework-neutral mmengine code; this module
+adds what detection needs.
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ segmentation with mmseg's ``SegLocalVisualizer`` (used by ``tools/predict.py`` t
 
 The model is built by ``mmseg.apis.init_model`` (which does not initialise it from ImageNet files) and loaded the
 way the project's mmseg tools load checkpoints: torch's weights-only unpickler with only the training-checkpoint
-allow-list, released mmseg/PyTorch-Encoding layouts converted, strictly
-(:func:`resnest_backbones.mmseg.cli.read_checkpoint` / :func:`~resnest_backbones.mmseg.cli.load_whole_model`).
+allow-list, released mmseg/PyTorch-Encoding layouts converted, strictly (:mod:`resnest_backbones.mmseg.checkpoint`:
+``read_checkpoint`` / ``load_whole_model``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from mmseg.registry import DATASETS
 from mmseg.visualization import SegLocalVisualizer
 
 from ..models.hub import local_weights
-from .cli import load_whole_model, read_checkpoint
+from .checkpoint import load_whole_model, read_checkpoint
 
 __all__ = ["MMSegPredictor"]
 

@@ -90,7 +90,7 @@ def _schedule(iters: int, checkpoint_every: int) -> List[str]:
 
 
 def _iteration(checkpoint: Path) -> int:
-    from resnest_backbones.mmseg.cli import TRAINING_CHECKPOINT_GLOBALS
+    from resnest_backbones.mmseg.checkpoint import TRAINING_CHECKPOINT_GLOBALS
 
     with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):  # what the tools allow, no more
         return torch.load(checkpoint, map_location="cpu")["meta"]["iter"]
@@ -100,7 +100,7 @@ def _iteration(checkpoint: Path) -> int:
 def test_cpu_launcher_other_than_pytorch_fails_clearly() -> None:
     from mmengine.config import Config
 
-    from resnest_backbones.mmseg.cli import build_runner
+    from resnest_backbones.mmseg.engine import build_runner
 
     cfg = Config.fromfile(ROOT / TOY_ADE)
     cfg.launcher = "slurm"

@@ -1,0 +1,108 @@
+"""mmengine's ``Runner`` for the OpenMMLab tools (``tools/mmseg_*.py``, ``tools/mmdet_*.py``): CPU processes
+(gloo) as well as GPUs, strict and safe checkpoint loading (:mod:`.checkpoint`), and the metrics of the last
+validation."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.model import BaseTTAModel, MMDistributedDataParallel, is_model_wrapper
+from mmengine.registry import MODEL_WRAPPERS
+from mmengine.runner import Runner
+from torch import nn
+
+from ..distributed import sync_on_cpu
+from .checkpoint import load_whole_model, read_checkpoint
+
+__all__ = ["AnyDeviceRunner", "MetricsHook", "build_runner", "print_metrics"]
+
+
+class AnyDeviceRunner(Runner):
+    """mmengine's ``Runner`` that also runs distributed on CPU processes (gloo).
+
+    There, torch's ``SyncBatchNorm`` layers (which refuse CPU tensors; every recipe's SyncBN builds them, in the
+    backbone and in the heads) become :class:`resnest_backbones.layers.SyncBatchNorm`, and DDP gets no
+    ``device_ids`` (it refuses them for CPU modules). On GPUs or in one process it is mmengine's ``Runner``.
+    """
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
+        if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
+            return super().wrap_model(model_wrapper_cfg, model)
+        # cfg.sync_bn asks to synchronise every batch norm (mmengine would convert them to torch's SyncBN).
+        self.logger.info(f"{self.world_size} CPU processes: "
+                         f"{sync_on_cpu(model, every_batchnorm=bool(self.cfg.get('sync_bn')))}")
+        wrapper = dict(type=MMDistributedDataParallel, broadcast_buffers=False,
+                       find_unused_parameters=self.cfg.get("find_unused_parameters", False))
+        wrapper.update(model_wrapper_cfg or {})
+        wrapper["device_ids"] = None
+        return MODEL_WRAPPERS.build(wrapper, default_args=dict(module=model))
+
+    def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = "cpu", strict: bool = True,
+                        revise_keys: list = [(r"^module\.", "")]) -> dict:  # noqa: B006 - mmengine's signature
+        """mmengine's ``load_checkpoint`` (``load_from``, ``--resume``), reading safely and loading strictly.
+
+        The file is unpickled by torch's weights-only unpickler with only :data:`TRAINING_CHECKPOINT_GLOBALS`
+        added; a released mmseg or PyTorch-Encoding ResNeSt segmentor is converted to this project's keys. With
+        ``strict`` (the default here; mmengine's default only logs), a checkpoint that leaves a model tensor unset
+        or holds tensors the model lacks is an error naming them; mis-shaped tensors always are.
+
+        Raises:
+            CheckpointError: the file asks the unpickler to run code, or does not cover the model exactly.
+        """
+        checkpoint = read_checkpoint(filename, map_location, self.logger)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
+        load_whole_model(model, checkpoint, filename, strict=strict, revise_keys=revise_keys, logger=self.logger)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
+
+
+def build_runner(cfg: Config, tool: str) -> Runner:
+    """The :class:`AnyDeviceRunner` of ``cfg``; on a machine without CUDA, ``--launcher pytorch`` processes join a
+    gloo process group first (mmengine's own set-up selects a GPU per process, which fails there)."""
+    if cfg.launcher != "none" and not torch.cuda.is_available() and not dist.is_initialized():
+        if cfg.launcher != "pytorch":
+            raise SystemExit(f"[{tool}] --launcher {cfg.launcher} needs CUDA devices (mmengine selects a GPU per "
+                             f"process); on CPUs start the processes with torchrun and use --launcher pytorch")
+        backend = cfg.get("env_cfg", {}).get("dist_cfg", {}).get("backend", "gloo")
+        if backend != "gloo":
+            print(f"[{tool}] no CUDA: the processes communicate over gloo, not the config's {backend!r}", flush=True)
+        dist.init_process_group("gloo")
+    return AnyDeviceRunner.from_cfg(cfg)
+
+
+class MetricsHook(Hook):
+    """Remembers the metrics and iteration of the latest validation."""
+
+    priority = "LOWEST"
+
+    def __init__(self) -> None:
+        self.metrics: Optional[Dict[str, float]] = None
+        self.iteration = -1
+
+    def after_val_epoch(self, runner: Any, metrics: Optional[Dict[str, float]] = None) -> None:
+        self.metrics = dict(metrics or {})
+        self.iteration = runner.iter
+
+
+def _number(value: Any) -> str:
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def print_metrics(tool: str, metrics: Optional[Dict[str, float]]) -> None:
+    """One line per metric; mmseg's ``IoUMetric`` reports percentages."""
+    if not metrics:
+        print(f"[{tool}] no metrics (the config has no evaluator?)", flush=True)
+        return
+    print(f"[{tool}] metrics: " + ", ".join(f"{key} {_number(value)}" for key, value in metrics.items()), flush=True)
+    if "mIoU" in metrics:
+        print(f"[{tool}] mIoU = {metrics['mIoU']:.2f} %", flush=True)
