@@ -1,17 +1,21 @@
-"""detectron2 config node of the ResNeSt backbones (Zhang et al., 2020, "ResNeSt: Split-Attention Networks").
+"""detectron2 configs of the ResNeSt backbones (Zhang et al., 2020, "ResNeSt: Split-Attention Networks").
 
 :func:`add_resnest_config` adds ``MODEL.RESNEST`` and touches no existing key, so every detectron2 default
-stays what it was. :func:`replace_norm` rewrites norm names in a yacs or LazyConfig config (used to turn
-"SyncBN" into "BN" for single-process runs).
+stays what it was. :func:`load_config` reads either kind of config (yacs ``.yaml`` with ``MODEL.RESNEST``, or a
+LazyConfig ``.py``) with its overrides, and :func:`imagenet_weights` finds where either names the backbone's
+ImageNet weights: the one place the tools tell the two kinds apart for these. :func:`replace_norm` rewrites norm
+names in either (used to turn "SyncBN" into "BN" for single-process runs).
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, MutableSequence
-from typing import Any, List, MutableMapping
+from typing import Any, List, MutableMapping, Optional, Sequence, Tuple, Union
 
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, LazyConfig, get_cfg
+from omegaconf import OmegaConf
 
-__all__ = ["add_resnest_config", "replace_norm"]
+__all__ = ["add_resnest_config", "imagenet_weights", "is_lazy_config", "load_config", "replace_norm"]
 
 
 def add_resnest_config(cfg: CfgNode) -> CfgNode:
@@ -53,6 +57,31 @@ def add_resnest_config(cfg: CfgNode) -> CfgNode:
     node.MEMORY_EFFICIENT = True
     cfg.MODEL.RESNEST = node
     return cfg
+
+
+def is_lazy_config(path: Union[str, os.PathLike]) -> bool:
+    """Whether ``path`` is a LazyConfig (``.py``) rather than a yacs config (``.yaml``)."""
+    return str(path).endswith(".py")
+
+
+def load_config(path: Union[str, os.PathLike], opts: Sequence[str] = ()) -> Any:
+    """The config at ``path`` with ``opts`` applied: a yacs ``CfgNode`` with ``MODEL.RESNEST`` (``opts`` as
+    ``KEY VALUE`` pairs) or, for a ``.py`` file, a LazyConfig (``opts`` as ``key=value``)."""
+    if is_lazy_config(path):
+        return LazyConfig.apply_overrides(LazyConfig.load(str(path)), list(opts))
+    cfg = add_resnest_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def imagenet_weights(cfg: Any) -> Tuple[Optional[Any], str]:
+    """``(node, key)`` such that ``node[key]`` names the backbone's ImageNet weights (``MODEL.RESNEST.WEIGHTS``, or
+    a LazyConfig's ``model.backbone.bottom_up.weights``); ``node`` is None for a LazyConfig without that entry."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.RESNEST, "WEIGHTS"
+    bottom_up = OmegaConf.select(cfg, "model.backbone.bottom_up")
+    return (bottom_up if bottom_up is not None and "weights" in bottom_up else None), "weights"
 
 
 def replace_norm(cfg: MutableMapping[str, Any], old: str = "SyncBN", new: str = "BN") -> List[str]:

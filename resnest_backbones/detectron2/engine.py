@@ -26,7 +26,7 @@ import weakref
 from typing import Any, Dict, List, Optional
 
 import torch
-from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate
+from detectron2.config import CfgNode, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
@@ -44,11 +44,10 @@ from detectron2.evaluation import (
 from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from omegaconf import OmegaConf
 
 from ..distributed import close_process_group, exit_process, sync_on_cpu
 from .checkpoint import ResNeStCheckpointer
-from .config import add_resnest_config, replace_norm
+from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
 
 __all__ = ["Trainer", "adapt_to_machine", "cpu_processes", "create_ddp_model_on_any_device", "evaluate_lazy",
            "prepare_model", "run_lazy", "run_yacs", "skip_imagenet_init", "train_or_evaluate"]
@@ -96,13 +95,14 @@ def create_ddp_model_on_any_device(model: torch.nn.Module, **kwargs: Any) -> tor
     return create_ddp_model(model, **kwargs)
 
 
-def skip_imagenet_init(backbone_node: Any, key: str, checkpoint: str, eval_only: bool) -> List[str]:
+def skip_imagenet_init(cfg: Any, checkpoint: str, eval_only: bool) -> List[str]:
     """Evaluating a whole-model file: the backbone builder need not fetch and load ImageNet weights first (the file
-    replaces them all; ResNeStCheckpointer refuses one that covers the backbone in part). Clears
-    ``backbone_node[key]`` in that case, in place, and returns the lines to log."""
-    if not (eval_only and checkpoint and backbone_node is not None and backbone_node.get(key)):
+    replaces them all; ResNeStCheckpointer refuses one that covers the backbone in part). Clears the config's
+    ImageNet weights (:func:`~.config.imagenet_weights`) in that case, in place, and returns the lines to log."""
+    node, key = imagenet_weights(cfg)
+    if not (eval_only and checkpoint and node is not None and node.get(key)):
         return []
-    backbone_node[key] = ""
+    node[key] = ""
     return [f"--eval-only from {checkpoint}: the backbone's ImageNet weights are not loaded first"]
 
 
@@ -173,11 +173,9 @@ def run_yacs(args: argparse.Namespace) -> Any:
     """A yacs config (``args.config_file``, overrides ``args.opts``): train with :class:`Trainer` (``--resume``
     continues from the output directory's last checkpoint), or with ``args.eval_only`` evaluate
     ``MODEL.WEIGHTS``. Returns the evaluation results."""
-    cfg = add_resnest_config(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     notes = adapt_to_machine(cfg, cfg.MODEL, "DEVICE")
-    notes += skip_imagenet_init(cfg.MODEL.RESNEST, "WEIGHTS", cfg.MODEL.WEIGHTS, args.eval_only)
+    notes += skip_imagenet_init(cfg, cfg.MODEL.WEIGHTS, args.eval_only)
     cfg.freeze()
     default_setup(cfg, args)
     _log(notes)
@@ -208,10 +206,9 @@ def run_lazy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     ``train.init_checkpoint`` (or resume) with periodic checkpoints, PreciseBN when ``train.precise_bn`` enables
     it and evaluation every ``train.eval_period`` and at the end; or with ``args.eval_only`` evaluate
     ``train.init_checkpoint``. Returns the evaluation results of ``--eval-only``, else None."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(args.config_file, args.opts)
     notes = adapt_to_machine(cfg, cfg.train, "device")
-    notes += skip_imagenet_init(OmegaConf.select(cfg, "model.backbone.bottom_up"), "weights",
-                                cfg.train.init_checkpoint, args.eval_only)
+    notes += skip_imagenet_init(cfg, cfg.train.init_checkpoint, args.eval_only)
     default_setup(cfg, args)
     _log(notes)
     model = prepare_model(instantiate(cfg.model).to(cfg.train.device))
@@ -247,7 +244,7 @@ def train_or_evaluate(args: argparse.Namespace) -> Any:
     a ``.py`` config, the yacs route otherwise; then the process group (if any) is closed cleanly and, in a
     distributed run, the process ends there (:func:`resnest_backbones.distributed.exit_process`; ``launch``'s
     workers have nothing left to do)."""
-    result = (run_lazy if args.config_file.endswith(".py") else run_yacs)(args)
+    result = (run_lazy if is_lazy_config(args.config_file) else run_yacs)(args)
     if close_process_group():
         exit_process(0)
     return result

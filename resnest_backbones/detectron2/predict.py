@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
@@ -24,7 +24,7 @@ from torch import nn
 from ..models.checkpoint import CheckpointError, LoadReport
 from ..models.hub import local_weights
 from .checkpoint import ResNeStCheckpointer
-from .config import add_resnest_config, replace_norm
+from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
 
 __all__ = ["detectron2_predictor", "load_model"]
 
@@ -70,32 +70,25 @@ def load_model(config: PathLike, weights: PathLike, *, score_threshold: float = 
     path = local_weights(weights) if weights else ""  # a missing file or failed download is an error here
     if not path:
         raise CheckpointError("give the weights of a trained model")
-    if str(config).endswith((".yaml", ".yml")):
-        cfg = add_resnest_config(get_cfg())
-        cfg.merge_from_file(str(config))
-        cfg.merge_from_list(list(opts))
+    cfg = load_config(config, opts)
+    node, key = imagenet_weights(cfg)
+    if node is not None:
+        node[key] = ""  # the whole-model file replaces the ImageNet weights: do not fetch them
+    replace_norm(cfg, "SyncBN", "BN")
+    if not is_lazy_config(config):
         cfg.MODEL.DEVICE = device
-        cfg.MODEL.RESNEST.WEIGHTS = ""  # the whole-model file replaces the ImageNet weights: do not fetch them
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = min(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, score_threshold)
         cfg.MODEL.RETINANET.SCORE_THRESH_TEST = min(cfg.MODEL.RETINANET.SCORE_THRESH_TEST, score_threshold)
         combine = cfg.MODEL.PANOPTIC_FPN.COMBINE
         combine.INSTANCES_CONFIDENCE_THRESH = min(combine.INSTANCES_CONFIDENCE_THRESH, score_threshold)
-        replace_norm(cfg, "SyncBN", "BN")
         model = build_model(cfg)
         resize = T.AugmentationList([T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)])
         input_format, datasets = cfg.INPUT.FORMAT, list(cfg.DATASETS.TEST)
     else:
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(str(config)), list(opts))
-        bottom_up = OmegaConf.select(cfg, "model.backbone.bottom_up")
-        if bottom_up is not None and "weights" in bottom_up:
-            bottom_up.weights = ""
         heads = cfg.model.get("roi_heads", {})
-        _set_score_threshold(heads.get("box_predictor"), score_threshold)
-        for node in heads.get("box_predictors", None) or []:  # cascade
-            _set_score_threshold(node, score_threshold)
-        replace_norm(cfg, "SyncBN", "BN")
-        model = instantiate(cfg.model)
-        model.to(device)
+        for predictor in [heads.get("box_predictor"), *(heads.get("box_predictors", None) or [])]:  # cascade: 3
+            _set_score_threshold(predictor, score_threshold)
+        model = instantiate(cfg.model).to(device)
         resize = T.AugmentationList(instantiate(cfg.dataloader.test.mapper.augmentations))
         input_format = cfg.model.get("input_format", "BGR")
         datasets = list(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=()) or ())

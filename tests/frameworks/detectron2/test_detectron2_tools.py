@@ -234,14 +234,24 @@ def test_adapt_to_machine_lazy_and_several_processes(monkeypatch: pytest.MonkeyP
 
 
 def test_skip_imagenet_init_only_for_eval_only_from_a_file() -> None:
-    node = {"weights": "imagenet.pth"}
-    assert engine.skip_imagenet_init(node, "weights", "model.pth", eval_only=False) == []
-    assert engine.skip_imagenet_init(node, "weights", "", eval_only=True) == []
-    assert node["weights"] == "imagenet.pth"
-    assert engine.skip_imagenet_init(node, "weights", "model.pth", eval_only=True) == [
-        "--eval-only from model.pth: the backbone's ImageNet weights are not loaded first"]
-    assert node["weights"] == ""
-    assert engine.skip_imagenet_init(None, "weights", "model.pth", eval_only=True) == []
+    from omegaconf import OmegaConf
+
+    from resnest_backbones.detectron2 import add_resnest_config
+
+    yacs = add_resnest_config(get_cfg())
+    yacs.MODEL.RESNEST.WEIGHTS = "imagenet.pth"
+    lazy = OmegaConf.create({"model": {"backbone": {"bottom_up": {"weights": "imagenet.pth"}}}})
+    readers = [(yacs, lambda: yacs.MODEL.RESNEST.WEIGHTS), (lazy, lambda: lazy.model.backbone.bottom_up.weights)]
+    for cfg, read in readers:
+        assert engine.skip_imagenet_init(cfg, "model.pth", eval_only=False) == []
+        assert engine.skip_imagenet_init(cfg, "", eval_only=True) == []
+        assert read() == "imagenet.pth"
+        assert engine.skip_imagenet_init(cfg, "model.pth", eval_only=True) == [
+            "--eval-only from model.pth: the backbone's ImageNet weights are not loaded first"]
+        assert read() == ""
+    no_entry = OmegaConf.create({"model": {"backbone": {"bottom_up": {"name": "resnest50d"}}}})
+    assert engine.skip_imagenet_init(no_entry, "model.pth", eval_only=True) == []
+    assert "weights" not in no_entry.model.backbone.bottom_up
 
 
 @pytest.mark.parametrize("world_size, cuda, device_ids", [(2, False, None), (2, True, "unset"), (1, False, "unset")])
