@@ -5,6 +5,10 @@ and which were skipped. Helpers live in ``tests/support`` (importable as ``suppo
 ``pythonpath = tests``)."""
 from __future__ import annotations
 
+import collections
+import sys
+from typing import Iterator
+
 import pytest
 import torch
 from support.frameworks import FRAMEWORKS, REQUIRE_ENV, available, required, skip_missing
@@ -22,6 +26,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for name in FRAMEWORKS:
         if name in item.keywords and not available(name):
             skip_missing(name)
+
+
+@pytest.fixture(autouse=True)
+def _restore_openmmlab_default_scope() -> Iterator[None]:
+    """Each test ends with mmengine's default scope as it began (none, before any test set one): a test that sets
+    mmdet's cannot make the next test build mmseg models in mmdet's registry (mmengine's ``Registry.build`` follows
+    the default scope). mmengine keeps the scopes in ``DefaultScope._instance_dict``, the current one last."""
+    registry = sys.modules.get("mmengine.registry")
+    saved = collections.OrderedDict(registry.DefaultScope._instance_dict) if registry else collections.OrderedDict()
+    yield
+    registry = sys.modules.get("mmengine.registry")
+    if registry is not None:
+        registry.DefaultScope._instance_dict = saved
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

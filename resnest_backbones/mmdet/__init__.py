@@ -1,6 +1,7 @@
 """MMDetection adapter of the ResNeSt backbones (Zhang et al., 2020, "ResNeSt: Split-Attention Networks").
 
-Importing this package registers :class:`MMDetResNeSt` as ``resnest_backbones.ResNeSt`` in the
+Importing this package registers the OpenMMLab backbone, :class:`~resnest_backbones.mmseg.OpenMMLabResNeSt` (the
+one class for mmseg and mmdet, needing only mmengine and mmcv), as ``resnest_backbones.ResNeSt`` in the
 ``resnest_backbones`` scope of mmdet's model registry (mmdet owns the name ``ResNeSt`` for its own
 implementation), so mmdet's own ``tools/train.py`` / ``tools/test.py`` and ``tools/mmdet_train.py`` /
 ``tools/mmdet_test.py`` of this project run configs such as ``configs/mmdet/*``::
@@ -9,12 +10,14 @@ implementation), so mmdet's own ``tools/train.py`` / ``tools/test.py`` and ``too
     model = dict(backbone=dict(_delete_=True, type='resnest_backbones.ResNeSt', variant='resnest50d',
                                out_indices=(0, 1, 2, 3), frozen_stages=1, norm_cfg=dict(type='SyncBN')))
 
-The class is the mmseg adapter's :class:`~resnest_backbones.mmseg.OpenMMLabResNeSt` (same arguments, same
-strict ``init_cfg``), plus a ``load_state_dict`` pre-hook that reads mmdet's released detectors (OpenMMLab
-backbone keys under ``backbone.``) with no conversion step. The toy COCO data set is registered by importing
-:mod:`resnest_backbones.mmdet.datasets` (``resnest_backbones.ToyCocoDataset``).
+Like every ResNeSt of this package, it reads mmdet's released detectors (OpenMMLab backbone keys under
+``backbone.``) with no conversion step: its ``load_state_dict`` pre-hook renames them, strictly
+(:func:`resnest_backbones.models.checkpoint.layouts.accept_foreign_layouts`). The toy COCO data set is
+registered by importing :mod:`resnest_backbones.mmdet.datasets` (``resnest_backbones.ToyCocoDataset``).
 """
-from .backbone import MMDetResNeSt, accept_openmmlab_layout
+from ..mmseg.backbone import OpenMMLabResNeSt
 from .registry import DATASETS, MODELS
 
-__all__ = ["DATASETS", "MODELS", "MMDetResNeSt", "accept_openmmlab_layout"]
+__all__ = ["DATASETS", "MODELS", "OpenMMLabResNeSt"]
+
+MODELS.register_module(name="ResNeSt", module=OpenMMLabResNeSt)

@@ -2,7 +2,7 @@
 
 mmdet builds every submodule of a detector with its own ``mmdet.registry.MODELS`` (and its data sets with
 ``mmdet.registry.DATASETS``); a child of each with the scope ``resnest_backbones`` makes
-``type='resnest_backbones.ResNeSt'`` resolve to :class:`~resnest_backbones.mmdet.MMDetResNeSt` there, while mmdet's
+``type='resnest_backbones.ResNeSt'`` resolve to :class:`~resnest_backbones.mmseg.OpenMMLabResNeSt` there, while mmdet's
 own ``type='ResNeSt'`` keeps meaning mmdet's implementation. (The mmseg adapter's registries of the same scope
 hang off mmengine's root; a registry's children are per parent, so the two never collide, and whatever is built
 under mmdet's default scope finds these.)

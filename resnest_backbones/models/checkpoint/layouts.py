@@ -7,19 +7,20 @@
 * ``openmmlab``  -- mmseg/mmdet (``stem.0`` .. ``stem.7``, ``gn*`` norm names), bare or under ``backbone.``.
 
 :func:`install_layout_hooks` gives a model the ``load_state_dict`` pre-hook that renames the detectron2 wrapper's
-keys, so every loader that ends in ``load_state_dict`` reads the official zoo files as they are.
+and OpenMMLab's keys, so every loader that ends in ``load_state_dict`` reads the official zoo files and mmdet's
+released detectors as they are.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from torch import Tensor, nn
 
 from ...layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, STEM_INDICES, stem_key
 from .report import CheckpointError, LoadReport, is_counter
 
-__all__ = ["DETECTRON2_WRAPPER_PREFIXES", "accept_detectron2_wrapper_layout", "convert_detectron2_wrapper",
+__all__ = ["DETECTRON2_WRAPPER_PREFIXES", "OPENMMLAB_STEM", "accept_foreign_layouts", "convert_detectron2_wrapper",
            "convert_state_dict", "detect_format", "install_layout_hooks"]
 
 StateDict = Dict[str, Tensor]
@@ -38,6 +39,8 @@ _D2_RULES: List[Tuple[str, Any]] = [
 #: Key prefixes that only the official detectron2 wrapper's layout has (bare, without ``backbone.bottom_up.``).
 DETECTRON2_WRAPPER_PREFIXES: Tuple[str, ...] = ("stem.conv1_1.", "res2.", "res3.", "res4.", "res5.")
 
+#: Key prefix that only OpenMMLab's layout has (its stem, one ``Sequential``; ours and the official: ``conv1.0``).
+OPENMMLAB_STEM = "stem.0."
 # OpenMMLab's stem is one Sequential with our indices, plus the network's ``bn1`` as its 8th layer.
 _MMLAB_RULES: List[Tuple[str, Any]] = [(rf"^stem\.{i}\.", stem_key(i)) for i in STEM_INDICES] + [
     (r"^stem\.7\.", "bn1."), (r"\.gn([0-3])\.", r".bn\1."),
@@ -85,12 +88,17 @@ def _shift_poolless_shortcuts(state: StateDict) -> StateDict:
     return shifted
 
 
+def _convert_openmmlab(state: StateDict) -> StateDict:
+    """Rename mmseg's/mmdet's bare ResNeSt backbone keys to this package's (= official) keys."""
+    return _shift_poolless_shortcuts(_renamed(state, _MMLAB_RULES))
+
+
 def detect_format(keys: List[str]) -> str:
     """``official``, ``detectron2`` or ``openmmlab``, from the key names (prefixes allowed)."""
     bare = [re.sub(r"^(module\.)?(backbone\.(bottom_up\.)?)?", "", k) for k in keys]
     if any(k.startswith(DETECTRON2_WRAPPER_PREFIXES) for k in bare):
         return "detectron2"
-    if any(k.startswith("stem.0.") for k in bare):
+    if any(k.startswith(OPENMMLAB_STEM) for k in bare):
         return "openmmlab"
     if any(k.startswith((stem_key(CONV_A), "layer1.", "bn1.")) for k in bare):
         return "official"
@@ -115,48 +123,67 @@ def convert_state_dict(state_dict: Mapping[str, Tensor]) -> Tuple[StateDict, str
     if fmt == "detectron2":
         return convert_detectron2_wrapper(state), fmt, not_backbone
     if fmt == "openmmlab":
-        return _shift_poolless_shortcuts(_renamed(state, _MMLAB_RULES)), fmt, not_backbone
+        return _convert_openmmlab(state), fmt, not_backbone
     return state, fmt, not_backbone
 
 
-# ------------------------------------------------------------------------------------- load_state_dict hooks
-def accept_detectron2_wrapper_layout(
+# ------------------------------------------------------------------------------------- load_state_dict hook
+#: The layouts the pre-hook renames, by their names in reports.
+_FOREIGN_LAYOUTS = {"detectron2": "detectron2-wrapper", "openmmlab": "OpenMMLab"}
+
+
+def _foreign_layout(bare_keys: List[str]) -> Optional[str]:
+    """``detectron2`` or ``openmmlab`` when a module's own keys are in that layout; ``None`` for ours (or none)."""
+    if any(k.startswith(DETECTRON2_WRAPPER_PREFIXES) for k in bare_keys):
+        return "detectron2"
+    return "openmmlab" if any(k.startswith(OPENMMLAB_STEM) for k in bare_keys) else None
+
+
+def _not_built(module: nn.Module, key: str) -> bool:
+    """Whether ``key`` belongs to a stage ``module`` does not build (its outputs end before it)."""
+    return isinstance(getattr(module, key.split(".")[0], None), nn.Identity)
+
+
+def accept_foreign_layouts(
     module: nn.Module, state_dict: Dict[str, Tensor], prefix: str, local_metadata: Dict, strict: bool,
     missing_keys: List[str], unexpected_keys: List[str], error_msgs: List[str],
 ) -> None:
-    """``load_state_dict`` pre-hook: rename the official detectron2 wrapper's keys under ``prefix`` to ours.
+    """``load_state_dict`` pre-hook: rename the detectron2 wrapper's or OpenMMLab's ResNeSt keys under ``prefix``.
 
-    With it, ``torch.load`` + ``load_state_dict``, detectron2's own ``DetectionCheckpointer`` and LazyConfig
-    training load the official zoo files (backbone under ``backbone.bottom_up.`` in the wrapper's names, DCN
-    offsets as ``resN.i.conv2_offset``) as they are. A wrapper-layout backbone that does not cover this module
-    exactly is an error listing the keys, even with ``strict=False``: a half-initialised backbone is never a
-    warning. Other layouts (ours = official/timm) pass through untouched.
+    With it, every loader that ends in ``load_state_dict`` reads the published whole-model files as they are:
+    ``torch.load`` + ``load_state_dict``, detectron2's ``DetectionCheckpointer`` and LazyConfig training (the official
+    zoo: backbone under ``backbone.bottom_up.`` in the wrapper's names, DCN offsets as ``resN.i.conv2_offset``),
+    mmengine's ``load_checkpoint``/``load_from`` and mmdet's ``tools/test.py`` (mmdet's released detectors: backbone
+    under ``backbone.`` in OpenMMLab's names). A foreign-layout backbone that does not cover the module exactly
+    (missing, unexpected or mis-shaped tensors) raises :class:`CheckpointError` naming the keys, whatever
+    ``strict`` says: mmengine's loaders pass ``strict=False`` and would only log it, and a half-initialised
+    backbone is never a warning. Tensors of stages the module does not build are dropped; where the file keeps no
+    BN counters (detectron2's FrozenBN), the module's stay. Our own (= official/timm) keys pass through untouched.
     """
     keys = [k for k in state_dict if k.startswith(prefix)]
-    if not any(k[len(prefix):].startswith(DETECTRON2_WRAPPER_PREFIXES) for k in keys):
+    bare = {k[len(prefix):]: state_dict[k] for k in keys}
+    layout = _foreign_layout(list(bare))
+    if layout is None:
         return
-    try:
-        converted = convert_detectron2_wrapper({k[len(prefix):]: state_dict[k] for k in keys})
-    except CheckpointError as error:
-        error_msgs.append(str(error))
-        return
+    converted = convert_detectron2_wrapper(bare) if layout == "detectron2" else _convert_openmmlab(bare)
+    own = {k: v.detach() for k, v in module.state_dict(keep_vars=True).items()}
+    built = {k: v for k, v in converted.items() if k in own or not (is_counter(k) or _not_built(module, k))}
+    built.update({k: v for k, v in own.items() if is_counter(k) and k not in built})
+    name = _FOREIGN_LAYOUTS[layout]
+    report = LoadReport.compare({prefix + k: v for k, v in built.items()}, {prefix + k: v for k, v in own.items()},
+                                name)
+    if not report.ok:
+        variant = getattr(module, "variant", None)
+        raise report.error(
+            f"the {name} ResNeSt checkpoint under '{prefix}' does not fit this {type(module).__name__}"
+            f"{f'({variant!r})' if variant else ''} (wrong variant or DCN settings, or a partial file)",
+            "Use the config the file was trained with (docs/model_zoo.md).")
     for key in keys:
         del state_dict[key]
-    own_state = {k: v.detach() for k, v in module.state_dict(keep_vars=True).items()}
-    # Dropped: tensors of stages this model does not build, and BN counters that detectron2's FrozenBN lacks.
-    built = {k: v for k, v in converted.items() if k in own_state or not (
-        is_counter(k) or isinstance(getattr(module, k.split(".")[0], None), nn.Identity))}
-    # The wrapper's frozen norms kept no counter where ours (converted from BN) do: keep ours, a counter, not a weight.
-    built.update({k: v for k, v in own_state.items() if is_counter(k) and k not in built})
     state_dict.update({prefix + k: v for k, v in built.items()})
-    report = LoadReport.compare({prefix + k: v for k, v in built.items()},
-                                {prefix + k: v for k, v in own_state.items()}, "detectron2-wrapper")
-    if not report.ok:
-        error_msgs.append(report.message(
-            f"detectron2-wrapper ResNeSt checkpoint under '{prefix}' does not match this {type(module).__name__} "
-            f"(wrong variant or DCN settings, or a partial file)", "Use the config the file was trained with."))
 
 
 def install_layout_hooks(model: nn.Module) -> None:
-    """Give ``model`` (a :class:`~resnest_backbones.models.resnest.ResNeSt`) the key-layout pre-hooks."""
-    model.register_load_state_dict_pre_hook(accept_detectron2_wrapper_layout)
+    """Give ``model`` (a :class:`~resnest_backbones.models.resnest.ResNeSt`) the key-layout pre-hook
+    (:func:`accept_foreign_layouts`)."""
+    model.register_load_state_dict_pre_hook(accept_foreign_layouts)

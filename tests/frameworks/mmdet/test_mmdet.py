@@ -18,7 +18,6 @@ from support.detection_models import to_mmdet  # noqa: E402
 from support.numerics import max_rel_diff, randomize_norms  # noqa: E402
 
 import resnest_backbones.mmdet  # noqa: E402, F401 - registers the backbone
-from resnest_backbones.mmdet import MMDetResNeSt  # noqa: E402
 from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
 
@@ -29,10 +28,10 @@ CFG = dict(type="resnest_backbones.ResNeSt", variant="resnest14d", out_indices=(
 def test_scoped_name_builds_ours_and_mmdets_own_name_stays_mmdets() -> None:
     init_default_scope("mmdet")
     backbone = DET_MODELS.build(CFG)
-    assert type(backbone) is MMDetResNeSt and isinstance(backbone, OpenMMLabResNeSt)
+    assert type(backbone) is OpenMMLabResNeSt
     assert DET_MODELS.get("ResNeSt").__module__.startswith("mmdet.")  # mmdet's own implementation keeps its name
     assert [o.shape[1] for o in backbone.eval()(torch.zeros(1, 3, 64, 64))] == [256, 512, 1024, 2048]
-    # mmseg's registry of the same scope (a child of mmengine's root) is another node: no collision, no mix-up
+    # mmseg's registry of the same scope (a child of mmengine's root) is another node holding the same class
     assert ROOT_MODELS.get("resnest_backbones.ResNeSt") is OpenMMLabResNeSt
 
 
@@ -43,7 +42,7 @@ def test_builds_from_a_config_through_custom_imports(tmp_path: Path) -> None:
     path.write_text("custom_imports = dict(imports=['resnest_backbones.mmdet'], allow_failed_imports=False)\n"
                     f"backbone = {CFG!r}\n")
     init_default_scope("mmdet")
-    assert type(DET_MODELS.build(Config.fromfile(str(path)).backbone)) is MMDetResNeSt
+    assert type(DET_MODELS.build(Config.fromfile(str(path)).backbone)) is OpenMMLabResNeSt
 
 
 def _mmdets_resnest50(seed: int) -> torch.nn.Module:
@@ -61,7 +60,7 @@ def test_pre_hook_loads_mmdets_backbone_keys_and_computes_its_features() -> None
     state = {"backbone." + k: v for k, v in theirs.state_dict().items()}
     assert "backbone.stem.0.weight" in state and "backbone.conv1.0.weight" not in state  # their layout
     holder = torch.nn.Module()
-    holder.backbone = MMDetResNeSt("resnest50d", frozen_stages=1)
+    holder.backbone = OpenMMLabResNeSt("resnest50d", frozen_stages=1)
     holder.load_state_dict(state, strict=True)  # plain torch: the hook renames, torch checks strictly
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -79,19 +78,19 @@ def test_pre_hook_rejects_a_partial_or_foreign_backbone_whatever_strict_says(tmp
     path = tmp_path / "partial.pth"
     torch.save({"meta": {}, "state_dict": state}, path)
     holder = torch.nn.Module()
-    holder.backbone = MMDetResNeSt("resnest50d")
+    holder.backbone = OpenMMLabResNeSt("resnest50d")
     for strict in (True, False):  # mmengine's load_from path loads with strict=False: still an error
         with pytest.raises(CheckpointError, match=r"under 'backbone\.'.*\n.*1 missing.*\n.*"
                                                   r"backbone\.layer2\.1\.conv2\.bn0\.running_var"):
             load_checkpoint(holder, str(path), map_location="cpu", strict=strict)
-    holder.backbone = MMDetResNeSt("resnest14d")  # another depth: missing and mis-shaped tensors, named
+    holder.backbone = OpenMMLabResNeSt("resnest14d")  # another depth: missing and mis-shaped tensors, named
     with pytest.raises(CheckpointError, match=r"resnest14d.*\n.*unexpected.*\n(.*\n)*.*unexpected in checkpoint: "
                                               r"backbone\.layer"):
         holder.load_state_dict({"backbone." + k: v for k, v in _mmdets_resnest50(1).state_dict().items()})
 
 
 def test_other_layouts_pass_the_hook_untouched() -> None:
-    ours = MMDetResNeSt("resnest14d")
-    copy = MMDetResNeSt("resnest14d")
+    ours = OpenMMLabResNeSt("resnest14d")
+    copy = OpenMMLabResNeSt("resnest14d")
     copy.load_state_dict(ours.state_dict(), strict=True)  # our (= official) keys
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), ours.state_dict().values()))

@@ -23,7 +23,7 @@ from support.detection_models import OURS, PAIRS, Pair, build_detector, detect, 
 from support.numerics import max_rel_diff  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from resnest_backbones.mmdet import MMDetResNeSt  # noqa: E402
+from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
 
 TOL = 1e-5  # docs/testing.md: parity is <= 1e-5 relative
@@ -51,7 +51,7 @@ def test_released_layout_loads_strictly_and_detects_as_mmdet(tmp_path: Path, pai
     path = _save_as_mmdet(theirs, tmp_path / f"{pair.theirs[:-3]}.pth")
 
     ours = build_detector(OURS / pair.ours, seed=1)  # other weights: only the load can make the outputs equal
-    assert isinstance(ours.backbone, MMDetResNeSt)
+    assert isinstance(ours.backbone, OpenMMLabResNeSt)
     load_checkpoint(ours, str(path), map_location="cpu", strict=True)
 
     # every tensor arrived: the loaded state is mmdet's, key for key, and nothing is left over on either side
