@@ -1,5 +1,6 @@
-"""Command line of ``tools/mmseg_train.py`` and ``tools/mmseg_test.py`` (and the mmdet tools): arguments, the
-config with the command line applied, test-time augmentation, AMP's device check.
+"""Command line of ``tools/mmseg_train.py`` and ``tools/mmseg_test.py`` (and the mmdet tools): :func:`train_tool`
+and :func:`test_tool` are the tools' whole ``main`` (each tool passes its name, help texts and metrics printer);
+arguments, the config with the command line applied, test-time augmentation, AMP's device check.
 
 The tools train/evaluate OpenMMLab models with ResNeSt backbones (Zhang et al., 2020) through mmengine's
 ``Runner`` (:mod:`.engine`), with the command line of mmseg's own ``tools/train.py``/``tools/test.py``; whole-model
@@ -10,11 +11,25 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
-from typing import Any, Iterator
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from mmengine.config import Config, DictAction
 
-__all__ = ["add_common_arguments", "find_types", "load_config", "require_cuda_for_amp", "use_tta"]
+from ..distributed import close_process_group, exit_process
+from ..models.checkpoint import CheckpointError
+from .engine import MetricsHook, build_runner
+
+__all__ = ["add_common_arguments", "find_types", "load_config", "require_cuda_for_amp", "test_tool", "train_tool",
+           "use_tta"]
+
+#: ``print_metrics(tool, metrics)``: the tool's closing lines.
+MetricsPrinter = Callable[[str, Optional[Dict[str, float]]], None]
+#: ``check(path, tool)``: checks a checkpoint file before anything is built (e.g. the SHA-256 prefix of its name).
+CheckpointCheck = Callable[[Optional[str], str], None]
+
+
+def _no_check(path: Optional[str], tool: str) -> None:
+    """The default :data:`CheckpointCheck`: nothing to check before loading."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,3 +92,78 @@ def require_cuda_for_amp(tool: str, amp: bool) -> None:
 
     if amp and not torch.cuda.is_available():
         raise SystemExit(f"[{tool}] --amp needs a CUDA device (mmengine's AmpOptimWrapper); run without --amp on CPU")
+
+
+def _run(tool: str, action: Callable[[], Any]) -> Any:
+    """``action()``, a refused, corrupt or partial checkpoint turned into the tool's exit with the error's message
+    (it says what to do)."""
+    try:
+        return action()
+    except CheckpointError as error:
+        raise SystemExit(f"[{tool}] error: {error}") from None
+
+
+def _checked_runner(cfg: Config, tool: str, checkpoint: Optional[str], check: CheckpointCheck) -> Any:
+    """The config's runner, once ``check`` has passed ``checkpoint`` (before anything is built: a bad download fails
+    at once)."""
+    def build() -> Any:
+        check(checkpoint, tool)
+        return build_runner(cfg, tool)
+
+    return _run(tool, build)
+
+
+def _finish() -> None:
+    """A distributed run ends here, without the teardown race (see ``resnest_backbones.distributed.exit_process``)."""
+    if close_process_group():
+        exit_process(0)
+
+
+def train_tool(argv: Optional[List[str]], *, tool: str, description: str, config_help: str,
+               print_metrics: MetricsPrinter, check_checkpoint: CheckpointCheck = _no_check) -> None:
+    """``tools/<framework>_train.py``: train the config (``--resume``, ``--amp``, the common arguments), evaluate
+    the final model when the schedule did not end on a validation, print its metrics."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config", help=config_help)
+    parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA)")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = load_config(args, tool)
+    require_cuda_for_amp(tool, args.amp)
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    cfg.resume = args.resume or cfg.get("resume", False)
+    runner = _checked_runner(cfg, tool, cfg.get("load_from"), check_checkpoint)
+    hook = MetricsHook()
+    runner.register_hook(hook)
+    _run(tool, runner.train)
+    if runner.val_loop is not None and hook.iteration != runner.iter:
+        runner.val_loop.run()  # the schedule did not end on a validation: evaluate the final model
+    if runner.rank == 0:
+        print_metrics(tool, hook.metrics)
+    _finish()
+
+
+def test_tool(argv: Optional[List[str]], *, tool: str, description: str, checkpoint_help: str,
+              print_metrics: MetricsPrinter, check_checkpoint: CheckpointCheck = _no_check, tta: bool = False) -> None:
+    """``tools/<framework>_test.py``: evaluate a whole-model checkpoint with the config's test set (``--tta`` where
+    ``tta``), print the metrics."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config", help="config file")
+    parser.add_argument("checkpoint", help=checkpoint_help)
+    if tta:
+        parser.add_argument("--tta", action="store_true",
+                            help="test-time augmentation: the config's tta_pipeline and tta_model (multi-scale + flip)")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = load_config(args, tool)
+    if tta and args.tta:
+        use_tta(cfg, tool)
+    cfg.load_from = args.checkpoint
+    runner = _checked_runner(cfg, tool, args.checkpoint, check_checkpoint)
+    metrics = _run(tool, runner.test)
+    if runner.rank == 0:
+        print_metrics(tool, metrics)
+    _finish()
