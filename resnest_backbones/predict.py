@@ -1,12 +1,14 @@
 """Run a trained ResNeSt model (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") on images and draw what
 it predicts: the library behind ``tools/predict.py`` and the pictures of ``tools/demo.py``.
 
-Three kinds of models, each drawn with its framework's own tools:
+Four kinds of models, each drawn with its framework's own tools:
 
 - detectron2 (a yacs ``.yaml`` or LazyConfig ``.py`` config): detectron2's ``Visualizer`` (boxes, masks,
   panoptic segments) -- :mod:`resnest_backbones.detectron2.predict`;
 - MMSegmentation (a ``configs/mmseg`` ``.py`` config): mmseg's ``SegLocalVisualizer`` overlay --
   :mod:`resnest_backbones.mmseg.predict`;
+- MMDetection (a ``configs/mmdet`` ``.py`` config): mmdet's ``DetLocalVisualizer`` (boxes, labels, masks) --
+  :mod:`resnest_backbones.mmdet.predict`;
 - torchvision (``tools/torchvision_train.py --output model.pth``): ``draw_bounding_boxes`` -- here.
 
 A predictor is a callable taking an RGB ``uint8`` array ``(H, W, 3)`` and returning the same-sized RGB array with
@@ -32,7 +34,7 @@ __all__ = ["FRAMEWORKS", "IMAGE_SUFFIXES", "Predictor", "detect_framework", "lis
 PathLike = Union[str, os.PathLike]
 #: RGB uint8 (H, W, 3) -> RGB uint8 (H, W, 3) with the predictions drawn.
 Predictor = Callable[[np.ndarray], np.ndarray]
-FRAMEWORKS = ("detectron2", "mmseg", "torchvision")
+FRAMEWORKS = ("detectron2", "mmseg", "mmdet", "torchvision")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -68,8 +70,9 @@ def read_image(path: PathLike) -> np.ndarray:
 
 def detect_framework(config: Optional[PathLike], framework: Optional[str] = None) -> str:
     """Which framework runs ``config``: ``framework`` when given; else a ``.yaml`` is detectron2's, a ``.py``
-    under a ``detectron2``/``mmseg`` folder is that framework's, and otherwise its text decides (mmseg configs
-    build on ``_base_``/``custom_imports``, LazyConfigs import their parts).
+    under a ``detectron2``/``mmseg``/``mmdet`` folder is that framework's, and otherwise its text decides (OpenMMLab
+    configs build on ``_base_``/``custom_imports``: mmdet's name ``resnest_backbones.mmdet`` or ``mmdet::`` bases,
+    the others are mmseg's; LazyConfigs import their parts).
 
     Raises:
         ValueError: unknown framework or config type.
@@ -82,7 +85,7 @@ def detect_framework(config: Optional[PathLike], framework: Optional[str] = None
             raise ValueError(f"--framework {framework} needs a config file")
         return framework
     if config is None:
-        raise ValueError("give a config file (detectron2 .yaml/.py, mmseg .py) or --framework torchvision")
+        raise ValueError("give a config file (detectron2 .yaml/.py, mmseg/mmdet .py) or --framework torchvision")
     path = Path(config)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -90,16 +93,16 @@ def detect_framework(config: Optional[PathLike], framework: Optional[str] = None
         return "detectron2"
     if path.suffix != ".py":
         raise ValueError(f"unknown config type {path.name}: detectron2 configs are .yaml or .py (LazyConfig), "
-                         f"mmseg configs .py; for torchvision give --framework torchvision")
-    for name in ("detectron2", "mmseg"):
+                         f"mmseg/mmdet configs .py; for torchvision give --framework torchvision")
+    for name in ("detectron2", "mmseg", "mmdet"):
         if name in path.resolve().parts:
             return name
     text = path.read_text()
     if "_base_" in text or "custom_imports" in text:
-        return "mmseg"
+        return "mmdet" if "resnest_backbones.mmdet" in text or "mmdet::" in text else "mmseg"
     if "import" in text:
         return "detectron2"
-    raise ValueError(f"cannot tell which framework {path} is for; give --framework detectron2 or mmseg")
+    raise ValueError(f"cannot tell which framework {path} is for; give --framework detectron2, mmseg or mmdet")
 
 
 def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
@@ -169,10 +172,10 @@ def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike
     """Build the predictor of ``framework`` (see :func:`detect_framework`) from ``config`` and ``weights``.
 
     Args:
-        framework: ``detectron2``, ``mmseg`` or ``torchvision``.
+        framework: ``detectron2``, ``mmseg``, ``mmdet`` or ``torchvision``.
         config: the config file (not used for torchvision).
         weights: a whole-model checkpoint: path or ``http(s)://``/``file://`` URL.
-        score_threshold: detections scoring below are not drawn (detectron2, torchvision).
+        score_threshold: detections scoring below are not drawn (detectron2, mmdet, torchvision).
         device: ``cuda``/``cpu``; default CUDA when available.
         **options: torchvision: ``variant``, ``image_size``, ``class_names``; detectron2: ``opts`` (config
             overrides as on train_net.py's command line).
@@ -188,6 +191,9 @@ def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike
     if framework == "mmseg":
         from .mmseg.predict import MMSegPredictor
         return MMSegPredictor(config, weights, device=device, **options)
+    if framework == "mmdet":
+        from .mmdet.predict import MMDetPredictor
+        return MMDetPredictor(config, weights, score_threshold=score_threshold, device=device, **options)
     raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
 
 

@@ -2,7 +2,7 @@
 the toy data by the project's own tools, run on toy images and drawn. Checked: one output per input, of the
 input's size, with pixels changed where the model predicted something (on a predicted box's edge; over the
 predicted segmentation), and clear errors for a missing input, an unknown config type and wrong weights.
-The detectron2 and mmseg parts are skipped, visibly, without their framework."""
+The detectron2, mmseg and mmdet parts are skipped, visibly, without their framework."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +28,7 @@ from resnest_backbones.predict import (
 REPO = REPO_ROOT
 TOY_D2 = REPO / "configs" / "detectron2" / "toy" / "mask_rcnn_toy.yaml"
 TOY_ADE = REPO / "configs" / "mmseg" / "toy" / "deeplabv3_resnest14d-d8_toy-ade.py"
+TOY_MMDET = REPO / "configs" / "mmdet" / "toy" / "faster-rcnn_resnest14d_fpn_toy-coco.py"
 ENV = dict(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")  # added to the environment of every tool run
 
 
@@ -199,9 +200,58 @@ def test_mmseg_overlays_prediction(mmseg_model: Path, tmp_path: Path) -> None:
     assert np.array_equal(side_by_side[:, before.shape[1]:], after)
 
 
-@pytest.mark.mmseg
-def test_mmseg_refuses_wrong_weights(toy_coco: Path, tmp_path: Path) -> None:
+
+
+
+@pytest.fixture(scope="module")
+def mmdet_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy Faster R-CNN trained 2 iterations by tools/mmdet_train.py (a small toy set under a temporary root)."""
+    work = tmp_path_factory.mktemp("mmdet")
+    loaders = ("train_dataloader", "val_dataloader", "test_dataloader")
+    data = ["--cfg-options", "train_cfg.max_iters=2", "train_cfg.val_interval=2", "param_scheduler.0.end=2",
+            "param_scheduler.1.end=2", "default_hooks.checkpoint.interval=2",
+            *(f"{loader}.dataset.data_root={work / 'data'}" for loader in loaders),
+            *(f"{loader}.dataset.toy.{key}={value}" for loader in loaders for key, value in (("num_train", 8),
+                                                                                             ("num_val", 4))),
+            *(f"{e}.ann_file={work / 'data'}/annotations/instances_val.json" for e in ("val_evaluator",
+                                                                                      "test_evaluator"))]
+    run_python(["tools/mmdet_train.py", TOY_MMDET, "--work-dir", work, *data], env=ENV, timeout=600)
+    return work / "iter_2.pth"
+
+
+@pytest.mark.mmdet
+def test_mmdet_draws_boxes(mmdet_model: Path, tmp_path: Path) -> None:
+    from mmdet.apis import inference_detector
+
+    assert detect_framework(TOY_MMDET) == "mmdet"
+    images = sorted((mmdet_model.parent / "data" / "val").glob("*.png"))[:2]
+    predictor = load_predictor("mmdet", TOY_MMDET, mmdet_model, score_threshold=0.0)
+    assert list(predictor.model.dataset_meta["classes"]) == ["circle", "square", "triangle"]
+    written = predict_images(predictor, images, tmp_path, progress=False)
+    for source, output in zip(images, written):
+        before, after = read_image(source), read_image(output)
+        assert after.shape == before.shape
+        boxes = inference_detector(predictor.model, before[:, :, ::-1].copy()).pred_instances.bboxes
+        assert len(boxes) > 0  # 2 iterations: low scores, but boxes (threshold 0 draws them all)
+        assert _box_edge_changed(before, after, boxes[0].tolist())
+    run_python(["tools/predict.py", TOY_MMDET, "--weights", mmdet_model, "--input", images[0], "--output",
+                tmp_path / "cli", "--score-threshold", "0"], env=ENV, timeout=300)
+    assert read_image(tmp_path / "cli" / f"{images[0].stem}.png").shape == read_image(images[0]).shape
+
+
+@pytest.mark.parametrize("framework, config", [pytest.param("mmseg", TOY_ADE, marks=pytest.mark.mmseg),
+                                               pytest.param("mmdet", TOY_MMDET, marks=pytest.mark.mmdet)])
+def test_openmmlab_predictors_refuse_wrong_weights(framework: str, config: Path, toy_coco: Path,
+                                                   tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not cover the model"):
-        load_predictor("mmseg", TOY_ADE, toy_coco / "tv.pth")
+        load_predictor(framework, config, toy_coco / "tv.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_predictor("mmseg", TOY_ADE, tmp_path / "missing.pth")
+        load_predictor(framework, config, tmp_path / "missing.pth")
+
+
+@pytest.mark.mmdet
+def test_mmdet_predictor_checks_a_released_name(toy_coco: Path, tmp_path: Path) -> None:
+    renamed = tmp_path / "faster_rcnn_toy_20200926_125502-20289c16.pth"  # a released-style name, wrong content
+    renamed.write_bytes((toy_coco / "tv.pth").read_bytes())
+    with pytest.raises(CheckpointError, match="20289c16"):
+        load_predictor("mmdet", TOY_MMDET, renamed)

@@ -6,6 +6,7 @@ Runs, in order, every section whose framework is installed, and prints one resul
 2. torchvision: Faster R-CNN with a ResNeSt-FPN backbone trained a few steps on the toy COCO data.
 3. mmseg: a toy DeepLabV3 trained and evaluated on the toy ADE20K-layout data (prints its mIoU).
 4. detectron2 (only when detectron2 is installed): a toy Faster R-CNN trained and evaluated with COCOEvaluator.
+5. mmdet (only when mmdet is installed): a toy Faster R-CNN trained and evaluated with mmdet's COCO metric.
 Toy data is generated deterministically under data/ on first use. Each trained model is then run on a few toy
 val images (resnest_backbones.predict, as tools/predict.py does) and drawn into one PNG per section under
 work_dirs/demo_pictures/ (boxes on the detection images; segmentation next to the ground truth), whose paths are
@@ -112,6 +113,14 @@ def mmseg_picture() -> Path:
     return _save(rows, "mmseg_deeplabv3.png")
 
 
+def mmdet_picture() -> Path:
+    from resnest_backbones.mmdet.predict import MMDetPredictor
+
+    work = ROOT / "work_dirs" / "demo_mmdet"
+    checkpoint = ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
+    return _detections(MMDetPredictor(ROOT / MMDET_CONFIG, checkpoint), "toy_coco", "mmdet_faster_rcnn.png")
+
+
 def detectron2_picture() -> Path:
     from resnest_backbones.detectron2.predict import detectron2_predictor
 
@@ -121,6 +130,7 @@ def detectron2_picture() -> Path:
 
 MMSEG_CONFIG = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
 DETECTRON2_CONFIG = "configs/detectron2/toy/faster_rcnn_toy.yaml"
+MMDET_CONFIG = "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
 
 # (title, framework module that must be importable or None, command, picture) -- each command prints its own
 # result; picture() draws the trained model's predictions and returns the PNG's path.
@@ -134,6 +144,8 @@ SECTIONS = [
     ("detectron2 Faster R-CNN on toy COCO", "detectron2.modeling",
      [sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR", "work_dirs/demo_d2"],
      detectron2_picture),
+    ("mmdet Faster R-CNN on toy COCO", "mmdet.models",
+     [sys.executable, "tools/mmdet_train.py", MMDET_CONFIG, "--work-dir", "work_dirs/demo_mmdet"], mmdet_picture),
 ]
 
 
@@ -147,7 +159,8 @@ def _imports(module: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["core", "torchvision", "mmseg", "detectron2"], help="run one section")
+    parser.add_argument("--only", choices=["core", *(title.split()[0] for title, *_ in SECTIONS)],
+                        help="run one section")
     args = parser.parse_args()
     failures = []
     start = time.time()

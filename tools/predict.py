@@ -2,7 +2,8 @@
 """Run a trained ResNeSt model on your own images and write them with the predictions drawn.
 
 The config decides the framework: a detectron2 yacs ``.yaml`` or LazyConfig ``.py`` (boxes, masks, panoptic
-segments drawn by detectron2's Visualizer), an mmseg ``.py`` (segmentation overlay by mmseg's visualiser), or
+segments drawn by detectron2's Visualizer), an mmseg ``.py`` (segmentation overlay by mmseg's visualiser), an mmdet
+``.py`` (boxes, labels, masks by mmdet's visualiser; mmdet's released files as downloaded), or
 ``--framework torchvision`` for a model saved by ``tools/torchvision_train.py --output``. Weights are a whole trained
 model (a path or an http(s)/file URL). Output images have the input's size, one PNG per input in --output.
 
@@ -11,6 +12,8 @@ Examples:
         --input data/toy_coco/val --output work_dirs/predictions
     python tools/predict.py configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py \\
         --weights work_dirs/demo_mmseg/iter_150.pth --input my_photo.jpg --output work_dirs/predictions
+    python tools/predict.py configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py \\
+        --weights work_dirs/demo_mmdet/iter_200.pth --input data/toy_coco/val --output work_dirs/predictions
     python tools/predict.py --framework torchvision --weights work_dirs/demo_torchvision/model.pth \\
         --input data/toy_coco/val --output work_dirs/predictions --score-threshold 0.3
 """

@@ -17,21 +17,29 @@ def _reference(report: Dict[str, Any]) -> str:
     return report["meta"].get("reference", "timm")
 
 
+#: The table's columns, with their terminal widths (the first four left-aligned, the others right-aligned).
+_COLUMNS = [("mode", 17), ("input", 14), ("format", 13), ("impl", 15), ("median", 9), ("min-max", 17),
+            ("img/s or peak", 13), ("ratio", 9)]
+
+
+def _cells(r: Dict[str, Any], key: str, empty: str) -> List[str]:
+    """One result's cells (``empty`` where a measurement has no such value)."""
+    ratio = f"{r[key]:.3f}" if key in r else empty
+    if "peak_mib" in r:
+        measured = [empty, empty, f"{r['peak_mib']:.0f} MiB"]
+    else:
+        measured = [f"{r['median_s']:.3f} s", f"{r['min_s']:.3f}-{r['max_s']:.3f} s", f"{r['images_per_s']:.2f}"]
+    return [r["mode"], r["case"], r["format"], r["impl"], *measured, ratio]
+
+
 def format_table(report: Dict[str, Any]) -> str:
     """The terminal table: every entry, then each implementation's best format against the reference's."""
     ref = _reference(report)
     key = ratio_key(ref)
-    lines = [f"{'mode':<17} {'case':<14} {'format':<13} {'impl':<15} {'median':>9} {'min-max':>17} "
-             f"{'img/s':>7} {'/' + ref:>9}"]
-    for r in report["results"]:
-        ratio = f"{r[key]:.3f}" if key in r else ""
-        if "peak_mib" in r:
-            lines.append(f"{r['mode']:<17} {r['case']:<14} {r['format']:<13} {r['impl']:<15} "
-                         f"{r['peak_mib']:>6.0f}MiB {'':>17} {'':>7} {ratio:>9}")
-        else:
-            lines.append(f"{r['mode']:<17} {r['case']:<14} {r['format']:<13} {r['impl']:<15} "
-                         f"{r['median_s']:>8.3f}s {r['min_s']:>8.3f}-{r['max_s']:.3f}s "
-                         f"{r['images_per_s']:>7.2f} {ratio:>9}")
+    header = [name if name != "ratio" else "/" + ref for name, _ in _COLUMNS]
+    lines = [" ".join(cell.ljust(width) if i < 4 else cell.rjust(width)
+                      for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS)))
+             for cells in [header, *(_cells(r, key, "") for r in report["results"])]]
     lines.append("")
     lines.append(f"best memory format of each vs {ref} in its best one (throughput: higher is better; memory: lower)")
     for r in report["best_format"]:
@@ -46,17 +54,9 @@ def markdown_table(report: Dict[str, Any]) -> str:
     """Every entry as a markdown table (written next to the JSON; the README quotes it)."""
     ref = _reference(report)
     key = ratio_key(ref)
-    rows = [f"| mode | input | format | impl | median | min–max | img/s or peak | /{ref} |",
-            "|---|---|---|---|---|---|---|---|"]
-    for r in report["results"]:
-        ratio = f"{r[key]:.3f}" if key in r else "–"
-        if "peak_mib" in r:
-            rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | – | – "
-                        f"| {r['peak_mib']:.0f} MiB | {ratio} |")
-        else:
-            rows.append(f"| {r['mode']} | {r['case']} | {r['format']} | {r['impl']} | {r['median_s']:.3f} s | "
-                        f"{r['min_s']:.3f}–{r['max_s']:.3f} s | {r['images_per_s']:.2f} | {ratio} |")
-    return "\n".join(rows)
+    header = [name if name != "ratio" else "/" + ref for name, _ in _COLUMNS]
+    rows = [header, ["---"] * len(_COLUMNS), *(_cells(r, key, "–") for r in report["results"])]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:

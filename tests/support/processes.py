@@ -34,6 +34,18 @@ def run_tool(args: List[str], *, env: Optional[Mapping[str, str]] = None, timeou
     return proc.stdout + proc.stderr
 
 
+def reaches_target(args: List[str], metric: Callable[[str], float], target: float, label: str,
+                   limit: float = 900) -> None:
+    """Run the tool ``args`` (a training on toy data) and assert that ``metric(output)`` reaches ``target`` within
+    ``limit`` seconds; prints the measured value and time (the figure ``tools/toy_margins.py`` spreads over seeds)."""
+    start = time.perf_counter()
+    output = run_tool(args, timeout=limit)
+    elapsed = time.perf_counter() - start
+    value = metric(output)
+    print(f"{label} {value:.2f} after {elapsed:.0f} s")
+    assert value >= target and elapsed <= limit, f"{label} {value:.2f} (target {target}) after {elapsed:.0f} s"
+
+
 def kill_when(command: List[str], ready: Callable[[], bool], *, cwd: Path, env: Mapping[str, str], log: Path,
               timeout: float) -> str:
     """Run ``command`` (output to ``log``) and SIGKILL it, with all its children, as soon as ``ready()`` holds.

@@ -1,0 +1,92 @@
+"""Draw an mmdet model's detections (boxes, labels, scores; masks for the mask models) on images
+(``tools/predict.py``, ``make demo``).
+
+The model is built by ``mmdet.apis.init_detector`` (which does not initialise it from ImageNet files) and its
+weights are read and loaded as the project's OpenMMLab tools read them: torch's weights-only unpickler with only the
+training-checkpoint allow-list, strictly (:mod:`resnest_backbones.mmseg.checkpoint`); mmdet's released detectors load
+as downloaded (the backbone's key-layout pre-hook), after the SHA-256 prefix in their name is checked.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+from mmdet.apis import inference_detector, init_detector
+from mmdet.registry import DATASETS
+from mmdet.visualization import DetLocalVisualizer
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from ..mmseg.checkpoint import load_whole_model, read_checkpoint
+from ..models.hub import local_weights
+from .cli import check_released_name
+
+__all__ = ["MMDetPredictor"]
+
+PathLike = Union[str, os.PathLike]
+_names = itertools.count()  # mmengine visualisers are named instances: one fresh name each
+
+
+def _dataset_meta(cfg: Config, checkpoint: Dict[str, Any], num_classes: int) -> Dict[str, Any]:
+    """Class names (and palette): the checkpoint's (mmengine saves the data set's; mmdet 2.x files keep
+    ``CLASSES``), else the config's test data set's, else numbered classes."""
+    meta = checkpoint.get("meta") or {}
+    saved = meta.get("dataset_meta") or ({"classes": tuple(meta["CLASSES"])} if meta.get("CLASSES") else None)
+    if saved and len(saved.get("classes", ())) == num_classes:
+        return dict(saved)
+    dataset = cfg.get("test_dataloader", {}).get("dataset", {})
+    metainfo = dataset.get("metainfo")
+    if not metainfo and isinstance(dataset.get("type"), str) and DATASETS.get(dataset["type"]) is not None:
+        metainfo = getattr(DATASETS.get(dataset["type"]), "METAINFO", None)
+    if metainfo and len(metainfo.get("classes", ())) == num_classes:
+        return dict(metainfo)
+    return {"classes": tuple(str(i) for i in range(num_classes))}
+
+
+def _num_classes(model: torch.nn.Module) -> int:
+    """The classes of a two-stage detector's box head (a cascade's last stage)."""
+    head = model.roi_head.bbox_head
+    return (head[-1] if isinstance(head, torch.nn.ModuleList) else head).num_classes
+
+
+class MMDetPredictor:
+    """A detector of an mmdet config with its trained weights; calling it on an RGB image returns the image with
+    the detections scoring at least ``score_threshold`` drawn (same size).
+
+    Args:
+        config: an mmdet config file (``configs/mmdet/...py``).
+        weights: a whole-detector checkpoint (path or URL): ``mmdet_train.py``'s, or mmdet's released ResNeSt file
+            of the config's model as downloaded.
+        device: where the model runs.
+        score_threshold: detections scoring below are not drawn.
+
+    Raises:
+        CheckpointError: the weights are missing, corrupt (SHA-256 name prefix), would run code when unpickled, or
+            do not fit the config.
+    """
+
+    def __init__(self, config: PathLike, weights: PathLike, *, device: str = "cpu",
+                 score_threshold: float = 0.5) -> None:
+        path = local_weights(weights)
+        check_released_name(path, "predict")
+        cfg = Config.fromfile(os.fspath(config))  # imports custom_imports (our registry scope)
+        init_default_scope(cfg.get("default_scope", "mmdet"))
+        self.model = init_detector(cfg, checkpoint=None, device="cpu")
+        checkpoint = read_checkpoint(path)
+        load_whole_model(self.model, checkpoint, path)
+        self.model.to(device).eval()
+        self.model.dataset_meta = _dataset_meta(cfg, checkpoint, _num_classes(self.model))
+        self.visualizer = DetLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}")
+        self.visualizer.dataset_meta = self.model.dataset_meta
+        self.score_threshold = score_threshold
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (RGB) with the detections drawn."""
+        with torch.no_grad():
+            result = inference_detector(self.model, np.ascontiguousarray(image[:, :, ::-1]))  # mmdet reads BGR
+        self.visualizer.add_datasample("prediction", image, result, draw_gt=False, show=False,
+                                       pred_score_thr=self.score_threshold)
+        return self.visualizer.get_image()
