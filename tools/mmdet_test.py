@@ -17,15 +17,16 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from resnest_backbones.mmdet.cli import check_released_name, print_detection_metrics  # noqa: E402
+from resnest_backbones.mmdet.cli import DETECTION_TOOL  # noqa: E402
 from resnest_backbones.mmseg.cli import test_tool  # noqa: E402
+
+CHECKPOINT = ("checkpoint of the whole detector (e.g. work_dirs/.../epoch_12.pth), or mmdet's released ResNeSt file "
+              "of the config's model as downloaded")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    test_tool(argv, tool="mmdet_test", description=__doc__.split("\n")[0], print_metrics=print_detection_metrics,
-              check_checkpoint=check_released_name,
-              checkpoint_help="checkpoint of the whole detector (e.g. work_dirs/.../epoch_12.pth), or mmdet's "
-                              "released ResNeSt file of the config's model as downloaded")
+    test_tool(argv, tool="mmdet_test", description=__doc__.split("\n")[0], checkpoint_help=CHECKPOINT,
+              **DETECTION_TOOL)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,15 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from resnest_backbones.mmdet.cli import check_released_name, print_detection_metrics  # noqa: E402
+from resnest_backbones.mmdet.cli import DETECTION_TOOL  # noqa: E402
 from resnest_backbones.mmseg.cli import train_tool  # noqa: E402
+
+EXAMPLE = "configs/mmdet/faster-rcnn_resnest50d_fpn_syncbn-backbone+head_ms-range-1x_coco.py"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    train_tool(argv, tool="mmdet_train", description=__doc__.split("\n")[0], print_metrics=print_detection_metrics,
-               check_checkpoint=check_released_name,
-               config_help="config file (e.g. configs/mmdet/faster-rcnn_resnest50d_fpn_syncbn-backbone"
-                           "+head_ms-range-1x_coco.py)")
+    train_tool(argv, tool="mmdet_train", description=__doc__.split("\n")[0],
+               config_help=f"config file (e.g. {EXAMPLE})", **DETECTION_TOOL)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,8 @@ def print_detection_metrics(tool: str, metrics: Optional[Dict[str, float]]) -> N
     for key, name in _PERCENT.items():
         if key in metrics:
             print(f"[{tool}] {name} = {100 * float(metrics[key]):.2f} %", flush=True)
+
+
+#: What the detection tools pass to the OpenMMLab tool mains (``resnest_backbones.mmseg.cli.train_tool`` /
+#: ``test_tool``): their metric lines and the released file's SHA-256 check.
+DETECTION_TOOL = dict(print_metrics=print_detection_metrics, check_checkpoint=check_released_name)
