@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Dict, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from mmdet.visualization import DetLocalVisualizer
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from ..mmseg.checkpoint import load_whole_model, read_checkpoint
+from ..mmseg.checkpoint import dataset_meta, load_whole_model, read_checkpoint
 from ..models.hub import local_weights
 from .cli import check_released_name
 
@@ -28,22 +28,6 @@ __all__ = ["MMDetPredictor"]
 
 PathLike = Union[str, os.PathLike]
 _names = itertools.count()  # mmengine visualisers are named instances: one fresh name each
-
-
-def _dataset_meta(cfg: Config, checkpoint: Dict[str, Any], num_classes: int) -> Dict[str, Any]:
-    """Class names (and palette): the checkpoint's (mmengine saves the data set's; mmdet 2.x files keep
-    ``CLASSES``), else the config's test data set's, else numbered classes."""
-    meta = checkpoint.get("meta") or {}
-    saved = meta.get("dataset_meta") or ({"classes": tuple(meta["CLASSES"])} if meta.get("CLASSES") else None)
-    if saved and len(saved.get("classes", ())) == num_classes:
-        return dict(saved)
-    dataset = cfg.get("test_dataloader", {}).get("dataset", {})
-    metainfo = dataset.get("metainfo")
-    if not metainfo and isinstance(dataset.get("type"), str) and DATASETS.get(dataset["type"]) is not None:
-        metainfo = getattr(DATASETS.get(dataset["type"]), "METAINFO", None)
-    if metainfo and len(metainfo.get("classes", ())) == num_classes:
-        return dict(metainfo)
-    return {"classes": tuple(str(i) for i in range(num_classes))}
 
 
 def _num_classes(model: torch.nn.Module) -> int:
@@ -78,7 +62,7 @@ class MMDetPredictor:
         checkpoint = read_checkpoint(path)
         load_whole_model(self.model, checkpoint, path)
         self.model.to(device).eval()
-        self.model.dataset_meta = _dataset_meta(cfg, checkpoint, _num_classes(self.model))
+        self.model.dataset_meta = dataset_meta(cfg, checkpoint, _num_classes(self.model), DATASETS)
         self.visualizer = DetLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}")
         self.visualizer.dataset_meta = self.model.dataset_meta
         self.score_threshold = score_threshold

@@ -22,7 +22,7 @@ from ..models.checkpoint import CheckpointError, LoadReport, read_file
 from ..models.checkpoint.io import safe_unpickling
 from .convert import convert_if_released
 
-__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "load_whole_model", "read_checkpoint"]
+__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "dataset_meta", "load_whole_model", "read_checkpoint"]
 
 
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
@@ -116,3 +116,26 @@ def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str
     if not report.ok:
         print_log(report.message(problem, _WHOLE_MODEL_HINT), logger=logger, level=logging.WARNING)
     return report
+
+
+def dataset_meta(cfg: Any, checkpoint: Dict[str, Any], num_classes: int, datasets: Any) -> Dict[str, Any]:
+    """The class names (and palette) a predictor draws with, for a model of ``num_classes`` classes: the checkpoint's
+    (mmengine saves the data set's ``dataset_meta``; mmdet 2.x files keep ``CLASSES``), else the config's test data
+    set's (its ``metainfo``, or the ``METAINFO`` of its class, looked up in the framework's ``datasets`` registry),
+    else numbered classes (the visualiser then picks the colours). A list whose length is not ``num_classes`` is
+    passed over."""
+    def fits(meta: Any) -> bool:
+        return bool(meta) and len(meta.get("classes", ())) == num_classes
+
+    meta = checkpoint.get("meta") or {}
+    saved = meta.get("dataset_meta") or ({"classes": tuple(meta["CLASSES"])} if meta.get("CLASSES") else None)
+    if fits(saved):
+        return dict(saved)
+    dataset = cfg.get("test_dataloader", {}).get("dataset", {})
+    kind = dataset.get("type")
+    registered = datasets.get(kind) if isinstance(kind, str) else kind
+    for metainfo in (dataset.get("metainfo"), getattr(registered, "METAINFO", None)):
+        if fits(metainfo):
+            return dict(metainfo)
+    return {"classes": [str(i) for i in range(num_classes)], "palette": None}
+

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -23,27 +23,12 @@ from mmseg.registry import DATASETS
 from mmseg.visualization import SegLocalVisualizer
 
 from ..models.hub import local_weights
-from .checkpoint import load_whole_model, read_checkpoint
+from .checkpoint import dataset_meta, load_whole_model, read_checkpoint
 
 __all__ = ["MMSegPredictor"]
 
 PathLike = Union[str, os.PathLike]
 _names = itertools.count()  # mmengine visualisers are named instances: one fresh name each
-
-
-def _dataset_meta(cfg: Config, checkpoint: Dict[str, Any], num_classes: int) -> Dict[str, Any]:
-    """Class names and palette: the checkpoint's (mmengine saves the data set's), else the config's test data set
-    class's, else numbered classes (the visualiser then picks colours)."""
-    meta = (checkpoint.get("meta") or {}).get("dataset_meta")
-    if meta and "classes" in meta:
-        return dict(meta)
-    dataset_type = cfg.get("test_dataloader", {}).get("dataset", {}).get("type")
-    if dataset_type is not None:
-        cls = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else dataset_type
-        metainfo = getattr(cls, "METAINFO", None)
-        if metainfo and len(metainfo.get("classes", ())) == num_classes:
-            return dict(metainfo)
-    return {"classes": [str(i) for i in range(num_classes)], "palette": None}
 
 
 class MMSegPredictor:
@@ -70,7 +55,7 @@ class MMSegPredictor:
         checkpoint = read_checkpoint(path)
         load_whole_model(self.model, checkpoint, path)
         self.model.to(device).eval()
-        self.model.dataset_meta = _dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes)
+        self.model.dataset_meta = dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes, DATASETS)
         init_default_scope(cfg.get("default_scope", "mmseg"))
         self.visualizer = SegLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}", alpha=opacity)
         self.visualizer.dataset_meta = self.model.dataset_meta
