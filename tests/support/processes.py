@@ -2,13 +2,15 @@
 with this interpreter, unbuffered output; and killing one mid-run."""
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from . import REPO_ROOT
 
@@ -32,6 +34,38 @@ def run_tool(args: List[str], *, env: Optional[Mapping[str, str]] = None, timeou
     """``run_python`` that must succeed; returns stdout and stderr together (tools log to either)."""
     proc = run_python(args, env=env, timeout=timeout)
     return proc.stdout + proc.stderr
+
+
+TORCHRUN_2 = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def train_on_two_processes(tool: str, config: str, args: List[str], scope: str) -> Tuple[str, object]:
+    """Train ``config`` with the OpenMMLab ``tool`` (e.g. tools/mmseg_train.py) under torchrun on 2 CPU processes
+    (gloo) and check that every SyncBN layer of the model, backbone and heads, ran as the project's CPU
+    SyncBatchNorm: the count the tool prints equals the model's, and none fell back to plain BatchNorm.
+    Returns the output and the model, built from the config in ``scope``'s registry (``mmseg``, ``mmdet``)."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    output = run_tool([*TORCHRUN_2, tool, config, "--launcher", "pytorch", *args], timeout=900)
+    layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones.layers.SyncBatchNorm", output)
+    assert layers, output[-3000:]
+    importlib.import_module(f"{scope}.models")  # registers the model classes
+    init_default_scope(scope)
+    model = importlib.import_module(f"{scope}.registry").MODELS.build(Config.fromfile(str(REPO_ROOT / config)).model)
+    assert int(layers.group(1)) == sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert "plain BatchNorm" not in output
+    return output, model
+
+
+def evaluates_to(test_tool: str, config: str, checkpoint: Path, options: List[str], metric: Callable[[str], float],
+                 expected: float, work_dir: Path) -> None:
+    """Evaluating ``checkpoint`` on its own (one process) with ``test_tool`` and ``--cfg-options *options`` gives
+    the metric a training run reported, ``expected``."""
+    output = run_tool([test_tool, config, str(checkpoint), "--work-dir", str(work_dir), "--cfg-options", *options],
+                      timeout=300)
+    assert abs(metric(output) - expected) < 1e-6, (metric(output), expected)
 
 
 def reaches_target(args: List[str], metric: Callable[[str], float], target: float, label: str,

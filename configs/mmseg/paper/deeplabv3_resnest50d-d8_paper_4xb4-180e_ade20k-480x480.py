@@ -14,7 +14,7 @@
 #   480 with the mean colour (PE: black); the last sliding window is shifted back inside the image (PE: a partial
 #   window, padded); the 12 predictions are averaged as softmax probabilities (PE: exp of the flip-summed
 #   logits, summed over scales). Their effect on the ms+flip mIoU is not measured here (no ADE20K, no GPU).
-_base_ = ['mmseg::_base_/default_runtime.py']
+_base_ = ['mmseg::_base_/default_runtime.py', 'mmseg::_base_/datasets/ade20k.py']
 custom_imports = dict(imports=['resnest_backbones.mmseg', 'resnest_backbones.mmseg.heads'], allow_failed_imports=False)
 
 num_classes = 150  # ADE20K (PE encoding/datasets/ade20k.py NUM_CLASS)
@@ -83,8 +83,9 @@ model = dict(
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
 
 # --------------------------------------------------------------------------------------------------- data
-dataset_type = 'ADE20KDataset'
-data_root = 'data/ade/ADEChallengeData2016'
+# The loaders are mmseg's ADE20K ones (mmseg::_base_/datasets/ade20k.py: ADE20KDataset in
+# data/ade/ADEChallengeData2016, training and validation splits, 4 images per GPU x 4 GPUs = 16 per iteration as PE
+# train.py --batch-size 16, an infinite shuffled sampler, mIoU) with PE's pipelines:
 train_pipeline = [  # PE encoding/datasets/base.py BaseDataset._sync_transform, in its order
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),  # PE ade20k.py: target = mask - 1 (0 -> ignored)
@@ -118,25 +119,9 @@ tta_pipeline = [
     ]),
 ]
 tta_model = dict(type='SegTTAModel')
-train_dataloader = dict(
-    batch_size=4,  # x 4 GPUs = 16 images per iteration (PE train.py --batch-size 16)
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root,
-                 data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root,
-                 data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-                 pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])  # PE reports pixAcc and mIoU (aAcc here)
-test_evaluator = val_evaluator
 
 # --------------------------------------------------------------------------------------------- schedule
 optim_wrapper = dict(

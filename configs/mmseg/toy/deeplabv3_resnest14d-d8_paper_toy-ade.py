@@ -7,16 +7,13 @@
 # protocol (scaled to the base size). Changed: the base lr (0.01 instead of 0.004: from scratch, 150 iterations).
 #   python tools/mmseg_train.py configs/mmseg/toy/deeplabv3_resnest14d-d8_paper_toy-ade.py \
 #       --work-dir work_dirs/toy_paper
-_base_ = '../paper/deeplabv3_resnest50d-d8_paper_4xb4-180e_ade20k-480x480.py'
+_base_ = ['../paper/deeplabv3_resnest50d-d8_paper_4xb4-180e_ade20k-480x480.py', './_base_/toy_run.py']
 custom_imports = dict(imports=['resnest_backbones.mmseg', 'resnest_backbones.mmseg.heads',
                                'resnest_backbones.mmseg.datasets'], allow_failed_imports=False)
 
 num_classes = 5  # resnest_backbones.toy_data.segmentation.ADE20K_TOY_CLASSES
 crop_size = (64, 64)
 base_size = 70  # the paper's 520 for 480 crops, scaled to 64 crops
-max_iters = 150
-data_root = 'data/toy_ade'
-toy = dict(num_train=64, num_val=16, image_size=(128, 128), seed=0)
 
 model = dict(
     data_preprocessor=dict(size=crop_size, test_cfg=dict(size=crop_size)),
@@ -42,29 +39,14 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 img_scales = [35, 53, 70, 88, 105, 123]  # ceil(70 * s), s in 0.5..1.75
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='TestTimeAug', transforms=[
-        [dict(type='Resize', scale=(s, s), keep_ratio=True) for s in img_scales],
-        [dict(type='RandomFlip', prob=0., direction='horizontal'),
-         dict(type='RandomFlip', prob=1., direction='horizontal')],
-        [dict(type='LoadAnnotations', reduce_zero_label=True)],
-        [dict(type='PackSegInputs')],
-    ]),
-]
-train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
-    dataset=dict(type='resnest_backbones.ToyADE20KDataset', data_root=data_root, toy=toy, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(type='resnest_backbones.ToyADE20KDataset', data_root=data_root, toy=toy, pipeline=test_pipeline))
+tta_pipeline = _base_.tta_pipeline  # the paper's protocol (each scale, with and without flip), at the toy's scales
+tta_pipeline[1].transforms[0] = [dict(type='Resize', scale=(s, s), keep_ratio=True) for s in img_scales]
+train_dataloader = dict(**_base_.toy_loader, dataset=dict(**_base_.toy_ade, pipeline=train_pipeline))
+val_dataloader = dict(**_base_.toy_loader, dataset=dict(**_base_.toy_ade, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))
-param_scheduler = [dict(type='PolyLR', eta_min=0., power=0.9, begin=0, end=max_iters, by_epoch=False)]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+param_scheduler = [dict(type='PolyLR', eta_min=0., power=0.9, begin=0, end=_base_.toy_iters, by_epoch=False)]
+train_cfg = _base_.toy_train_cfg
+default_hooks = _base_.toy_hooks
 randomness = dict(seed=0)

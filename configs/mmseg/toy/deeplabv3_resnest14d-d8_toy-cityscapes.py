@@ -1,51 +1,13 @@
-# Toy DeepLabV3 + ResNeSt-14 on the toy Cityscapes-layout data (leftImg8bit/ + gtFine/*_labelTrainIds.png,
-# made under data/toy_cityscapes on first use): the Cityscapes ResNeSt-50 config shrunk for a CPU.
-_base_ = '../deeplabv3_resnest50d-d8_4xb2-80k_cityscapes-512x1024.py'
-custom_imports = dict(imports=['resnest_backbones.mmseg', 'resnest_backbones.mmseg.datasets'],
-                      allow_failed_imports=False)
+# Toy DeepLabV3 + ResNeSt-14 on the toy Cityscapes-layout data (leftImg8bit/ + gtFine/*_labelTrainIds.png, 64x128
+# images, made under data/toy_cityscapes on first use): the toy ADE20K config (the same model, pipelines and
+# schedule; on these 2:1 images its 128x128 resize bound is Cityscapes' 128x64) on the Cityscapes layout.
+_base_ = './deeplabv3_resnest14d-d8_toy-ade.py'
 
-num_classes = 5  # resnest_backbones.toy_data.segmentation.CITYSCAPES_TOY_CLASSES
-crop_size = (64, 64)
-max_iters = 150
-data_root = 'data/toy_cityscapes'
-toy = dict(num_train=32, num_val=8, image_size=(64, 128), seed=0)
-
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(variant='resnest14d', init_cfg=None),
-    decode_head=dict(channels=64, num_classes=num_classes),
-    auxiliary_head=dict(channels=32, num_classes=num_classes))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
-    dataset=dict(type='resnest_backbones.ToyCityscapesDataset', data_root=data_root, toy=toy,
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(type='resnest_backbones.ToyCityscapesDataset', data_root=data_root, toy=toy,
-                 pipeline=test_pipeline))
+toy_cityscapes = dict(type='resnest_backbones.ToyCityscapesDataset', data_root='data/toy_cityscapes',
+                      toy=dict(num_train=32, num_val=8, image_size=(64, 128), seed=0))
+# merged into the toy ADE20K loaders (their pipelines stay), with the Cityscapes directories
+train_dataloader = dict(dataset=dict(**toy_cityscapes, data_prefix=dict(img_path='leftImg8bit/train',
+                                                                        seg_map_path='gtFine/train')))
+val_dataloader = dict(dataset=dict(**toy_cityscapes, data_prefix=dict(img_path='leftImg8bit/val',
+                                                                      seg_map_path='gtFine/val')))
 test_dataloader = val_dataloader
-
-optim_wrapper = dict(optimizer=dict(lr=0.02))
-param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max_iters, by_epoch=False)]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0)

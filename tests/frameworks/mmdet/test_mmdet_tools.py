@@ -11,7 +11,7 @@ import pytest
 import torch
 from support import REPO_ROOT
 from support.frameworks import require
-from support.processes import reaches_target, run_tool
+from support.processes import evaluates_to, reaches_target, run_tool, train_on_two_processes
 
 pytestmark = require("mmdet")  # a visible skip without mmdet, before its imports below
 
@@ -105,27 +105,14 @@ def test_two_cpu_processes_sync_batch_norm_and_memory_saving_training(tmp_path: 
     the backbone trains with its memory-saving modules, and the distributed evaluation equals a one-process
     evaluation of the checkpoint."""
     data, work = tmp_path / "toy_coco", tmp_path / "work"
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    output = run_tool([*torchrun, "tools/mmdet_train.py", TOY, "--launcher", "pytorch", "--work-dir", str(work),
-                       *small(4, data)], timeout=900)
-    layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones.layers.SyncBatchNorm", output)
-    assert layers, output[-3000:]
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
+    output, model = train_on_two_processes("tools/mmdet_train.py", TOY, ["--work-dir", str(work), *small(4, data)],
+                                           "mmdet")
     from resnest_backbones.accel import MemoryEfficientBottleneck
 
-    init_default_scope("mmdet")
-    model = MODELS.build(Config.fromfile(str(ROOT / TOY)).model)
-    assert int(layers.group(1)) == sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.roi_head.modules()) > 0  # heads too
     assert any(isinstance(m, MemoryEfficientBottleneck) for m in model.backbone.modules())
-    assert "plain BatchNorm" not in output
-    distributed = _ap50(output)
-    single = run_tool(["tools/mmdet_test.py", TOY, str(work / "iter_4.pth"), "--work-dir", str(tmp_path / "t"),
-                       "--cfg-options", *small_data(data)], timeout=300)
-    assert abs(_ap50(single) - distributed) < 1e-6
+    evaluates_to("tools/mmdet_test.py", TOY, work / "iter_4.pth", small_data(data), _ap50, _ap50(output),
+                 tmp_path / "t")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 import torch
 from support import REPO_ROOT
 from support.frameworks import require
-from support.processes import kill_when, reaches_target, run_tool
+from support.processes import TORCHRUN_2, evaluates_to, kill_when, reaches_target, run_tool, train_on_two_processes
 from support.safety import file_digests
 
 pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
@@ -113,25 +113,14 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path) -> None
     distributed evaluations (each rank half of the images) of mmseg_train.py and mmseg_test.py equal a
     one-process evaluation of the checkpoint."""
     data, work = tmp_path / "toy_ade", tmp_path / "work"
-    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    output = run_tool([*torchrun, "tools/mmseg_train.py", TOY_ADE, "--launcher", "pytorch", "--work-dir", str(work),
-                   *_schedule(8, 4), *_data_options(data)], timeout=900)
-    layers = re.search(r"2 CPU processes: (\d+) SyncBN layers run as resnest_backbones.layers.SyncBatchNorm", output)
-    assert layers, output[-3000:]
-    import mmseg.models  # noqa: F401 - registers the segmentor for the count below
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    init_default_scope("mmseg")
-    model = MODELS.build(Config.fromfile(ROOT / TOY_ADE).model)
-    assert int(layers.group(1)) == sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
-    assert "plain BatchNorm" not in output
+    output, _ = train_on_two_processes("tools/mmseg_train.py", TOY_ADE,
+                                       ["--work-dir", str(work), *_schedule(8, 4), *_data_options(data)], "mmseg")
     assert _iteration(work / "iter_8.pth") == 8 and (work / "iter_4.pth").is_file()
     distributed = _miou(output)
-    test = ["tools/mmseg_test.py", TOY_ADE, str(work / "iter_8.pth"), "--cfg-options", *_data_options(data)]
-    assert abs(_miou(run_tool([*test, "--work-dir", str(tmp_path / "test1")], timeout=300)) - distributed) < 1e-6
-    output = run_tool([*torchrun, *test, "--launcher", "pytorch", "--work-dir", str(tmp_path / "test2")], timeout=300)
+    evaluates_to("tools/mmseg_test.py", TOY_ADE, work / "iter_8.pth", _data_options(data), _miou, distributed,
+                 tmp_path / "test1")
+    output = run_tool([*TORCHRUN_2, "tools/mmseg_test.py", TOY_ADE, str(work / "iter_8.pth"), "--launcher", "pytorch",
+                       "--work-dir", str(tmp_path / "test2"), "--cfg-options", *_data_options(data)], timeout=300)
     assert abs(_miou(output) - distributed) < 1e-6
 
 
@@ -153,10 +142,8 @@ def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path) -> None:
     assert _iteration(work / "iter_30.pth") == 30
     assert file_digests(list(before)) == before
     # the metric the resumed run reports is its final model's: evaluating iter_30.pth on its own gives it again
-    resumed = _miou(output)
-    output = run_tool(["tools/mmseg_test.py", TOY_ADE, str(work / "iter_30.pth"), "--work-dir", str(tmp_path / "test"),
-                       "--cfg-options", *_data_options(data)], timeout=300)
-    assert abs(_miou(output) - resumed) < 1e-6
+    evaluates_to("tools/mmseg_test.py", TOY_ADE, work / "iter_30.pth", _data_options(data), _miou, _miou(output),
+                 tmp_path / "test")
 
 
 @pytest.mark.slow
