@@ -9,6 +9,7 @@ import os
 from typing import Dict, Optional
 
 from ..models.file_hash import verify_hash
+from .toy import toy_counterpart
 
 __all__ = ["check_released_name", "print_detection_metrics"]
 
@@ -39,5 +40,6 @@ def print_detection_metrics(tool: str, metrics: Optional[Dict[str, float]]) -> N
 
 
 #: What the detection tools pass to the OpenMMLab tool mains (``resnest_backbones.mmseg.cli.train_tool`` /
-#: ``test_tool``): their metric lines and the released file's SHA-256 check.
-DETECTION_TOOL = dict(print_metrics=print_detection_metrics, check_checkpoint=check_released_name)
+#: ``test_tool``): their metric lines, the released file's SHA-256 check and ``--toy``.
+DETECTION_TOOL = dict(print_metrics=print_detection_metrics, check_checkpoint=check_released_name,
+                      toy=toy_counterpart)

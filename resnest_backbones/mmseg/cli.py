@@ -26,14 +26,20 @@ __all__ = ["add_common_arguments", "find_types", "load_config", "require_cuda_fo
 MetricsPrinter = Callable[[str, Optional[Dict[str, float]]], None]
 #: ``check(path, tool)``: checks a checkpoint file before anything is built (e.g. the SHA-256 prefix of its name).
 CheckpointCheck = Callable[[Optional[str], str], None]
+#: ``toy(cfg)``: the config's model at toy scale on the built-in toy data (the tools' ``--toy``).
+ToyCounterpart = Callable[[Config], Config]
 
 
 def _no_check(path: Optional[str], tool: str) -> None:
     """The default :data:`CheckpointCheck`: nothing to check before loading."""
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by both tools (names as in mmseg's tools)."""
+def add_common_arguments(parser: argparse.ArgumentParser, toy: Optional[ToyCounterpart] = None) -> None:
+    """Arguments shared by both tools (names as in mmseg's tools), and ``--toy`` where the tool has ``toy``."""
+    if toy is not None:
+        parser.add_argument("--toy", action="store_true",
+                            help="the config's model at toy scale on the built-in toy data, before --cfg-options "
+                                 f"(a CPU run of minutes; {toy.__module__})")
     parser.add_argument("--work-dir", help="directory for logs and checkpoints (default: work_dirs/<config name>)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
                         help="override config entries, e.g. train_cfg.max_iters=100 model.backbone.with_cp=True")
@@ -54,11 +60,14 @@ def find_types(node: Any, wanted: str) -> Iterator[Any]:
             yield from find_types(value, wanted)
 
 
-def load_config(args: argparse.Namespace, tool: str) -> Config:
-    """Read the config (running its ``custom_imports``), apply the command line, explain single-process SyncBN."""
+def load_config(args: argparse.Namespace, tool: str, toy: Optional[ToyCounterpart] = None) -> Config:
+    """Read the config (running its ``custom_imports``), make it its toy counterpart with ``--toy``, apply the
+    command line, explain single-process SyncBN."""
     if "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
     cfg = Config.fromfile(args.config)
+    if getattr(args, "toy", False):
+        cfg = toy(cfg)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -120,16 +129,17 @@ def _finish() -> None:
 
 
 def train_tool(argv: Optional[List[str]], *, tool: str, description: str, config_help: str,
-               print_metrics: MetricsPrinter, check_checkpoint: CheckpointCheck = _no_check) -> None:
+               print_metrics: MetricsPrinter, check_checkpoint: CheckpointCheck = _no_check,
+               toy: Optional[ToyCounterpart] = None) -> None:
     """``tools/<framework>_train.py``: train the config (``--resume``, ``--amp``, the common arguments), evaluate
     the final model when the schedule did not end on a validation, print its metrics."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("config", help=config_help)
     parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in the work dir")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (CUDA)")
-    add_common_arguments(parser)
+    add_common_arguments(parser, toy)
     args = parser.parse_args(argv)
-    cfg = load_config(args, tool)
+    cfg = load_config(args, tool, toy)
     require_cuda_for_amp(tool, args.amp)
     if args.amp:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
@@ -147,7 +157,8 @@ def train_tool(argv: Optional[List[str]], *, tool: str, description: str, config
 
 
 def test_tool(argv: Optional[List[str]], *, tool: str, description: str, checkpoint_help: str,
-              print_metrics: MetricsPrinter, check_checkpoint: CheckpointCheck = _no_check, tta: bool = False) -> None:
+              print_metrics: MetricsPrinter, check_checkpoint: CheckpointCheck = _no_check, tta: bool = False,
+              toy: Optional[ToyCounterpart] = None) -> None:
     """``tools/<framework>_test.py``: evaluate a whole-model checkpoint with the config's test set (``--tta`` where
     ``tta``), print the metrics."""
     parser = argparse.ArgumentParser(description=description)
@@ -156,9 +167,9 @@ def test_tool(argv: Optional[List[str]], *, tool: str, description: str, checkpo
     if tta:
         parser.add_argument("--tta", action="store_true",
                             help="test-time augmentation: the config's tta_pipeline and tta_model (multi-scale + flip)")
-    add_common_arguments(parser)
+    add_common_arguments(parser, toy)
     args = parser.parse_args(argv)
-    cfg = load_config(args, tool)
+    cfg = load_config(args, tool, toy)
     if tta and args.tta:
         use_tta(cfg, tool)
     cfg.load_from = args.checkpoint

@@ -35,6 +35,20 @@ def _pairs() -> List[Pair]:
 PAIRS = _pairs()
 
 
+def config_leaves(node: Any, path: str = "") -> Dict[str, Any]:
+    """A config as ``{dotted.path: leaf value}`` (list items by index), without mmengine's ``_scope_`` marks."""
+    if isinstance(node, dict):
+        items = [(k, v) for k, v in node.items() if k != "_scope_"]
+    elif isinstance(node, (list, tuple)):
+        items = list(enumerate(node))
+    else:
+        return {path: node}
+    flat: Dict[str, Any] = {}
+    for key, value in items:
+        flat.update(config_leaves(value, f"{path}.{key}" if path else str(key)))
+    return flat if items else {path: node}
+
+
 def to_mmdet(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """A detector's state dict in our keys -> mmdet's: the backbone renamed by the tests' own OpenMMLab table
     (support/checkpoints.py, independent of the package's converter), except that mmdet's ResLayer, unlike
@@ -110,3 +124,25 @@ def detect(model: nn.Module, image: Tensor) -> Dict[str, Tensor]:
     with torch.no_grad():
         result = model.test_step(dict(inputs=[image], data_samples=[sample]))[0].pred_instances
     return {key: result[key] for key in ("bboxes", "scores", "labels", "masks") if key in result}
+
+
+# ----------------------------------------------------------------- toy runs: --cfg-options of the mmdet tools
+def data_options(root: Path) -> List[str]:
+    """``--cfg-options`` that move the toy data (and the evaluator's annotation file) to ``root``."""
+    loaders = [f"{loader}.dataset.data_root={root}" for loader in ("train_dataloader", "val_dataloader",
+                                                                     "test_dataloader")]
+    return [*loaders, *(f"{e}.ann_file={root}/annotations/instances_val.json" for e in ("val_evaluator",
+                                                                                        "test_evaluator"))]
+
+
+def small_data(root: Path) -> List[str]:
+    """``data_options`` with a small toy set (the same generator, fewer images), for training and testing alike."""
+    return [*data_options(root), *(f"{loader}.dataset.toy.{key}={value}" for key, value in (("num_train", 16),
+            ("num_val", 8)) for loader in ("train_dataloader", "val_dataloader", "test_dataloader"))]
+
+
+def small(iters: int, root: Path) -> List[str]:
+    """A short schedule on the small toy set."""
+    return ["--cfg-options", f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
+            f"default_hooks.checkpoint.interval={iters}", "param_scheduler.0.end=2",
+            f"param_scheduler.1.end={iters}", *small_data(root)]

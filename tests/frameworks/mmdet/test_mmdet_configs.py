@@ -2,15 +2,13 @@
 key by key, except the backbone, whose own arguments are checked to describe the same network."""
 from __future__ import annotations
 
-from typing import Any, Dict
-
 import pytest
 from support.frameworks import require
 
 pytestmark = require("mmdet")  # a visible skip without mmdet, before its imports below
 
 from mmengine.config import Config  # noqa: E402
-from support.detection_models import OURS, PAIRS, Pair, mmdet_config_dir  # noqa: E402
+from support.detection_models import OURS, PAIRS, Pair, config_leaves, mmdet_config_dir  # noqa: E402
 
 from resnest_backbones.models import variant_kwargs  # noqa: E402
 
@@ -31,20 +29,6 @@ OPENMMLAB_FILES = {"open-mmlab://resnest50": "https://download.openmmlab.com/pre
                        "https://download.openmmlab.com/pretrain/third_party/resnest101_d2-f3b931b2.pth"}
 
 
-def _leaves(node: Any, path: str = "") -> Dict[str, Any]:
-    """A config as ``{dotted.path: leaf value}`` (list items by index), without mmengine's ``_scope_`` marks."""
-    if isinstance(node, dict):
-        items = [(k, v) for k, v in node.items() if k != "_scope_"]
-    elif isinstance(node, (list, tuple)):
-        items = list(enumerate(node))
-    else:
-        return {path: node}
-    flat: Dict[str, Any] = {}
-    for key, value in items:
-        flat.update(_leaves(value, f"{path}.{key}" if path else str(key)))
-    return flat if items else {path: node}
-
-
 def _configs(pair: Pair) -> tuple:
     return (Config.fromfile(str(OURS / pair.ours)).to_dict(),
             Config.fromfile(str(mmdet_config_dir() / pair.theirs)).to_dict())
@@ -59,7 +43,7 @@ def test_every_key_but_the_backbone_equals_mmdet(pair: Pair) -> None:
         for key in OURS_ONLY:
             cfg.pop(key, None)
         cfg["model"].pop("backbone")
-    flat_ours, flat_theirs = _leaves(ours), _leaves(theirs)
+    flat_ours, flat_theirs = config_leaves(ours), config_leaves(theirs)
     assert len(flat_theirs) > 250  # heads, pipelines, schedules...: the whole config, not a summary of it
     differing = sorted(k for k in set(flat_ours) | set(flat_theirs) if flat_ours.get(k, "<absent>") !=
                        flat_theirs.get(k, "<absent>"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List
 
 import pytest
 import torch
 from support import REPO_ROOT
+from support.detection_models import data_options, small, small_data
 from support.frameworks import require
 from support.processes import evaluates_to, reaches_target, run_tool, train_on_two_processes
 
@@ -20,27 +20,6 @@ TOY = "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
 AP50 = re.compile(r"\] box AP50 = ([0-9.]+) %")
 #: The toy target (box AP50 in %, toy COCO val): tools/toy_margins.py --targets mmdet measures its margin.
 TOY_AP50_TARGET = 50.0
-
-
-def data_options(root: Path) -> List[str]:
-    """``--cfg-options`` that move the toy data (and the evaluator's annotation file) to ``root``."""
-    loaders = [f"{loader}.dataset.data_root={root}" for loader in ("train_dataloader", "val_dataloader",
-                                                                     "test_dataloader")]
-    return [*loaders, *(f"{e}.ann_file={root}/annotations/instances_val.json" for e in ("val_evaluator",
-                                                                                        "test_evaluator"))]
-
-
-def small_data(root: Path) -> List[str]:
-    """``data_options`` with a small toy set (the same generator, fewer images), for training and testing alike."""
-    return [*data_options(root), *(f"{loader}.dataset.toy.{key}={value}" for key, value in (("num_train", 16),
-            ("num_val", 8)) for loader in ("train_dataloader", "val_dataloader", "test_dataloader"))]
-
-
-def small(iters: int, root: Path) -> List[str]:
-    """A short schedule on the small toy set."""
-    return ["--cfg-options", f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
-            f"default_hooks.checkpoint.interval={iters}", "param_scheduler.0.end=2",
-            f"param_scheduler.1.end={iters}", *small_data(root)]
 
 
 def _ap50(output: str) -> float:
