@@ -11,7 +11,7 @@ Example:
     >>> {k: tuple(v.shape) for k, v in model.forward_features(torch.zeros(1, 3, 64, 64)).items()}
     {'res2': (1, 256, 16, 16), 'res3': (1, 512, 8, 8), 'res4': (1, 1024, 8, 8), 'res5': (1, 2048, 8, 8)}
 """
-from .accel import fuse_for_inference, memory_efficient_training
+from .accel import fuse_for_inference, fuse_resnest_modules, memory_efficient_training
 from .factory import create_model, set_memory_efficient
 from .models import (
     VARIANTS,
@@ -29,6 +29,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VARIANTS", "CheckpointError", "FeatureInfo", "LoadReport", "ResNeSt", "convert_state_dict", "create_model",
-    "fuse_for_inference", "list_variants", "load_checkpoint", "memory_efficient_training", "read_checkpoint",
-    "set_memory_efficient", "__version__",
+    "fuse_for_inference", "fuse_resnest_modules", "list_variants", "load_checkpoint", "memory_efficient_training",
+    "read_checkpoint", "set_memory_efficient", "__version__",
 ]

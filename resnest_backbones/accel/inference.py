@@ -26,7 +26,7 @@ from ..layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, DeepStem
 from ..models.resnest import Bottleneck, ResNeSt
 from .training import reference_modules
 
-__all__ = ["ConvAct", "InferenceOnly", "fold_norm", "fuse_for_inference", "fusable_pairs"]
+__all__ = ["ConvAct", "InferenceOnly", "fold_norm", "fuse_for_inference", "fuse_resnest_modules", "fusable_pairs"]
 
 
 def _is_foldable_norm(module: nn.Module) -> bool:
@@ -224,6 +224,38 @@ def fuse_for_inference(model: ResNeSt) -> ResNeSt:
         param.requires_grad_(False)
     # Nothing is left for norm_eval/frozen bookkeeping to do; keep the copy in eval mode whatever train() says.
     fused.__class__ = _inference_only_class(type(fused))
+    return fused
+
+
+def fuse_resnest_modules(model: nn.Module) -> int:
+    """Fuse, in place, every ResNeSt inside a whole model (a detector, a segmentor) for inference: each outermost
+    :class:`ResNeSt` submodule is replaced by its :func:`fuse_for_inference` copy, and ``model`` is put in eval mode.
+
+    Load the model's weights first (the fused copies have no norm layers, so their keys differ). The model is for
+    inference from then on: ``model.train()`` raises (see :class:`InferenceOnly`).
+
+    Returns:
+        How many ResNeSt modules were fused (a model holding one already fused counts it again as 0).
+
+    Raises:
+        ValueError: ``model`` holds no ResNeSt.
+    """
+    model.eval()
+    found = [(name, module) for name, module in model.named_modules() if isinstance(module, ResNeSt)]
+    outermost = [(name, module) for name, module in found
+                 if not any(name != other and name.startswith(other + ".") for other, _ in found)]
+    if not outermost:
+        raise ValueError(f"{type(model).__name__} holds no ResNeSt module to fuse")
+    fused = 0
+    for name, module in outermost:
+        if isinstance(module, InferenceOnly):
+            continue
+        if not name:
+            raise ValueError("fuse_resnest_modules fuses the ResNeSt inside a whole model in place; for a ResNeSt "
+                             "itself use fuse_for_inference(model), which returns the fused copy")
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, fuse_for_inference(module))
+        fused += 1
     return fused
 
 

@@ -11,7 +11,7 @@ from support.numerics import max_rel_diff_outputs, random_image, randomize_norms
 from torch import nn
 
 import resnest_backbones as rb
-from resnest_backbones.accel import fusable_pairs, fuse_for_inference
+from resnest_backbones.accel import InferenceOnly, fusable_pairs, fuse_for_inference, fuse_resnest_modules
 
 CL = torch.channels_last
 
@@ -48,6 +48,28 @@ def test_fused_inference_is_inference_only() -> None:
     fast.eval()  # allowed
     with pytest.raises(TypeError, match="ResNeSt"):
         fuse_for_inference(nn.Conv2d(3, 3, 1))
+
+
+def test_fuse_resnest_modules_in_a_whole_model() -> None:
+    """In place, inside a larger model: the backbone becomes its fused copy, the rest stays, outputs equal."""
+    torch.manual_seed(0)
+    whole = nn.Sequential(randomize_norms(rb.create_model("resnest14d", num_classes=5)), nn.Softmax(dim=1))
+    head = whole[1]
+    x = random_image(64)
+    with torch.no_grad():
+        expected = whole.eval()(x)
+        assert fuse_resnest_modules(whole.train()) == 1
+        got = whole(x)
+    assert not whole.training and whole[1] is head and isinstance(whole[0], InferenceOnly)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in whole.modules())
+    assert max_rel_diff_outputs(got, expected) <= 1e-4
+    assert fuse_resnest_modules(whole) == 0  # already fused
+    with pytest.raises(RuntimeError, match="inference only"):
+        whole.train()
+    with pytest.raises(ValueError, match="holds no ResNeSt"):
+        fuse_resnest_modules(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="use fuse_for_inference"):
+        fuse_resnest_modules(rb.create_model("resnest14d"))
 
 
 def test_fused_inference_channels_last() -> None:
