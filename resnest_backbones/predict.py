@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .accel import fuse_resnest_modules
 from .models.checkpoint import CheckpointError, LoadReport, read_checkpoint
 from .models.checkpoint.report import is_counter
 from .models.hub import local_weights
@@ -105,26 +106,23 @@ def detect_framework(config: Optional[PathLike], framework: Optional[str] = None
     raise ValueError(f"cannot tell which framework {path} is for; give --framework detectron2, mmseg or mmdet")
 
 
-def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
-                          class_names: Optional[Sequence[str]] = None, score_threshold: float = 0.5,
-                          max_detections: Optional[int] = None, device: Union[str, torch.device] = "cpu") -> Predictor:
-    """The toy Faster R-CNN of ``tools/torchvision_train.py`` loaded from its ``--output`` file.
+def load_torchvision_model(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
+                           score_threshold: float = 0.5, device: Union[str, torch.device] = "cpu",
+                           fused: bool = True) -> torch.nn.Module:
+    """The toy Faster R-CNN of ``tools/torchvision_train.py`` loaded from its ``--output`` file, in eval mode.
 
     Args:
         weights: the file (path or URL) ``torchvision_train.py --output`` wrote.
         variant, image_size: as given to ``torchvision_train.py`` (its defaults here too).
-        class_names: names of the classes 1..N (default: the toy COCO categories when their number fits).
-        score_threshold: boxes scoring below are not drawn.
-        max_detections: draw at most this many (the best-scoring) boxes per image; default: all.
+        score_threshold: the heads keep detections scoring at least this (lowered from the model's only).
         device: where the model runs.
+        fused: run with the ResNeSt fused for inference (:func:`~resnest_backbones.fuse_resnest_modules`: batch
+            norms folded, faster, same outputs to ~1e-6); ``False`` runs the model as built.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not a model of this variant.
     """
-    from torchvision.utils import draw_bounding_boxes
-
     from .torchvision import toy_faster_rcnn
-    from .toy_data import COCO_CATEGORIES
 
     path = local_weights(weights)
     state = read_checkpoint(path)  # a state dict, or one under model/state_dict
@@ -132,8 +130,7 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
     if key not in state:
         raise CheckpointError(f"{path} is not a torchvision Faster R-CNN saved by tools/torchvision_train.py "
                               f"--output (no {key})")
-    num_classes = state[key].shape[0]
-    model = toy_faster_rcnn(variant, num_classes, image_size,
+    model = toy_faster_rcnn(variant, state[key].shape[0], image_size,
                             frozen_norm=not any(is_counter(k) for k in state))
     problem = f"{path} does not fit the toy Faster R-CNN with a {variant} backbone (give the --variant it was " \
               f"trained with)"
@@ -147,6 +144,30 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
         raise report.error(problem, "The file holds another model, or only part of one.")
     model.roi_heads.score_thresh = min(model.roi_heads.score_thresh, score_threshold)
     model.to(device).eval()
+    if fused:
+        fuse_resnest_modules(model)
+    return model
+
+
+def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", image_size: int = 128,
+                          class_names: Optional[Sequence[str]] = None, score_threshold: float = 0.5,
+                          max_detections: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+                          fused: bool = True) -> Predictor:
+    """A predictor (RGB image -> the image with the detections drawn) of the toy Faster R-CNN of
+    ``tools/torchvision_train.py``; see :func:`load_torchvision_model` for the arguments it passes on.
+
+    Args:
+        class_names: names of the classes 1..N (default: the toy COCO categories when their number fits).
+        score_threshold: boxes scoring below are not drawn.
+        max_detections: draw at most this many (the best-scoring) boxes per image; default: all.
+    """
+    from torchvision.utils import draw_bounding_boxes
+
+    from .toy_data import COCO_CATEGORIES
+
+    model = load_torchvision_model(weights, variant=variant, image_size=image_size, score_threshold=score_threshold,
+                                   device=device, fused=fused)
+    num_classes = model.roi_heads.box_predictor.cls_score.out_features
     if class_names is None:
         class_names = COCO_CATEGORIES if len(COCO_CATEGORIES) == num_classes - 1 else \
             [str(i) for i in range(1, num_classes)]
@@ -168,7 +189,7 @@ def torchvision_predictor(weights: PathLike, *, variant: str = "resnest14d", ima
 
 
 def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike, *, score_threshold: float = 0.5,
-                   device: Optional[str] = None, **options: Any) -> Predictor:
+                   device: Optional[str] = None, fused: bool = True, **options: Any) -> Predictor:
     """Build the predictor of ``framework`` (see :func:`detect_framework`) from ``config`` and ``weights``.
 
     Args:
@@ -177,23 +198,27 @@ def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike
         weights: a whole-model checkpoint: path or ``http(s)://``/``file://`` URL.
         score_threshold: detections scoring below are not drawn (detectron2, mmdet, torchvision).
         device: ``cuda``/``cpu``; default CUDA when available.
+        fused: run with the ResNeSt fused for inference (the default; ``False``: the model as built).
         **options: torchvision: ``variant``, ``image_size``, ``class_names``; detectron2: ``opts`` (config
             overrides as on train_net.py's command line).
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if framework == "torchvision":
-        return torchvision_predictor(weights, score_threshold=score_threshold, device=device, **options)
+        return torchvision_predictor(weights, score_threshold=score_threshold, device=device, fused=fused,
+                                     **options)
     if config is None:
         raise ValueError(f"{framework} needs a config file")
     if framework == "detectron2":
         from .detectron2.predict import detectron2_predictor
-        return detectron2_predictor(config, weights, score_threshold=score_threshold, device=device, **options)
+        return detectron2_predictor(config, weights, score_threshold=score_threshold, device=device, fused=fused,
+                                    **options)
     if framework == "mmseg":
         from .mmseg.predict import MMSegPredictor
-        return MMSegPredictor(config, weights, device=device, **options)
+        return MMSegPredictor(config, weights, device=device, fused=fused, **options)
     if framework == "mmdet":
         from .mmdet.predict import MMDetPredictor
-        return MMDetPredictor(config, weights, score_threshold=score_threshold, device=device, **options)
+        return MMDetPredictor(config, weights, score_threshold=score_threshold, device=device, fused=fused,
+                              **options)
     raise ValueError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORKS)}")
 
 

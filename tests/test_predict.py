@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 import torch
 from support import REPO_ROOT
+from support.numerics import assert_same_detections, max_rel_diff
 from support.processes import run_python
 
+import resnest_backbones as rb
 from resnest_backbones import create_model
+from resnest_backbones.accel import InferenceOnly
 from resnest_backbones.models.checkpoint import CheckpointError
 from resnest_backbones.predict import (
     detect_framework,
     list_images,
     load_predictor,
+    load_torchvision_model,
     predict_images,
     read_image,
     torchvision_predictor,
@@ -200,7 +204,61 @@ def test_mmseg_overlays_prediction(mmseg_model: Path, tmp_path: Path) -> None:
     assert np.array_equal(side_by_side[:, before.shape[1]:], after)
 
 
+def _fused(model: torch.nn.Module) -> bool:
+    """Whether every ResNeSt in ``model`` is a fused inference copy (and there is one)."""
+    found = [m for m in model.modules() if isinstance(m, rb.ResNeSt)]
+    return bool(found) and all(isinstance(m, InferenceOnly) for m in found)
 
+
+# Fused by default, and the same outputs as the model as built (fused=False) to <= 1e-4 relative, for every framework.
+def test_torchvision_fused_inference_matches_unfused(toy_coco: Path, val_images: List[Path]) -> None:
+    fused = load_torchvision_model(toy_coco / "tv.pth", score_threshold=0.0)
+    plain = load_torchvision_model(toy_coco / "tv.pth", score_threshold=0.0, fused=False)
+    assert _fused(fused) and not _fused(plain)
+    image = torch.from_numpy(read_image(val_images[0]).copy()).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        assert_same_detections(*(model([image])[0] for model in (fused, plain)))
+
+
+@pytest.mark.detectron2
+def test_detectron2_fused_inference_matches_unfused(d2_model: Path, val_images: List[Path]) -> None:
+    from resnest_backbones.detectron2.predict import load_model
+
+    (fused, *_), (plain, *_) = (load_model(TOY_D2, d2_model, score_threshold=0.0, fused=f) for f in (True, False))
+    assert _fused(fused) and not _fused(plain)
+    image = torch.as_tensor(read_image(val_images[0])[:, :, ::-1].copy()).permute(2, 0, 1).float()
+    found = []
+    for model in (fused, plain):
+        with torch.no_grad():
+            instances = model([{"image": image, "height": 128, "width": 128}])[0]["instances"]
+        found.append(dict(boxes=instances.pred_boxes.tensor, scores=instances.scores, labels=instances.pred_classes,
+                          masks=instances.pred_masks))
+    assert_same_detections(*found)
+
+
+@pytest.mark.mmseg
+def test_mmseg_fused_inference_matches_unfused(mmseg_model: Path) -> None:
+    from mmseg.apis import inference_model
+
+    from resnest_backbones.mmseg.predict import MMSegPredictor
+
+    image = read_image(sorted((mmseg_model.parent / "data" / "images" / "validation").glob("*.jpg"))[0])
+    fused, plain = (MMSegPredictor(TOY_ADE, mmseg_model, fused=f).model for f in (True, False))
+    assert _fused(fused) and not _fused(plain)
+    logits = [inference_model(model, image[:, :, ::-1].copy()).seg_logits.data for model in (fused, plain)]
+    assert max_rel_diff(*logits) <= 1e-4
+
+
+@pytest.mark.mmdet
+def test_mmdet_fused_inference_matches_unfused(mmdet_model: Path) -> None:
+    from mmdet.apis import inference_detector
+
+    image = read_image(sorted((mmdet_model.parent / "data" / "val").glob("*.png"))[0])
+    fused, plain = (load_predictor("mmdet", TOY_MMDET, mmdet_model, score_threshold=0.0, fused=f).model
+                    for f in (True, False))
+    assert _fused(fused) and not _fused(plain)
+    found = [inference_detector(model, image[:, :, ::-1].copy()).pred_instances for model in (fused, plain)]
+    assert_same_detections(*(dict(boxes=f.bboxes, scores=f.scores, labels=f.labels) for f in found))
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--framework", choices=FRAMEWORKS, help="default: from the config")
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="draw detections scoring at least this (default: %(default)s)")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="run the model as built, without fusing the ResNeSt's batch norms into its convolutions "
+                             "(fused is the default: faster, the same outputs to ~1e-6)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--variant", default="resnest14d", help="torchvision: the backbone variant the model was "
                                                                 "trained with (default: %(default)s)")
@@ -57,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if opts and framework != "detectron2":
             parser.error(f"config overrides are for detectron2 configs, not {framework}")
         predictor = load_predictor(framework, args.config, args.weights, score_threshold=args.score_threshold,
-                                   device=args.device, **options)
+                                   device=args.device, fused=not args.no_fuse, **options)
     except (FileNotFoundError, ValueError, CheckpointError) as error:
         raise SystemExit(f"predict.py: error: {error}") from None
     for path in predict_images(predictor, images, args.output):

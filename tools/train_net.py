@@ -24,6 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from resnest_backbones.detectron2.engine import train_or_evaluate  # noqa: E402
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="--eval-only: evaluate the model as built; by default the ResNeSt runs fused for "
+                             "inference (batch norms folded into the convolutions: faster, the same outputs to ~1e-6)")
+    args = parser.parse_args()
     launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

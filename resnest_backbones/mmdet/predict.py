@@ -20,6 +20,7 @@ from mmdet.visualization import DetLocalVisualizer
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from ..accel import fuse_resnest_modules
 from ..mmseg.checkpoint import dataset_meta, load_whole_model, read_checkpoint
 from ..models.hub import local_weights
 from .cli import check_released_name
@@ -46,6 +47,8 @@ class MMDetPredictor:
             of the config's model as downloaded.
         device: where the model runs.
         score_threshold: detections scoring below are not drawn.
+        fused: run with the ResNeSt fused for inference (:func:`~resnest_backbones.fuse_resnest_modules`: batch
+            norms folded, faster, same outputs to ~1e-6); ``False`` runs the model as built.
 
     Raises:
         CheckpointError: the weights are missing, corrupt (SHA-256 name prefix), would run code when unpickled, or
@@ -53,7 +56,7 @@ class MMDetPredictor:
     """
 
     def __init__(self, config: PathLike, weights: PathLike, *, device: str = "cpu",
-                 score_threshold: float = 0.5) -> None:
+                 score_threshold: float = 0.5, fused: bool = True) -> None:
         path = local_weights(weights)
         check_released_name(path, "predict")
         cfg = Config.fromfile(os.fspath(config))  # imports custom_imports (our registry scope)
@@ -62,6 +65,8 @@ class MMDetPredictor:
         checkpoint = read_checkpoint(path)
         load_whole_model(self.model, checkpoint, path)
         self.model.to(device).eval()
+        if fused:
+            fuse_resnest_modules(self.model)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, _num_classes(self.model), DATASETS)
         self.visualizer = DetLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}")
         self.visualizer.dataset_meta = self.model.dataset_meta

@@ -14,10 +14,11 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
 
+from ..accel import fuse_resnest_modules
 from ..distributed import sync_on_cpu
 from .checkpoint import load_whole_model, read_checkpoint
 
-__all__ = ["AnyDeviceRunner", "MetricsHook", "build_runner", "print_metrics"]
+__all__ = ["AnyDeviceRunner", "FuseForInference", "MetricsHook", "build_runner", "print_metrics"]
 
 
 class AnyDeviceRunner(Runner):
@@ -89,6 +90,22 @@ class MetricsHook(Hook):
     def after_val_epoch(self, runner: Any, metrics: Optional[Dict[str, float]] = None) -> None:
         self.metrics = dict(metrics or {})
         self.iteration = runner.iter
+
+
+class FuseForInference(Hook):
+    """Before the test loop (the checkpoint is loaded by then) puts the fused inference copy of every ResNeSt in
+    the model in its place (:func:`~resnest_backbones.fuse_resnest_modules`); the tools' default, ``--no-fuse``
+    leaves it out."""
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+
+    def before_test(self, runner: Any) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        fused = fuse_resnest_modules(model)
+        if runner.rank == 0:
+            print(f"[{self.tool}] inference with {fused} ResNeSt fused (batch norms folded into the convolutions; "
+                  f"--no-fuse runs the model as built)", flush=True)
 
 
 def _number(value: Any) -> str:

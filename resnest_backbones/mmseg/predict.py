@@ -22,6 +22,7 @@ from mmseg.apis import inference_model, init_model
 from mmseg.registry import DATASETS
 from mmseg.visualization import SegLocalVisualizer
 
+from ..accel import fuse_resnest_modules
 from ..models.hub import local_weights
 from .checkpoint import dataset_meta, load_whole_model, read_checkpoint
 
@@ -42,19 +43,23 @@ class MMSegPredictor:
         device: where the model runs.
         opacity: of the overlay (0 transparent .. 1 opaque).
         with_labels: write the class names on the regions.
+        fused: run with the ResNeSt fused for inference (:func:`~resnest_backbones.fuse_resnest_modules`: batch
+            norms folded, faster, same outputs to ~1e-6); ``False`` runs the model as built.
 
     Raises:
         CheckpointError: the weights are missing, would run code when unpickled, or do not fit the config.
     """
 
     def __init__(self, config: PathLike, weights: PathLike, *, device: str = "cpu", opacity: float = 0.6,
-                 with_labels: bool = True) -> None:
+                 with_labels: bool = True, fused: bool = True) -> None:
         path = local_weights(weights)
         cfg = Config.fromfile(os.fspath(config))  # imports custom_imports (our registry scope)
         self.model = init_model(cfg, checkpoint=None, device="cpu")
         checkpoint = read_checkpoint(path)
         load_whole_model(self.model, checkpoint, path)
         self.model.to(device).eval()
+        if fused:
+            fuse_resnest_modules(self.model)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes, DATASETS)
         init_default_scope(cfg.get("default_scope", "mmseg"))
         self.visualizer = SegLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}", alpha=opacity)

@@ -50,6 +50,26 @@ def max_rel_diff_outputs(ours: Union[torch.Tensor, Dict[str, torch.Tensor]],
     assert ours.keys() == ref.keys(), (sorted(ours), sorted(ref))
     return max(max_rel_diff(ours[k], ref[k]) for k in ref)
 
+def assert_same_detections(ours: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], rel: float = 1e-4) -> None:
+    """The same detections on both sides, in any order: ``boxes`` (N x 4), ``scores``, ``labels`` (and ``masks``,
+    N x H x W booleans, if given) of two runs of one model. Each reference detection is matched to the one of ours
+    with its class and the nearest box; scores agree to ``rel`` (absolute, scores are in [0, 1]), boxes to ``rel``
+    of the largest coordinate, masks on 99.9 % of their pixels (a logit at the 0.5 threshold may flip)."""
+    assert len(ours["scores"]) == len(ref["scores"]) > 0, (len(ours["scores"]), len(ref["scores"]))
+    scale = ref["boxes"].abs().max().clamp_min(1.0)
+    free = torch.ones(len(ours["scores"]), dtype=torch.bool)
+    for i in range(len(ref["scores"])):
+        distance = (ours["boxes"] - ref["boxes"][i]).abs().amax(dim=1)
+        distance[~free | (ours["labels"] != ref["labels"][i])] = float("inf")
+        j = int(distance.argmin())
+        assert distance[j] <= rel * scale, f"detection {i}: no box of its class within {rel} (nearest {distance[j]})"
+        score, expected = float(ours["scores"][j]), float(ref["scores"][i])
+        assert abs(score - expected) <= rel, f"detection {i}: score {score} vs {expected}"
+        if "masks" in ref:
+            assert (ours["masks"][j] == ref["masks"][i]).float().mean() >= 0.999
+        free[j] = False
+
+
 def saved_bytes(model: nn.Module, x: Tensor) -> int:
     """Bytes of distinct non-parameter tensor storages autograd keeps for backward (deterministic, no timing)."""
     storages: Dict[int, int] = {}

@@ -37,6 +37,7 @@ def test_train_then_test_toy_faster_rcnn(tmp_path: Path) -> None:
     checkpoint = work / "iter_6.pth"
     output = run_tool(["tools/mmdet_test.py", TOY, str(checkpoint), "--work-dir", str(tmp_path / "test"),
                        "--cfg-options", *small_data(data)], timeout=300)
+    assert "inference with 1 ResNeSt fused" in output  # the fused copy evaluates as the trained model did
     assert abs(_ap50(output) - trained) < 1e-6  # same weights, same data, same metric
 
 

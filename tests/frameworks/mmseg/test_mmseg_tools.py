@@ -47,9 +47,13 @@ def test_train_then_test_toy_ade(tmp_path: Path) -> None:
     trained = _miou(output)
     checkpoint = tmp_path / "work" / "iter_12.pth"
     assert checkpoint.is_file()
-    output = run_tool(["tools/mmseg_test.py", TOY_ADE, str(checkpoint), "--work-dir", str(tmp_path / "test"),
-                   "--cfg-options", *_data_options(data)], timeout=300)
+    test = ["tools/mmseg_test.py", TOY_ADE, str(checkpoint), "--cfg-options", *_data_options(data)]
+    output = run_tool([*test, "--work-dir", str(tmp_path / "test")], timeout=300)
+    # the test tool runs the fused copy by default, the training's evaluation the model as built
+    assert "inference with 1 ResNeSt fused" in output
     assert abs(_miou(output) - trained) < 1e-6  # same weights, same data, same metric
+    output = run_tool([*test[:3], "--no-fuse", *test[3:], "--work-dir", str(tmp_path / "plain")], timeout=300)
+    assert "ResNeSt fused" not in output and abs(_miou(output) - trained) < 1e-6
 
 
 def test_tta_option_wraps_the_model_and_swaps_the_test_pipeline() -> None:
