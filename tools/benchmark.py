@@ -30,13 +30,30 @@ in this one process, random weights; cases are BATCHxSIZE):
     ratio's reference), plus the official ResNeSt fork when RESNEST_OFFICIAL_D2 names its checkout; train = the
     loss dict on 3 random boxes an image + backward + SGD step, inference = post-processed detections; default
     case 2x512.
-A whole model whose framework is not installed is skipped with a message (exit status 0, nothing written).
+Both also have ``ours+fused``: our model (same weights) with ``resnest_backbones.fuse_resnest_modules`` applied
+(its ResNeSt replaced in place by the BN-folded inference copy); inference only, so the train modes skip it
+with a message. DeepLabV3 inference is whole-image (``test_cfg`` mode ``whole``, as the ADE20K configs) or
+sliding-window (``--seg-inference slide``, or a case spelled ``BATCHxSIZE:slide``): crop = 3/4 of the image
+side, stride = 2/3 of the crop, i.e. 2x2 overlapping windows, the geometry of mmseg's DeepLabV3 Cityscapes
+769x769 config (crop 769 on 1024x2048 images, stride 513). Slide only changes inference: the train modes skip
+slide cases. A whole model whose framework is not installed is skipped with a message (exit status 0, nothing
+written).
 
 Example (the figures in the README)::
 
     python tools/benchmark.py --variant resnest50d --cases 8x224:logits 2x512:features \\
         --threads 2 --repeats 5 --warmup 1 --out benchmarks/resnest50d_cpu
     python tools/benchmark.py --whole deeplabv3 --cases 2x256 --formats contiguous --repeats 5 --warmup 1
+
+Fused against unfused and the reference, inference only (DeepLabV3: whole-image and slide; about 6-7 minutes
+each on 2 cores)::
+
+    python tools/benchmark.py --whole deeplabv3 --impls ours ours+fused mmseg-resnest --cases 2x256 \\
+        --seg-inference whole slide --modes inference --formats contiguous channels_last --threads 2 \\
+        --repeats 15 --warmup 2 --device cpu --out benchmarks/whole_deeplabv3_fused_cpu
+    python tools/benchmark.py --whole faster_rcnn --impls ours ours+fused d2-r50 --cases 2x512 \\
+        --modes inference --formats contiguous channels_last --threads 2 \\
+        --repeats 15 --warmup 2 --device cpu --out benchmarks/whole_faster_rcnn_fused_cpu
 """
 from __future__ import annotations
 
@@ -55,7 +72,7 @@ import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.benchmark.models import FORMATS, Case  # noqa: E402
 from resnest_backbones.benchmark.render import format_table, plot, write_report  # noqa: E402
 from resnest_backbones.benchmark.results import MODES, Settings, run_benchmark  # noqa: E402
-from resnest_backbones.benchmark.whole import WHOLE_MODELS, WholeCase, missing_framework  # noqa: E402
+from resnest_backbones.benchmark.whole import INFERENCE_STYLES, WHOLE_MODELS, WholeCase, missing_framework  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -65,11 +82,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--variant", default="resnest50d", help=f"one of {', '.join(rb.list_variants())}")
     parser.add_argument("--cases", nargs="+", default=None,
                         help="input cases BATCHxSIZE[:logits|features] (default: 8x224:logits 2x512:features); "
-                             "with --whole: BATCHxSIZE (default: " + ", ".join(
+                             "with --whole: BATCHxSIZE, or BATCHxSIZE:slide for deeplabv3's sliding-window "
+                             "inference (default: " + ", ".join(
                                  f"{name} {w.default_case}" for name, w in WHOLE_MODELS.items()) + ")")
     parser.add_argument("--whole", default=None, choices=list(WHOLE_MODELS),
                         help="benchmark a whole model built from our configs instead of the core network: "
                              + "; ".join(f"{name}: {w.description}" for name, w in WHOLE_MODELS.items()))
+    parser.add_argument("--seg-inference", nargs="+", choices=list(INFERENCE_STYLES), default=None,
+                        help="--whole deeplabv3: mmseg's test_cfg mode(s) for the cases written without one, each "
+                             "a case of its own (default: whole). slide: crop = 3/4 of the image side, stride = "
+                             "2/3 of the crop (2x2 windows, as mmseg's DeepLabV3 Cityscapes 769x769 config)")
     parser.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--memory-phases", nargs="+", choices=["train", "inference"], default=["train"],
@@ -101,12 +123,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--compile applies to the core network, not to --whole models")
     if args.whole and args.impls and set(args.impls) - set(WHOLE_MODELS[args.whole].impls):
         parser.error(f"--whole {args.whole}: --impls must be among {' '.join(WHOLE_MODELS[args.whole].impls)}")
+    inferring = "inference" in args.modes or ("memory" in args.modes and "inference" in args.memory_phases)
+    if args.impls and all("+fused" in impl for impl in args.impls) and not inferring:
+        parser.error(f"--impls {' '.join(args.impls)}: fused models are for inference only (their batch norms are "
+                     f"folded away); add --modes inference (or memory with --memory-phases inference)")
+    styles = WHOLE_MODELS[args.whole].inference_styles if args.whole else ()
+    if args.seg_inference and set(args.seg_inference) - set(styles):
+        parser.error("--seg-inference applies to segmentors only (--whole " + " or --whole ".join(
+            name for name, w in WHOLE_MODELS.items() if len(w.inference_styles) > 1) + ")")
     default = [WHOLE_MODELS[args.whole].default_case] if args.whole else ["8x224:logits", "2x512:features"]
     specs = args.cases or default
+    if args.whole:  # a case without its own inference style gets each one of --seg-inference
+        specs = [spec if ":" in spec else f"{spec}:{style}" for spec in specs for style in (
+            [None] if ":" in spec else args.seg_inference or ["whole"])]
     try:
         args.cases = [WholeCase(c) if args.whole else Case(c) for c in specs]
     except ValueError as err:
         parser.error(str(err))
+    bad = [c.spec for c in args.cases if args.whole and c.inference not in styles]
+    if bad:
+        parser.error(f"--whole {args.whole} has whole-image inference only: {' '.join(bad)} (slide is for "
+                     f"segmentors)")
     return args
 
 
@@ -131,6 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(missing_framework(args.whole), file=sys.stderr)
         return
     report = run_benchmark(settings_of(args, argv))
+    if not report["results"]:
+        sys.exit("nothing was measured: every entry was skipped (see the messages above); nothing written")
     print(format_table(report))
     device = report["meta"]["device"]
     name = f"whole_{args.whole}" if args.whole else args.variant

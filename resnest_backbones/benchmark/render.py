@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 from .models import FORMATS
 from .results import ratio_key
 
-__all__ = ["format_table", "markdown_table", "plot", "write_report"]
+__all__ = ["format_table", "fused_vs_unfused", "markdown_table", "plot", "write_report"]
 
 
 def _reference(report: Dict[str, Any]) -> str:
@@ -41,13 +41,36 @@ def format_table(report: Dict[str, Any]) -> str:
                       for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS)))
              for cells in [header, *(_cells(r, key, "") for r in report["results"])]]
     lines.append("")
+    lines += _case_notes(report)
     lines.append(f"best memory format of each vs {ref} in its best one (throughput: higher is better; memory: lower)")
     for r in report["best_format"]:
         unit = "MiB" if r["mode"].startswith("memory") else "img/s"
         ref_value, ref_format = r.get("ref_value", r.get("timm_value")), r.get("ref_format", r.get("timm_format"))
         lines.append(f"  {r['mode']:<17} {r['case']:<14} {r['impl']:<15} {r['value']:8.2f} {unit} ({r['format']}) "
                      f"vs {ref} {ref_value:8.2f} ({ref_format}): {r[key]:.3f}x")
+    fused = fused_vs_unfused(report)
+    if fused:
+        lines += ["", "fused vs unfused, each in its best memory format (throughput ratio: higher is better)"]
+        lines += [f"  {line}" for line in fused]
     return "\n".join(lines)
+
+
+def fused_vs_unfused(report: Dict[str, Any]) -> List[str]:
+    """``X+fused`` against ``X`` (each in its best memory format) for every timed mode and case that has both."""
+    best: Dict[Any, Dict[str, Any]] = {}
+    for r in report["results"]:
+        if "images_per_s" in r:
+            slot = (r["mode"], r["case"], r["impl"])
+            if slot not in best or r["images_per_s"] > best[slot]["images_per_s"]:
+                best[slot] = r
+    lines = []
+    for (mode, case, impl), r in best.items():
+        base = best.get((mode, case, impl.replace("+fused", ""))) if impl.endswith("+fused") else None
+        if base is not None:
+            lines.append(f"{mode:<17} {case:<14} {impl} {r['images_per_s']:.2f} img/s ({r['format']}) vs "
+                         f"{base['impl']} {base['images_per_s']:.2f} ({base['format']}): "
+                         f"{r['images_per_s'] / base['images_per_s']:.3f}x")
+    return lines
 
 
 def markdown_table(report: Dict[str, Any]) -> str:
@@ -56,7 +79,20 @@ def markdown_table(report: Dict[str, Any]) -> str:
     key = ratio_key(ref)
     header = [name if name != "ratio" else "/" + ref for name, _ in _COLUMNS]
     rows = [header, ["---"] * len(_COLUMNS), *(_cells(r, key, "–") for r in report["results"])]
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    notes = _case_notes(report, bullet="* ")[:-1]
+    fused = fused_vs_unfused(report)
+    if fused:
+        notes += [*([""] if notes else []), "fused vs unfused (best memory formats):",
+                  *(f"* {' '.join(line.split())}" for line in fused)]
+    return table + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _case_notes(report: Dict[str, Any], bullet: str = "  ") -> List[str]:
+    """How a whole model's cases run inference (whole-image or slide windows), then a blank line; none for the
+    core network (and reports written before the notes existed)."""
+    notes = report["meta"].get("case_notes") or []
+    return ["input cases:", *(bullet + note for note in notes), ""] if notes else []
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:

@@ -19,6 +19,7 @@ import torch
 from .memory import measure_memory
 from .models import FORMATS, Case, available_impls, build, prepare, reference_state_dict
 from .timing import AMP_DTYPES, Runner, summary, time_entries
+from .whole import describe_case, skip_reason
 
 MODES = ("inference", "train", "memory")
 
@@ -71,17 +72,16 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
         x_cpu = case.image()
         for mode in [m for m in settings.modes if m != "memory"]:
             runners: Dict[str, Runner] = {}
+            measured = _measured(impls, mode, case)
             for fmt in settings.formats:
                 x = x_cpu.to(device).contiguous(memory_format=FORMATS[fmt])
-                for impl in impls:
-                    if mode == "train" and "+fused" in impl:
-                        continue  # inference only
+                for impl in measured:
                     if settings.whole:
                         runners[f"{impl}|{fmt}"] = make_runner(settings.whole, impl, case, mode, fmt, amp, device)
                         continue
                     model = prepare(build(impl, settings.variant, case.head, state), impl, mode, FORMATS[fmt], device)
                     runners[f"{impl}|{fmt}"] = Runner(model, mode, x, amp, device)
-            times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}")
+            times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}") if runners else {}
             for key, values in times.items():
                 impl, fmt = key.split("|")
                 results.append({"mode": mode, "case": case.spec, "format": fmt, "impl": impl,
@@ -90,18 +90,28 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
         if "memory" in settings.modes:
             results += _memory_results(settings, case, impls, device)
     add_ratios(results, reference)
-    return {"meta": metadata(settings, device, impls, reference), "results": results,
-            "best_format": best_format_ratios(results, reference)}
+    meta = metadata(settings, device, impls, reference)
+    if settings.whole:
+        meta["case_notes"] = [describe_case(case) for case in settings.cases]
+    return {"meta": meta, "results": results, "best_format": best_format_ratios(results, reference)}
+
+
+def _measured(impls: Sequence[str], mode: str, case: Case) -> List[str]:
+    """The implementations measured in ``mode`` for ``case``; says on stderr why the others are skipped
+    (:func:`~.whole.skip_reason`, each reason once)."""
+    reasons = {impl: skip_reason(impl, mode, case) for impl in impls}
+    for reason in dict.fromkeys(r for r in reasons.values() if r):
+        print(f"  {case} {mode}: {reason}", file=sys.stderr, flush=True)
+    return [impl for impl in impls if not reasons[impl]]
 
 
 def _memory_results(settings: Settings, case: Case, impls: Sequence[str], device: torch.device) -> List[Dict[str, Any]]:
     """One fresh-process peak-memory measurement per phase, format and implementation (2 steps each)."""
     rows = []
     for phase in settings.memory_phases:
+        measured = _measured(impls, f"memory-{phase}", case)
         for fmt in settings.formats:
-            for impl in impls:
-                if phase == "train" and ("+fused" in impl or "+compile" in impl):
-                    continue
+            for impl in measured:
                 spec = {"impl": impl, "variant": settings.variant, "case": case.spec, "format": fmt,
                         "phase": phase, "device": device.type, "amp": settings.amp,
                         "threads": torch.get_num_threads(), "steps": 2, "whole": settings.whole}
@@ -148,7 +158,7 @@ def best_format_ratios(results: List[Dict[str, Any]], reference: str = "timm") -
             return min(cands, key=lambda r: r["peak_mib"]) if is_memory else max(cands, key=lambda r: r["images_per_s"])
 
         ref = best(reference)
-        for impl in sorted({r["impl"] for r in entries}, key=lambda i: (i != "ours", i)):
+        for impl in sorted({r["impl"] for r in entries}, key=lambda i: (not i.startswith("ours"), i)):
             mine = best(impl)
             if mine is None or ref is None or impl == reference:
                 continue
