@@ -16,7 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["resnest_backbones", "resnest_backbones.*"]),
+    packages=[*find_packages(include=["resnest_backbones", "resnest_backbones.*"]), "resnest_backbones.configs"],
+    # The configs ship inside the package (resnest_backbones/configs/ in a wheel): resnest_backbones.config_file(name)
+    # finds them there, or in a checkout's configs/; their relative _base_/_BASE_ links keep working.
+    package_dir={"resnest_backbones.configs": "configs"},
+    package_data={"resnest_backbones.configs": ["**/*.py", "**/*.yaml"]},
     install_requires=["torch>=2.0", "torchvision>=0.15"],
     extras_require={
         # mmcv must be compiled with its ops against the installed torch: use tools/setup_env.sh.

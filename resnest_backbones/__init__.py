@@ -12,6 +12,7 @@ Example:
     {'res2': (1, 256, 16, 16), 'res3': (1, 512, 8, 8), 'res4': (1, 1024, 8, 8), 'res5': (1, 2048, 8, 8)}
 """
 from .accel import fuse_for_inference, fuse_resnest_modules, memory_efficient_training
+from .config_files import config_file, list_configs
 from .factory import create_model, set_memory_efficient
 from .models import (
     VARIANTS,
@@ -28,7 +29,7 @@ from .models import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "VARIANTS", "CheckpointError", "FeatureInfo", "LoadReport", "ResNeSt", "convert_state_dict", "create_model",
-    "fuse_for_inference", "fuse_resnest_modules", "list_variants", "load_checkpoint", "memory_efficient_training",
-    "read_checkpoint", "set_memory_efficient", "__version__",
+    "VARIANTS", "CheckpointError", "FeatureInfo", "LoadReport", "ResNeSt", "config_file", "convert_state_dict",
+    "create_model", "fuse_for_inference", "fuse_resnest_modules", "list_configs", "list_variants", "load_checkpoint",
+    "memory_efficient_training", "read_checkpoint", "set_memory_efficient", "__version__",
 ]

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from .accel import fuse_resnest_modules
+from .config_files import resolve_config
 from .models.checkpoint import CheckpointError, LoadReport, read_checkpoint
 from .models.checkpoint.report import is_counter
 from .models.hub import local_weights
@@ -87,9 +88,7 @@ def detect_framework(config: Optional[PathLike], framework: Optional[str] = None
         return framework
     if config is None:
         raise ValueError("give a config file (detectron2 .yaml/.py, mmseg/mmdet .py) or --framework torchvision")
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    path = Path(resolve_config(config))  # a file, or a packaged config's name
     if path.suffix in (".yaml", ".yml"):
         return "detectron2"
     if path.suffix != ".py":
@@ -208,6 +207,7 @@ def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike
                                      **options)
     if config is None:
         raise ValueError(f"{framework} needs a config file")
+    config = resolve_config(config)
     if framework == "detectron2":
         from .detectron2.predict import detectron2_predictor
         return detectron2_predictor(config, weights, score_threshold=score_threshold, device=device, fused=fused,

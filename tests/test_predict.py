@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from support import REPO_ROOT
-from support.numerics import assert_same_detections, max_rel_diff
+from support.numerics import match_detections, max_rel_diff
 from support.processes import run_python
 
 import resnest_backbones as rb
@@ -210,14 +210,16 @@ def _fused(model: torch.nn.Module) -> bool:
     return bool(found) and all(isinstance(m, InferenceOnly) for m in found)
 
 
-# Fused by default, and the same outputs as the model as built (fused=False) to <= 1e-4 relative, for every framework.
+# Fused by default, and the same outputs as the model as built (fused=False) for every framework: detections to
+# 1e-4 in score and 1e-2 px in box (1e-4 of the 128-px images), mmseg logits to 1e-4 relative.
+FUSED = dict(box_px=1e-2, score=1e-4)
 def test_torchvision_fused_inference_matches_unfused(toy_coco: Path, val_images: List[Path]) -> None:
     fused = load_torchvision_model(toy_coco / "tv.pth", score_threshold=0.0)
     plain = load_torchvision_model(toy_coco / "tv.pth", score_threshold=0.0, fused=False)
     assert _fused(fused) and not _fused(plain)
     image = torch.from_numpy(read_image(val_images[0]).copy()).permute(2, 0, 1).float() / 255
     with torch.no_grad():
-        assert_same_detections(*(model([image])[0] for model in (fused, plain)))
+        match_detections(*(model([image])[0] for model in (fused, plain)), **FUSED)
 
 
 @pytest.mark.detectron2
@@ -233,7 +235,7 @@ def test_detectron2_fused_inference_matches_unfused(d2_model: Path, val_images: 
             instances = model([{"image": image, "height": 128, "width": 128}])[0]["instances"]
         found.append(dict(boxes=instances.pred_boxes.tensor, scores=instances.scores, labels=instances.pred_classes,
                           masks=instances.pred_masks))
-    assert_same_detections(*found)
+    match_detections(*found, **FUSED)
 
 
 @pytest.mark.mmseg
@@ -258,7 +260,7 @@ def test_mmdet_fused_inference_matches_unfused(mmdet_model: Path) -> None:
                     for f in (True, False))
     assert _fused(fused) and not _fused(plain)
     found = [inference_detector(model, image[:, :, ::-1].copy()).pred_instances for model in (fused, plain)]
-    assert_same_detections(*(dict(boxes=f.bboxes, scores=f.scores, labels=f.labels) for f in found))
+    match_detections(*(dict(boxes=f.bboxes, scores=f.scores, labels=f.labels) for f in found), **FUSED)
 
 
 @pytest.fixture(scope="module")

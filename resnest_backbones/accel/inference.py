@@ -132,13 +132,14 @@ class ConvAct(nn.Module):
         self.relu = relu
 
     def forward(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        if _onednn_ok(x, self.weight):
-            op = torch.ops.mkldnn._convolution_pointwise
-            if residual is None:
-                return op(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                          "relu" if self.relu else "none", [], "")
-            return op.binary(x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation,
-                             self.groups, "add", None, "relu" if self.relu else None, [], "")
+        if not torch.jit.is_scripting():  # a scripted copy runs the plain ops (TorchScript skips this block)
+            if _onednn_ok(x, self.weight):
+                op = torch.ops.mkldnn._convolution_pointwise
+                if residual is None:
+                    return op(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                              "relu" if self.relu else "none", [], "")
+                return op.binary(x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                                 self.groups, "add", None, "relu" if self.relu else None, [], "")
         out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             out = out + residual
@@ -232,7 +233,8 @@ def fuse_resnest_modules(model: nn.Module) -> int:
     :class:`ResNeSt` submodule is replaced by its :func:`fuse_for_inference` copy, and ``model`` is put in eval mode.
 
     Load the model's weights first (the fused copies have no norm layers, so their keys differ). The model is for
-    inference from then on: ``model.train()`` raises (see :class:`InferenceOnly`).
+    inference from then on: ``model.train()`` raises before it switches any module (``model``'s class becomes an
+    :class:`InferenceOnly` subclass of its own, like the fused copies').
 
     Returns:
         How many ResNeSt modules were fused (a model holding one already fused counts it again as 0).
@@ -256,6 +258,7 @@ def fuse_resnest_modules(model: nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, fuse_for_inference(module))
         fused += 1
+    model.__class__ = _inference_only_class(type(model))
     return fused
 
 

@@ -15,6 +15,8 @@ from typing import Any, List, MutableMapping, Optional, Sequence, Tuple, Union
 from detectron2.config import CfgNode, LazyConfig, get_cfg
 from omegaconf import OmegaConf
 
+from ..config_files import resolve_config
+
 __all__ = ["add_resnest_config", "imagenet_weights", "is_lazy_config", "load_config", "replace_norm"]
 
 
@@ -65,8 +67,10 @@ def is_lazy_config(path: Union[str, os.PathLike]) -> bool:
 
 
 def load_config(path: Union[str, os.PathLike], opts: Sequence[str] = ()) -> Any:
-    """The config at ``path`` with ``opts`` applied: a yacs ``CfgNode`` with ``MODEL.RESNEST`` (``opts`` as
-    ``KEY VALUE`` pairs) or, for a ``.py`` file, a LazyConfig (``opts`` as ``key=value``)."""
+    """The config at ``path`` (a file, or a packaged config's name: :func:`~resnest_backbones.config_file`) with
+    ``opts`` applied: a yacs ``CfgNode`` with ``MODEL.RESNEST`` (``opts`` as ``KEY VALUE`` pairs) or, for a ``.py``
+    file, a LazyConfig (``opts`` as ``key=value``)."""
+    path = resolve_config(path)
     if is_lazy_config(path):
         return LazyConfig.apply_overrides(LazyConfig.load(str(path)), list(opts))
     cfg = add_resnest_config(get_cfg())

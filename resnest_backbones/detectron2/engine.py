@@ -46,6 +46,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..accel import fuse_resnest_modules
+from ..config_files import resolve_config
 from ..distributed import close_process_group, exit_process, sync_on_cpu
 from .checkpoint import ResNeStCheckpointer
 from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
@@ -257,6 +258,7 @@ def train_or_evaluate(args: argparse.Namespace) -> Any:
     a ``.py`` config, the yacs route otherwise; then the process group (if any) is closed cleanly and, in a
     distributed run, the process ends there (:func:`resnest_backbones.distributed.exit_process`; ``launch``'s
     workers have nothing left to do)."""
+    args.config_file = resolve_config(args.config_file)  # a file, or a packaged config's name
     result = (run_lazy if is_lazy_config(args.config_file) else run_yacs)(args)
     if close_process_group():
         exit_process(0)

@@ -21,6 +21,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from ..accel import fuse_resnest_modules
+from ..config_files import resolve_config
 from ..mmseg.checkpoint import dataset_meta, load_whole_model, read_checkpoint
 from ..models.hub import local_weights
 from .cli import check_released_name
@@ -59,7 +60,7 @@ class MMDetPredictor:
                  score_threshold: float = 0.5, fused: bool = True) -> None:
         path = local_weights(weights)
         check_released_name(path, "predict")
-        cfg = Config.fromfile(os.fspath(config))  # imports custom_imports (our registry scope)
+        cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
         init_default_scope(cfg.get("default_scope", "mmdet"))
         self.model = init_detector(cfg, checkpoint=None, device="cpu")
         checkpoint = read_checkpoint(path)

@@ -10,15 +10,16 @@ norms, assigners and test settings. A model with a mask head loads and evaluates
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict
 
 from mmengine.config import Config
 
+from ..config_files import config_file
+
 __all__ = ["TOY_CONFIG", "toy_counterpart"]
 
-#: The toy Faster R-CNN config, whose settings every toy counterpart takes.
-TOY_CONFIG = Path(__file__).resolve().parents[2] / "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
+#: The toy Faster R-CNN config (a name for :func:`~resnest_backbones.config_file`), whose settings every toy takes.
+TOY_CONFIG = "mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
 #: Keys of the toy config taken whole: data, evaluation, schedule and runtime.
 _RUN_KEYS = ("custom_imports", "train_dataloader", "val_dataloader", "test_dataloader", "val_evaluator",
              "test_evaluator", "optim_wrapper", "param_scheduler", "train_cfg", "default_hooks", "log_processor",
@@ -39,14 +40,8 @@ def _set_everywhere(node: Any, values: Dict[str, Any]) -> None:
 
 
 def toy_counterpart(cfg: Config) -> Config:
-    """``cfg`` (a detector config with a ResNeSt backbone) at toy scale on the toy COCO data; returns ``cfg``.
-
-    Raises:
-        FileNotFoundError: the toy config is not there (the configs come with the checkout).
-    """
-    if not TOY_CONFIG.is_file():
-        raise FileNotFoundError(f"{TOY_CONFIG} is missing: --toy takes its settings from the checkout's toy config")
-    toy = Config.fromfile(str(TOY_CONFIG))
+    """``cfg`` (a detector config with a ResNeSt backbone) at toy scale on the toy COCO data; returns ``cfg``."""
+    toy = Config.fromfile(config_file(TOY_CONFIG))
     for key in _RUN_KEYS:
         cfg[key] = toy[key]
     model, small = cfg.model, toy.model

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from mmengine.config import Config, DictAction
 
+from ..config_files import resolve_config
 from ..distributed import close_process_group, exit_process
 from ..models.checkpoint import CheckpointError
 from .engine import FuseForInference, MetricsHook, build_runner
@@ -65,6 +66,7 @@ def load_config(args: argparse.Namespace, tool: str, toy: Optional[ToyCounterpar
     command line, explain single-process SyncBN."""
     if "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
+    args.config = resolve_config(args.config)  # a file, or a packaged config's name
     cfg = Config.fromfile(args.config)
     if getattr(args, "toy", False):
         cfg = toy(cfg)

@@ -23,6 +23,7 @@ from mmseg.registry import DATASETS
 from mmseg.visualization import SegLocalVisualizer
 
 from ..accel import fuse_resnest_modules
+from ..config_files import resolve_config
 from ..models.hub import local_weights
 from .checkpoint import dataset_meta, load_whole_model, read_checkpoint
 
@@ -53,7 +54,7 @@ class MMSegPredictor:
     def __init__(self, config: PathLike, weights: PathLike, *, device: str = "cpu", opacity: float = 0.6,
                  with_labels: bool = True, fused: bool = True) -> None:
         path = local_weights(weights)
-        cfg = Config.fromfile(os.fspath(config))  # imports custom_imports (our registry scope)
+        cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
         self.model = init_model(cfg, checkpoint=None, device="cpu")
         checkpoint = read_checkpoint(path)
         load_whole_model(self.model, checkpoint, path)

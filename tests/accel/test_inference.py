@@ -66,6 +66,7 @@ def test_fuse_resnest_modules_in_a_whole_model() -> None:
     assert fuse_resnest_modules(whole) == 0  # already fused
     with pytest.raises(RuntimeError, match="inference only"):
         whole.train()
+    assert not any(m.training for m in whole.modules())  # refused before anything switched
     with pytest.raises(ValueError, match="holds no ResNeSt"):
         fuse_resnest_modules(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="use fuse_for_inference"):

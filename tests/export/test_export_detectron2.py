@@ -31,7 +31,7 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Instances  # noqa: E402
 from support import REPO_ROOT  # noqa: E402
 from support.detection_models import seeded_image  # noqa: E402
-from support.numerics import randomize_norms  # noqa: E402
+from support.numerics import match_detections, randomize_norms  # noqa: E402
 
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.accel import InferenceOnly  # noqa: E402
@@ -117,12 +117,12 @@ def test_detections_are_non_trivial(built: Case) -> None:
     assert len(found["scores"]) == 113 and set(found["labels"].tolist()) == {0, 1, 2}
 
 
-def test_fused_matches_built(built: Case, fused: Case, same_detections) -> None:
+def test_fused_matches_built(built: Case, fused: Case) -> None:
     for image in built.images:
-        same_detections(_eager(fused.model, image), _eager(built.model, image), **FUSED)
+        match_detections(_eager(fused.model, image), _eager(built.model, image), **FUSED)
 
 
-def test_traced_matches_eager(case: Case, traced: Traced, same_detections, tmp_path: Path) -> None:
+def test_traced_matches_eager(case: Case, traced: Traced, tmp_path: Path) -> None:
     adapter = traced.adapter
     path = tmp_path / "model.ts"
     traced.module.save(str(path))
@@ -130,10 +130,10 @@ def test_traced_matches_eager(case: Case, traced: Traced, same_detections, tmp_p
     for image in case.images:  # the traced graph also runs an image of another size
         with torch.no_grad():
             (instances,) = adapter.outputs_schema(loaded(image))
-        same_detections(_fields(instances), _eager(case.model, image), **SAME_RUNTIME)
+        match_detections(_fields(instances), _eager(case.model, image), **SAME_RUNTIME)
 
 
-def test_onnx_runtime_matches_eager(case: Case, traced: Traced, same_detections, tmp_path: Path) -> None:
+def test_onnx_runtime_matches_eager(case: Case, traced: Traced, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx", reason="onnx is not installed (test extra)")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (test extra)")
     adapter = traced.adapter
@@ -145,10 +145,10 @@ def test_onnx_runtime_matches_eager(case: Case, traced: Traced, same_detections,
     for image in case.images:
         outputs = [torch.from_numpy(v) for v in session.run(None, {"image": image.numpy()})]
         (instances,) = adapter.outputs_schema(outputs)
-        same_detections(_fields(instances), _eager(case.model, image), **ONNX_RUNTIME)
+        match_detections(_fields(instances), _eager(case.model, image), **ONNX_RUNTIME)
 
 
-def test_detectron2_stable_opset_misplaces_aligned_roi_align(built: Case, same_detections, tmp_path: Path) -> None:
+def test_detectron2_stable_opset_misplaces_aligned_roi_align(built: Case, tmp_path: Path) -> None:
     """At detectron2's STABLE_ONNX_OPSET_VERSION (11) the box head's ROIAlignV2 exports without its half-pixel
     shift (torchvision warns): the exported model runs, but its boxes are not the model's. Use opset >= 16."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (test extra)")
@@ -164,4 +164,4 @@ def test_detectron2_stable_opset_misplaces_aligned_roi_align(built: Case, same_d
     outputs = [torch.from_numpy(v) for v in session.run(None, {session.get_inputs()[0].name: built.images[0].numpy()})]
     (instances,) = adapter.outputs_schema(outputs)
     with pytest.raises(AssertionError):  # other detections (measured: 109 instead of 113), boxes up to 28 px off
-        same_detections(_fields(instances), _eager(built.model, built.images[0]), **ONNX_RUNTIME)
+        match_detections(_fields(instances), _eager(built.model, built.images[0]), **ONNX_RUNTIME)

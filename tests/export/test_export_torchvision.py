@@ -7,11 +7,8 @@ The backbone keeps torchvision's default norm, ``FrozenBatchNorm2d``, with rando
 random too, so that 20 and 16 detections of two classes survive ``box_score_thresh`` = 0.2 on the two test images,
 every score (kept or dropped) at least 8e-4 away from the threshold, so rounding decides none of them.
 
-Known limit, tested (strict xfail): the fused copy does not script. Its folded convolutions
-(``resnest_backbones.accel.inference.ConvAct``) choose oneDNN's fused kernel at run time through ``_onednn_ok``,
-which reads ``getattr(torch, "compiler", None)``: TorchScript cannot compile a module attribute lookup ("attribute
-lookup is not defined on python value of type 'module'"). Script the model as built, or deploy the fused one
-through ONNX (tested here) or tracing.
+The fused copy scripts too: its folded convolutions take oneDNN's fused kernel only in eager mode (a scripted
+module runs the plain convolution ops, ``torch.jit.is_scripting()``).
 """
 from __future__ import annotations
 
@@ -22,6 +19,7 @@ from typing import Dict, List, NamedTuple
 import pytest
 import torch
 from support.detection_models import seeded_image
+from support.numerics import match_detections
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -38,12 +36,6 @@ SAME_RUNTIME = dict(box_px=1e-3, score=1e-5)
 ONNX_RUNTIME = dict(box_px=1e-2, score=1e-4)
 #: Fused vs as built, both eager (BN folded in float64; measured: boxes <= 2e-6 px, scores <= 7e-7).
 FUSED = dict(box_px=1e-2, score=1e-4)
-
-SCRIPT_FUSED_REASON = (
-    "the fused copy's ConvAct.forward calls accel.inference._onednn_ok, whose getattr(torch, 'compiler', None) "
-    "TorchScript cannot compile (RuntimeError: attribute lookup is not defined on python value of type 'module'); "
-    "the fix belongs in accel/inference.py: guard the oneDNN branch with `if not torch.jit.is_scripting():`")
-
 
 class Case(NamedTuple):
     model: FasterRCNN
@@ -101,9 +93,9 @@ def test_detections_are_non_trivial(built: Case) -> None:
     assert len(found["scores"]) == 20 and len(set(found["labels"].tolist())) == 2
 
 
-def test_fused_matches_built(built: Case, fused: Case, same_detections) -> None:
+def test_fused_matches_built(built: Case, fused: Case) -> None:
     for image in built.images:
-        same_detections(_eager(fused.model, image), _eager(built.model, image), **FUSED)
+        match_detections(_eager(fused.model, image), _eager(built.model, image), **FUSED)
 
 
 def _script_and_reload(model: nn.Module, path: Path) -> torch.jit.ScriptModule:
@@ -111,27 +103,15 @@ def _script_and_reload(model: nn.Module, path: Path) -> torch.jit.ScriptModule:
     return torch.jit.load(str(path))  # what a deployment loads
 
 
-def test_scripted_matches_eager(built: Case, same_detections, tmp_path: Path) -> None:
-    scripted = _script_and_reload(built.model, tmp_path / "model.ts")
-    for image in built.images:  # scripting keeps every shape dynamic
+def test_scripted_matches_eager(case: Case, tmp_path: Path) -> None:
+    scripted = _script_and_reload(case.model, tmp_path / "model.ts")
+    for image in case.images:  # scripting keeps every shape dynamic
         with torch.no_grad():
             _, (found,) = scripted([image])  # a scripted torchvision detector returns (losses, detections)
-        same_detections(found, _eager(built.model, image), **SAME_RUNTIME)
+        match_detections(found, _eager(case.model, image), **SAME_RUNTIME)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=SCRIPT_FUSED_REASON)
-def test_fused_scripts(fused: Case, same_detections, tmp_path: Path) -> None:
-    try:
-        scripted = _script_and_reload(fused.model, tmp_path / "model.ts")
-    except RuntimeError as error:  # only the documented cause may xfail; another one fails the test
-        assert "_onednn_ok" in str(error) and "attribute lookup is not defined" in str(error), str(error)
-        raise
-    with torch.no_grad():
-        _, (found,) = scripted([fused.images[0]])
-    same_detections(found, _eager(fused.model, fused.images[0]), **SAME_RUNTIME)
-
-
-def test_onnx_runtime_matches_eager(case: Case, same_detections, tmp_path: Path) -> None:
+def test_onnx_runtime_matches_eager(case: Case, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx", reason="onnx is not installed (test extra)")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (test extra)")
     path = tmp_path / "model.onnx"
@@ -144,4 +124,4 @@ def test_onnx_runtime_matches_eager(case: Case, same_detections, tmp_path: Path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for image in case.images:
         boxes, labels, scores = (torch.from_numpy(v) for v in session.run(None, {"image": image.numpy()}))
-        same_detections(dict(boxes=boxes, labels=labels, scores=scores), _eager(case.model, image), **ONNX_RUNTIME)
+        match_detections(dict(boxes=boxes, labels=labels, scores=scores), _eager(case.model, image), **ONNX_RUNTIME)

@@ -2,7 +2,7 @@
 difference the tolerances are stated in, a seeded test image, and the activation memory autograd keeps."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -50,24 +50,31 @@ def max_rel_diff_outputs(ours: Union[torch.Tensor, Dict[str, torch.Tensor]],
     assert ours.keys() == ref.keys(), (sorted(ours), sorted(ref))
     return max(max_rel_diff(ours[k], ref[k]) for k in ref)
 
-def assert_same_detections(ours: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], rel: float = 1e-4) -> None:
-    """The same detections on both sides, in any order: ``boxes`` (N x 4), ``scores``, ``labels`` (and ``masks``,
-    N x H x W booleans, if given) of two runs of one model. Each reference detection is matched to the one of ours
-    with its class and the nearest box; scores agree to ``rel`` (absolute, scores are in [0, 1]), boxes to ``rel``
-    of the largest coordinate, masks on 99.9 % of their pixels (a logit at the 0.5 threshold may flip)."""
-    assert len(ours["scores"]) == len(ref["scores"]) > 0, (len(ours["scores"]), len(ref["scores"]))
-    scale = ref["boxes"].abs().max().clamp_min(1.0)
-    free = torch.ones(len(ours["scores"]), dtype=torch.bool)
-    for i in range(len(ref["scores"])):
-        distance = (ours["boxes"] - ref["boxes"][i]).abs().amax(dim=1)
+def match_detections(ours: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], *, box_px: float,
+                     score: float) -> Tuple[float, float]:
+    """Assert that two runs of one detector give the same detections, in any order: as many, each reference
+    detection paired one-to-one with one of ours of its class whose box (``boxes``, N x 4 pixels) is within
+    ``box_px`` pixels in every coordinate and whose score (``scores``) is within ``score``; ``masks`` (N x H x W
+    booleans), when given, agree on 99.9 % of their pixels (a logit at the threshold may flip). Returns the
+    largest box and score differences of the pairs (for reports)."""
+    n_ours, n_ref = len(ours["scores"]), len(ref["scores"])
+    assert n_ours == n_ref > 0, f"{n_ours} detections vs {n_ref} (expected the same number, at least one)"
+    free = torch.ones(n_ours, dtype=torch.bool)
+    worst_box = worst_score = 0.0
+    for i in range(n_ref):
+        distance = (ours["boxes"].double() - ref["boxes"][i].double()).abs().amax(dim=1)
         distance[~free | (ours["labels"] != ref["labels"][i])] = float("inf")
         j = int(distance.argmin())
-        assert distance[j] <= rel * scale, f"detection {i}: no box of its class within {rel} (nearest {distance[j]})"
-        score, expected = float(ours["scores"][j]), float(ref["scores"][i])
-        assert abs(score - expected) <= rel, f"detection {i}: score {score} vs {expected}"
+        assert distance[j] <= box_px, (f"detection {i} (class {int(ref['labels'][i])}, box "
+                                       f"{ref['boxes'][i].tolist()}): the nearest free box of its class is "
+                                       f"{float(distance[j])} px away (> {box_px})")
+        gap = abs(float(ours["scores"][j]) - float(ref["scores"][i]))
+        assert gap <= score, f"detection {i}: score {float(ours['scores'][j])} vs {float(ref['scores'][i])}"
         if "masks" in ref:
-            assert (ours["masks"][j] == ref["masks"][i]).float().mean() >= 0.999
+            assert (ours["masks"][j] == ref["masks"][i]).float().mean() >= 0.999, f"detection {i}: masks differ"
         free[j] = False
+        worst_box, worst_score = max(worst_box, float(distance[j])), max(worst_score, gap)
+    return worst_box, worst_score
 
 
 def saved_bytes(model: nn.Module, x: Tensor) -> int:

@@ -16,6 +16,7 @@ from mmengine.config import Config  # noqa: E402
 from support.detection_models import OURS, PAIRS, Pair, config_leaves, single_process, small, small_data  # noqa: E402
 from support.processes import run_tool  # noqa: E402
 
+from resnest_backbones import config_file  # noqa: E402
 from resnest_backbones.mmdet.toy import TOY_CONFIG, toy_counterpart  # noqa: E402
 
 #: The keys a runner reads (the toy config's top-level variables such as ``toy`` or ``image_size`` are not).
@@ -29,7 +30,7 @@ AP = re.compile(r"\] (box|mask) AP = ([0-9.]+) %")
 def test_toy_counterpart_of_faster_rcnn_is_the_toy_config() -> None:
     faster = next(pair for pair in S50 if pair.ours.startswith("faster-rcnn"))
     made = toy_counterpart(Config.fromfile(str(OURS / faster.ours))).to_dict()
-    written = Config.fromfile(str(TOY_CONFIG)).to_dict()
+    written = Config.fromfile(config_file(TOY_CONFIG)).to_dict()
     for key in RUN_KEYS:
         assert config_leaves(made[key]) == config_leaves(written[key]), key
 
