@@ -1,38 +1,50 @@
 #!/usr/bin/env python
 """The main job on built-in toy data (README's first command, run through `make demo`).
 
-Runs, in order, every section whose framework is installed, and prints one result line per section:
-1. core: every variant builds; ResNeSt-50 features at output stride 8/16/32; a checkpoint round trip.
-2. torchvision: Faster R-CNN with a ResNeSt-FPN backbone trained a few steps on the toy COCO data.
-3. mmseg: a toy DeepLabV3 trained and evaluated on the toy ADE20K-layout data (prints its mIoU).
-4. detectron2 (only when detectron2 is installed): a toy Faster R-CNN trained and evaluated with COCOEvaluator.
-5. mmdet (only when mmdet is installed): a toy Faster R-CNN trained and evaluated with mmdet's COCO metric.
-Toy data is generated deterministically under data/ on first use. Each trained model is then run on a few toy
-val images (resnest_backbones.predict, as tools/predict.py does) and drawn into one PNG per section under
-work_dirs/demo_pictures/ (boxes on the detection images; segmentation next to the ground truth), whose paths are
-printed.
+Runs every section whose framework is installed: the core network, then a toy detector or segmentor trained
+and evaluated by each framework's tool on the toy data (generated deterministically under data/ on first use):
+torchvision Faster R-CNN, mmseg DeepLabV3, detectron2 Faster R-CNN, mmdet Faster R-CNN, all with a ResNeSt-14
+backbone trained from scratch. Each trained model then draws its predictions on toy validation images
+(resnest_backbones.predict, as tools/predict.py does) into work_dirs/demo_pictures/.
+
+The terminal gets two lines per section and a closing table (section, model, metric, value, the target the test
+suite holds the same training to, time, picture); everything the frameworks print goes to
+work_dirs/demo_logs/<section>.log. A failed section prints its log's path and last lines, and the demo goes on
+with the others (exit code 1 at the end).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from resnest_backbones.benchmark.toy_targets import TARGETS  # noqa: E402
+
 PICTURES = ROOT / "work_dirs" / "demo_pictures"
+LOGS = ROOT / "work_dirs" / "demo_logs"
 SHOWN = 4  # val images per picture
+TORCHVISION_STEPS = 200  # the schedule of the torchvision toy target (fewer leave every score near 0)
+MMSEG_CONFIG = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
+DETECTRON2_CONFIG = "configs/detectron2/toy/faster_rcnn_toy.yaml"
+MMDET_CONFIG = "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
 
 
 def core_section() -> str:
+    """Every variant builds; ResNeSt-50 features at output stride 8/16/32; a checkpoint round trip. Prints the
+    details (to the log), returns the table's value."""
     import torch
 
     import resnest_backbones as rb
@@ -41,29 +53,29 @@ def core_section() -> str:
     for name in rb.list_variants():
         rb.create_model(name, out_features=["res2"])  # builds the stem and res2 only: fast
     model = rb.create_model("resnest50d", num_classes=1000).eval()
-    params = rb.models.count_parameters(model) / 1e6
+    print(f"{len(rb.list_variants())} variants build; resnest50d: {rb.models.count_parameters(model) / 1e6:.2f} M "
+          f"parameters")
     x = torch.randn(1, 3, 224, 224)
-    lines = [f"{len(rb.list_variants())} variants build; resnest50d: {params:.2f} M parameters"]
     for output_stride in (32, 16, 8):
         backbone = rb.create_model("resnest50d", output_stride=output_stride).eval()
         with torch.no_grad():
             shapes = {k: tuple(v.shape[1:]) for k, v in backbone.forward_features(x).items()}
-        lines.append(f"OS{output_stride}: {shapes}")
+        print(f"OS{output_stride}: {shapes}")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "resnest50d.pth")
         torch.save(model.state_dict(), path)
         copy = rb.create_model("resnest50d", pretrained=path, num_classes=1000).eval()
         with torch.no_grad():
             same = torch.equal(copy(x), model(x))
-    lines.append(f"checkpoint round trip: {'identical logits' if same else 'MISMATCH'}")
     if not same:
-        raise SystemExit("checkpoint round trip changed the logits")
-    return "\n    ".join(lines)
+        raise RuntimeError("checkpoint round trip changed the logits")
+    return f"{len(rb.list_variants())} variants build, OS 8/16/32, checkpoint round trip identical"
 
 
-def _save(rows: List[List[np.ndarray]], name: str) -> Path:
-    """Tile drawn images (rows of equal-height images, 4 px gaps) into ``PICTURES/name``."""
-    from PIL import Image
+# ------------------------------------------------------------------------------------------------- pictures
+def _save(rows: List[List[np.ndarray]], name: str, caption: str) -> Path:
+    """Tile drawn images (rows of equal-height images, 4 px gaps) under a caption into ``PICTURES/name``."""
+    from PIL import Image, ImageDraw
 
     if not rows or not all(rows):
         raise FileNotFoundError("no toy val images to draw on (data/ was not made?)")
@@ -72,81 +84,112 @@ def _save(rows: List[List[np.ndarray]], name: str) -> Path:
              for row in rows]
     width = max(line.shape[1] for line in lines)
     lines = [np.pad(line, ((0, gap), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    body = Image.fromarray(np.concatenate(lines, axis=0))
+    picture = Image.new("RGB", (body.width, body.height + 16), "white")
+    picture.paste(body, (0, 16))
+    ImageDraw.Draw(picture).text((2, 2), caption, fill="black")
     PICTURES.mkdir(parents=True, exist_ok=True)
     path = PICTURES / name
-    Image.fromarray(np.concatenate(lines, axis=0)).save(path)
+    picture.save(path)
     return path
 
 
-def _detections(predictor: Callable[[np.ndarray], np.ndarray], data: str, name: str) -> Path:
-    """The first images of the toy COCO set ``data/<data>`` with ``predictor``'s boxes drawn, in a row."""
+def _detections(predictor: Callable[[np.ndarray], np.ndarray], data: str, name: str, caption: str) -> Path:
+    """The first images of the toy COCO set ``data/<data>`` with ``predictor``'s detections drawn, in a row."""
     from resnest_backbones.predict import read_image
 
     images = sorted((ROOT / "data" / data / "val").glob("*.png"))[:SHOWN]
-    return _save([[predictor(read_image(path)) for path in images]], name)
+    return _save([[predictor(read_image(path)) for path in images]], name, caption)
+
+
+BOXES = "predicted boxes: class and score (circle, square, triangle)"
 
 
 def torchvision_picture() -> Path:
     from resnest_backbones.predict import torchvision_predictor
 
-    # 20 steps leave every score far below predict.py's 0.5: the picture shows the 3 best boxes, whatever their score
-    return _detections(torchvision_predictor(ROOT / "work_dirs" / "demo_torchvision" / "model.pth",
-                                             score_threshold=0.0, max_detections=3), "toy_coco_torchvision",
-                       "torchvision_faster_rcnn.png")
+    predictor = torchvision_predictor(ROOT / "work_dirs" / "demo_torchvision" / "model.pth")
+    return _detections(predictor, "toy_coco_torchvision", "torchvision_faster_rcnn.png", f"torchvision: {BOXES}")
+
+
+def _last_checkpoint(work: Path) -> Path:
+    return ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
 
 
 def mmseg_picture() -> Path:
-    """Ground truth | prediction for the first toy ADE20K val images, one row each."""
+    """Ground truth | prediction for the first toy ADE20K val images, one row each, regions named."""
     from PIL import Image
 
     from resnest_backbones.mmseg.predict import MMSegPredictor
     from resnest_backbones.predict import read_image
 
-    work = ROOT / "work_dirs" / "demo_mmseg"
-    checkpoint = ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
-    predictor = MMSegPredictor(ROOT / MMSEG_CONFIG, checkpoint, with_labels=False)
+    predictor = MMSegPredictor(ROOT / MMSEG_CONFIG, _last_checkpoint(ROOT / "work_dirs" / "demo_mmseg"))
     rows = []
     for path in sorted((ROOT / "data" / "toy_ade" / "images" / "validation").glob("*.jpg"))[:SHOWN]:
         labels = np.asarray(Image.open(path.parents[2] / "annotations" / "validation" / f"{path.stem}.png"))
-        truth = np.where(labels == 0, 255, labels.astype(np.int64) - 1)  # the config's reduce_zero_label
+        truth = np.where(labels == 0, 255, labels.astype(np.int64) - 1)  # ADE20K: 0 is "other", ignored
         rows.append([predictor(read_image(path), ground_truth=truth)])
-    return _save(rows, "mmseg_deeplabv3.png")
+    return _save(rows, "mmseg_deeplabv3.png", "mmseg: left ground truth, right prediction (classes named)")
 
 
 def mmdet_picture() -> Path:
     from resnest_backbones.mmdet.predict import MMDetPredictor
 
-    work = ROOT / "work_dirs" / "demo_mmdet"
-    checkpoint = ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
-    return _detections(MMDetPredictor(ROOT / MMDET_CONFIG, checkpoint), "toy_coco", "mmdet_faster_rcnn.png")
+    predictor = MMDetPredictor(ROOT / MMDET_CONFIG, _last_checkpoint(ROOT / "work_dirs" / "demo_mmdet"))
+    return _detections(predictor, "toy_coco", "mmdet_faster_rcnn.png", f"mmdet: {BOXES}")
 
 
 def detectron2_picture() -> Path:
     from resnest_backbones.detectron2.predict import detectron2_predictor
 
     predictor = detectron2_predictor(ROOT / DETECTRON2_CONFIG, ROOT / "work_dirs" / "demo_d2" / "model_final.pth")
-    return _detections(predictor, "toy_coco", "detectron2_faster_rcnn.png")
+    return _detections(predictor, "toy_coco", "detectron2_faster_rcnn.png", f"detectron2: {BOXES}")
 
 
-MMSEG_CONFIG = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
-DETECTRON2_CONFIG = "configs/detectron2/toy/faster_rcnn_toy.yaml"
-MMDET_CONFIG = "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
+# ------------------------------------------------------------------------------------------------- sections
+@dataclass
+class Section:
+    key: str  # --only name, log file name, TARGETS key
+    model: str
+    framework: Optional[str]  # module that must import, or None
+    command: List[str]  # the training (and evaluation) the tool runs
+    picture: Callable[[], Path]
 
-# (title, framework module that must be importable or None, command, picture) -- each command prints its own
-# result; picture() draws the trained model's predictions and returns the PNG's path.
+
 SECTIONS = [
-    ("torchvision Faster R-CNN on toy COCO", None,
-     [sys.executable, "tools/torchvision_train.py", "--iters", "20",
-      "--output", "work_dirs/demo_torchvision/model.pth"],
-     torchvision_picture),
-    ("mmseg DeepLabV3 on toy ADE20K", "mmseg.models",
-     [sys.executable, "tools/mmseg_train.py", MMSEG_CONFIG, "--work-dir", "work_dirs/demo_mmseg"], mmseg_picture),
-    ("detectron2 Faster R-CNN on toy COCO", "detectron2.modeling",
-     [sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR", "work_dirs/demo_d2"],
-     detectron2_picture),
-    ("mmdet Faster R-CNN on toy COCO", "mmdet.models",
-     [sys.executable, "tools/mmdet_train.py", MMDET_CONFIG, "--work-dir", "work_dirs/demo_mmdet"], mmdet_picture),
+    Section("torchvision", "Faster R-CNN ResNeSt-14 FPN", None,
+            [sys.executable, "tools/torchvision_train.py", "--iters", str(TORCHVISION_STEPS),
+             "--output", "work_dirs/demo_torchvision/model.pth"], torchvision_picture),
+    Section("mmseg", "DeepLabV3 ResNeSt-14 (toy ADE20K)", "mmseg.models",
+            [sys.executable, "tools/mmseg_train.py", MMSEG_CONFIG, "--work-dir", "work_dirs/demo_mmseg"],
+            mmseg_picture),
+    Section("detectron2", "Faster R-CNN ResNeSt-14 FPN", "detectron2.modeling",
+            [sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR",
+             "work_dirs/demo_d2"], detectron2_picture),
+    Section("mmdet", "Faster R-CNN ResNeSt-14 FPN", "mmdet.models",
+            [sys.executable, "tools/mmdet_train.py", MMDET_CONFIG, "--work-dir", "work_dirs/demo_mmdet"],
+            mmdet_picture),
 ]
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Everything this process writes to stdout/stderr (Python and C level) appended to ``log`` meanwhile."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def _imports(module: str) -> bool:
@@ -157,39 +200,85 @@ def _imports(module: str) -> bool:
     return True
 
 
+def _tail(log: Path, lines: int = 15) -> str:
+    return "\n".join("    " + line for line in log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run(section: Section, log: Path) -> List[str]:
+    """Train with the section's tool (output to ``log``), read its metric, draw the picture; the table row."""
+    with open(log, "w") as sink:
+        code = subprocess.call(section.command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if code != 0:
+        raise RuntimeError(f"{' '.join(section.command[1:3])} exited with code {code}")
+    target = TARGETS[section.key]
+    value = target.parse(log.read_text(errors="replace"))
+    with _output_to(log):
+        picture = section.picture()
+    metric = target.metric.split(",")[0]
+    return [section.key, section.model, metric, f"{value:.1f}", f">= {target.threshold:g}",
+            str(picture.relative_to(ROOT))]
+
+
+def _table(rows: List[List[str]]) -> str:
+    header = ["section", "model", "metric", "value", "target", "time", "picture"]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in [header, ["-" * w for w in widths], *rows]]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["core", *(title.split()[0] for title, *_ in SECTIONS)],
-                        help="run one section")
+    parser.add_argument("--only", choices=["core", *(section.key for section in SECTIONS)], help="run one section")
     args = parser.parse_args()
-    failures = []
+    LOGS.mkdir(parents=True, exist_ok=True)
+    chosen = [s for s in SECTIONS if args.only in (None, s.key)]
+    total = len(chosen) + (args.only in (None, "core"))
+    rows: List[List[str]] = []
+    failures: List[str] = []
     start = time.time()
+    number = 0
     if args.only in (None, "core"):
-        print("[demo] core ...", flush=True)
-        print("[demo] core:\n    " + core_section(), flush=True)
-    pictures: List[Path] = []
-    for title, framework, command, picture in SECTIONS:
-        key = title.split()[0]
-        if args.only not in (None, key):
-            continue
-        if framework and not _imports(framework):
-            print(f"[demo] {title}: skipped ({framework} is not installed or does not import)", flush=True)
-            continue
-        print(f"[demo] {title}: {' '.join(command[1:])}", flush=True)
+        number += 1
+        log = LOGS / "core.log"
+        log.write_text("")
+        print(f"[demo] {number}/{total} core: variants, output strides, checkpoint round trip ...", flush=True)
         t0 = time.time()
-        if subprocess.call(command, cwd=ROOT) != 0:
-            failures.append(title)
+        try:
+            with _output_to(log):
+                value = core_section()
+            rows.append(["core", "ResNeSt (13 variants)", "build + features + reload", "ok", "identical",
+                         f"{time.time() - t0:.0f} s", "-"])
+        except Exception as error:  # noqa: BLE001 - report it, go on with the others
+            failures.append("core")
+            print(f"[demo]     core FAILED: {error}; log {log.relative_to(ROOT)}:\n{_tail(log)}", flush=True)
         else:
-            try:
-                pictures.append(picture())
-                print(f"[demo] {title}: predictions drawn in {pictures[-1]}", flush=True)
-            except Exception as error:  # noqa: BLE001 - report it with the section, go on with the others
-                print(f"[demo] {title}: drawing the predictions failed: {error!r}", flush=True)
-                failures.append(title)
-        print(f"[demo] {title}: {'FAILED' if title in failures else 'done'} in {time.time() - t0:.0f} s", flush=True)
-    if pictures:
-        print("[demo] pictures:\n    " + "\n    ".join(str(p.relative_to(ROOT)) for p in pictures))
-    print(f"[demo] finished in {time.time() - start:.0f} s" + (f"; failed: {failures}" if failures else ""))
+            print(f"[demo]     {value}", flush=True)
+    for section in chosen:
+        number += 1
+        log = LOGS / f"{section.key}.log"
+        if section.framework and not _imports(section.framework):
+            print(f"[demo] {number}/{total} {section.key}: skipped ({section.framework} does not import)", flush=True)
+            rows.append([section.key, section.model, "skipped: not installed", "-", "-", "-", "-"])
+            continue
+        print(f"[demo] {number}/{total} {section.key}: training {section.model} (log: {log.relative_to(ROOT)}) ...",
+              flush=True)
+        t0 = time.time()
+        try:
+            row = run(section, log)
+        except Exception as error:  # noqa: BLE001 - report it with the section, go on with the others
+            failures.append(section.key)
+            print(f"[demo]     {section.key} FAILED: {error}; last lines of {log.relative_to(ROOT)}:\n{_tail(log)}",
+                  flush=True)
+            rows.append([section.key, section.model, "FAILED", "-", "-", f"{time.time() - t0:.0f} s",
+                         str(log.relative_to(ROOT))])
+            continue
+        row.insert(5, f"{time.time() - t0:.0f} s")
+        rows.append(row)
+        print(f"[demo]     {row[2]} {row[3]} (target {row[4]}) in {row[5]}; picture {row[6]}", flush=True)
+    print(f"\n{_table(rows)}\n\n[demo] finished in {time.time() - start:.0f} s"
+          + (f"; FAILED: {', '.join(failures)}" if failures else "; logs in work_dirs/demo_logs/"), flush=True)
     sys.exit(1 if failures else 0)
 
 

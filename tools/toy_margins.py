@@ -21,96 +21,20 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import importlib.util
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-
-@dataclass(frozen=True)
-class Target:
-    """One toy training held to an accuracy threshold by a slow test."""
-
-    framework: Optional[str]  # module that must import, or None
-    threshold: float  # the test's assertion (same unit as the metric)
-    metric: str
-    test: str  # the slow test that asserts it
-    command: Callable[[int, int, Path], List[str]]  # (seed, threads, scratch dir) -> argv
-    parse: Callable[[str], float]
-
-
-def _last_float(pattern: str) -> Callable[[str], float]:
-    regex = re.compile(pattern)
-
-    def parse(output: str) -> float:
-        found = regex.findall(output)
-        if not found:
-            raise ValueError(f"no match for {pattern!r} in the output")
-        return float(found[-1])
-
-    return parse
-
-
-# Every run makes its own copy of the toy data in its scratch directory (the same files: the data's seed is fixed):
-# runs at once must not share a data directory, since a tool that finds other parameters there replaces it.
-def _mmseg(seed: int, threads: int, tmp: Path) -> List[str]:
-    data = [f"{loader}.dataset.data_root={tmp / 'data'}" for loader in ("train_dataloader", "val_dataloader",
-                                                                         "test_dataloader")]
-    return [PY, "tools/mmseg_train.py", "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py",
-            "--work-dir", str(tmp / "work"), "--cfg-options", f"randomness.seed={seed}", *data]
-
-
-def _detectron2(seed: int, threads: int, tmp: Path) -> List[str]:
-    return ["env", f"RESNEST_TOY_COCO={tmp / 'data'}", PY, "tools/train_net.py", "--config-file",
-            "configs/detectron2/toy/faster_rcnn_toy.yaml", "OUTPUT_DIR", str(tmp / "out"), "SEED", str(seed)]
-
-
-def _torchvision(seed: int, threads: int, tmp: Path) -> List[str]:
-    return [PY, "tools/torchvision_train.py", "--seed", str(seed), "--threads", str(threads),
-            "--data-root", str(tmp / "data")]
-
-
-def _mmdet(seed: int, threads: int, tmp: Path) -> List[str]:
-    data = tmp / "data"
-    return [PY, "tools/mmdet_train.py", "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py",
-            "--work-dir", str(tmp / "work"), "--cfg-options", f"randomness.seed={seed}",
-            *(f"{loader}.dataset.data_root={data}" for loader in ("train_dataloader", "val_dataloader",
-                                                                  "test_dataloader")),
-            *(f"{evaluator}.ann_file={data}/annotations/instances_val.json" for evaluator in ("val_evaluator",
-                                                                                           "test_evaluator"))]
-
-
-TARGETS: Dict[str, Target] = {
-    "mmseg": Target("mmseg.models", 60.0, "toy ADE20K mIoU (%)",
-                    "tests/frameworks/mmseg/test_mmseg_tools.py::test_toy_ade_reaches_miou_target", _mmseg,
-                    _last_float(r"\] mIoU = ([0-9.]+) %")),
-    "detectron2": Target("detectron2.modeling", 50.0, "toy COCO box AP50 (%), detectron2 Faster R-CNN",
-                         "tests/frameworks/detectron2/test_detectron2_tools.py::test_toy_faster_rcnn_reaches_ap50",
-                         _detectron2,
-                         _last_float(r"copypaste: (?:[0-9.]+|nan),([0-9.]+|nan),")),
-    "torchvision": Target(None, 50.0, "toy COCO box AP50 (%), torchvision Faster R-CNN",
-                          "tests/frameworks/torchvision/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50",
-                          _torchvision,
-                          _last_float(r"AP50 ([0-9.]+)")),
-    "mmdet": Target("mmdet.models", 50.0, "toy COCO box AP50 (%), mmdet Faster R-CNN",
-                    "tests/frameworks/mmdet/test_mmdet_tools.py::test_toy_faster_rcnn_reaches_ap50_target", _mmdet,
-                    _last_float(r"\] box AP50 = ([0-9.]+) %")),
-}
-
-
-def _available(module: Optional[str]) -> bool:
-    return module is None or importlib.util.find_spec(module.split(".")[0]) is not None
+from resnest_backbones.benchmark.toy_targets import TARGETS, available  # noqa: E402
 
 
 def run_one(name: str, seed: int, threads: int) -> Dict[str, object]:
@@ -128,9 +52,7 @@ def run_one(name: str, seed: int, threads: int) -> Dict[str, object]:
     try:
         if proc.returncode != 0:
             raise ValueError(f"exit code {proc.returncode}")
-        value = target.parse(output)
-        # detectron2 reports AP50 in percent; the torchvision script in [0, 1]
-        record["value"] = value * 100 if name == "torchvision" else value
+        record["value"] = target.parse(output)
     except ValueError as error:
         record["error"] = f"{error}; output tail: {output[-1500:]}"
     return record
@@ -175,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     targets = []
     for name in args.targets:
-        if _available(TARGETS[name].framework):
+        if available(TARGETS[name].framework):
             targets.append(name)
         else:
             print(f"[toy_margins] {name}: skipped ({TARGETS[name].framework} is not installed)", flush=True)
