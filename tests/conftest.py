@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if "gpu" in item.keywords and not torch.cuda.is_available():
+    if item.get_closest_marker("gpu") is not None and not torch.cuda.is_available():  # the mark, not tests/gpu/
         pytest.skip("no CUDA device")
     for name in FRAMEWORKS:
         if name in item.keywords and not available(name):

@@ -166,12 +166,18 @@ def _conv_args(conv: nn.Conv2d) -> ConvArgs:
 
 def _conv_backward(grad_out: Tensor, conv_input: Tensor, weight: Tensor, conv: ConvArgs, need_input: bool,
                    need_weight: bool) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """Gradients of a bias-free ``F.conv2d(conv_input, weight, None, *conv)`` w.r.t. its input and weight."""
+    """Gradients of a bias-free ``F.conv2d(conv_input, weight, None, *conv)`` w.r.t. its input and weight.
+
+    Computed in the dtype the forward convolution ran in, ``grad_out``'s (under autocast: float16/bfloat16 while
+    the weight, and a recomputed input, are float32), and returned in the dtypes of ``conv_input`` and ``weight``,
+    as autocast's own casts return them."""
     stride, padding, dilation, groups = conv
+    dtype = grad_out.dtype
     grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_out, conv_input, weight, None, stride, padding, dilation, False, [0, 0], groups,
+        grad_out, conv_input.to(dtype), weight.to(dtype), None, stride, padding, dilation, False, [0, 0], groups,
         [need_input, need_weight, False])
-    return (grad_input if need_input else None), (grad_weight if need_weight else None)
+    return (grad_input.to(conv_input.dtype) if need_input else None), \
+        (grad_weight.to(weight.dtype) if need_weight else None)
 
 
 def _combine_backward(grad_out: Tensor, z: Optional[Tensor], weights: Tensor, x: Tensor, scale: Tensor,
@@ -234,6 +240,7 @@ class _CombineConvBN(torch.autograd.Function):
                 bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor],
                 training: bool, momentum: float, eps: float, kernel: Optional[NormKernel]) -> Tensor:
         projected = F.conv2d(combine_splits(z, weights), conv_weight)
+        ctx.conv_dtype = projected.dtype  # autocast's: the weighted sum may be float32 (float32 attention weights)
         out, _, _ = _norm_forward(ctx, projected, bn_weight, bn_bias, running_mean, running_var, training,
                                   momentum, eps, kernel, relu=False)
         ctx.save_for_backward(weights, x, scale, shift, conv_weight, bn_weight)
@@ -246,19 +253,21 @@ class _CombineConvBN(torch.autograd.Function):
         needs = ctx.needs_input_grad
         z = _recompute(x, scale, shift)
         combined = combine_splits(z, weights)
+        # the convolution as autocast ran it: its input and weight in the forward output's dtype
+        conv_input, weight = combined.to(ctx.conv_dtype), conv_weight.to(ctx.conv_dtype)
         positions = grad_out.numel() // grad_out.shape[1]
         if ctx.kernel.per_channel and positions > GRAM_MIN_POSITIONS_PER_CHANNEL * combined.shape[1]:
             grad_combined, grad_cw, grad_bw, grad_bb = projection_bn_backward(
-                ctx, grad_out, combined, conv_weight, bn_weight, needs[6:9])
+                ctx, grad_out, conv_input, weight, bn_weight, needs[6:9])
         else:
-            weight = conv_weight.to(combined.dtype)  # as autocast ran the forward convolution
-            projected = F.conv2d(combined, weight)
+            projected = F.conv2d(conv_input, weight)
             grad_projected, grad_bw, grad_bb = ctx.kernel.backward(ctx, grad_out, projected, bn_weight,
                                                                    (True, needs[7], needs[8]))
             del projected
-            grad_combined, grad_cw = _conv_backward(grad_projected, combined, weight, _POINTWISE, True, needs[6])
-            grad_cw = None if grad_cw is None else grad_cw.to(conv_weight.dtype)
-        del combined
+            grad_combined, grad_cw = _conv_backward(grad_projected, conv_input, weight, _POINTWISE, True, needs[6])
+        grad_combined = grad_combined.to(combined.dtype)
+        grad_cw = None if grad_cw is None else grad_cw.to(conv_weight.dtype)
+        del combined, conv_input
         grad_z, grad_w, z = _combine_backward(grad_combined, z, weights, x, scale, shift, needs)
         if ctx.cache is not None:
             ctx.cache.z = z

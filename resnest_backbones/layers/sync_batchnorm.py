@@ -47,8 +47,9 @@ def update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor
                          factor: float) -> None:
     """Move the running statistics towards the batch's by ``factor``, with the unbiased variance (as
     ``torch.nn.SyncBatchNorm`` and batch norm do)."""
-    running_mean.lerp_(mean.detach(), factor)
-    running_var.lerp_(biased_var.detach() * (count / (count - 1)), factor)
+    dtype = running_mean.dtype  # float32 statistics of a map that autocast made float16/bfloat16
+    running_mean.lerp_(mean.detach().to(dtype), factor)
+    running_var.lerp_(biased_var.detach().to(dtype) * (count / (count - 1)), factor)
 
 
 class SyncBatchNorm(nn.BatchNorm2d):

@@ -10,8 +10,7 @@ closer to the reference's than either is to the truth (half of the reference's e
 
 Two more counterparts run what CUDA does differently: CUDA's autocast computes softmax in float32 (CPU autocast
 keeps bfloat16/float16), so split attention's weights reach the ops in float32 there; and this package's
-SyncBatchNorm synchronising under autocast. Strict expected failures mark the bugs these checks found in
-resnest_backbones (each mark names its bug; it fails the run once the bug is fixed, so that it is removed).
+SyncBatchNorm synchronising under autocast (the three bugs these checks found are fixed: see below).
 """
 from __future__ import annotations
 
@@ -40,28 +39,12 @@ def _cpu_autocast_runs(dtype: torch.dtype) -> bool:
     return out.dtype == dtype
 
 
-#: resnest_backbones/accel/ops.py, ``_BNReLUConv.backward``: the float32 convolution weight goes to
-#: ``aten.convolution_backward`` with autocast's low-precision maps ("expected scalar type Half but found Float").
-#: oneDNN accepts bfloat16 maps with a float32 weight, so CPU bfloat16 passes; cuDNN accepts neither (its backward
-#: checks that grad_output and weight share one dtype), so CUDA AMP training with the memory-saving modules fails in
-#: float16 and bfloat16 alike.
-FP16_WEIGHT_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="accel bug: _BNReLUConv.backward passes the float32 conv weight with float16 maps to convolution_backward")
-#: resnest_backbones/accel/ops.py, ``_CombineConvBN.backward``: with float32 attention weights (CUDA's autocast
-#: runs softmax in float32) the recomputed weighted sum is float32 while the output gradient is float16/bfloat16:
-#: the Gram route's weight gradient (``projection._weight_gradient``) and the other route's batch-norm backward
-#: get mixed dtypes ("expected scalar type Float but found BFloat16").
-FLOAT32_WEIGHTS_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="accel bug: _CombineConvBN.backward mixes the float32 weighted sum with a low-precision output gradient")
-#: resnest_backbones/layers/sync_batchnorm.py: synchronising under autocast, the statistics of a bfloat16 map are
-#: bfloat16 and ``update_running_stats`` lerps the float32 running statistics towards them ("expected dtype float
-#: for `end` but got dtype c10::BFloat16"). The memory-saving ops compute the statistics in float32, but the
-#: model's other norms (the stem's last, the shortcuts') run the module's own forward.
-SYNC_BN_AUTOCAST_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="layers bug: SyncBatchNorm's synchronising forward lerps float32 running statistics to bfloat16 ones")
+# Three dtype bugs these tests found (2026-12-06), fixed in the package since: the memory-saving convolutions'
+# backward ran cuDNN/oneDNN with the float32 weight beside autocast's float16 maps (accel.ops._conv_backward now
+# runs in the forward's dtype and returns each gradient in its tensor's dtype); with float32 attention weights
+# (CUDA autocast's softmax) _CombineConvBN's backward mixed float32 and low-precision maps (it now recomputes the
+# projection in the dtype the forward convolution ran in); SyncBatchNorm lerped float32 running statistics towards
+# bfloat16 ones (layers.sync_batchnorm.update_running_stats casts them).
 
 NO_CPU_FP16 = pytest.mark.skipif(not _cpu_autocast_runs(torch.float16),
                                  reason="this torch's CPU autocast does not run float16")
@@ -92,7 +75,7 @@ def _check(variant: str, precision: str, fmt: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", list(gs.FORMATS))
-@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=[NO_CPU_FP16, FP16_WEIGHT_BUG])])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=NO_CPU_FP16)])
 @pytest.mark.parametrize("variant", list(gs.VARIANTS))
 def test_cpu_autocast_memory_saving_modules_match_reference(variant: str, precision: str, fmt: str) -> None:
     _check(variant, precision, fmt)
@@ -109,8 +92,7 @@ class _Float32Softmax:
         return F.softmax(x.float(), *args, **kwargs)
 
 
-@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=FLOAT32_WEIGHTS_BUG),
-                                       pytest.param("fp16", marks=[NO_CPU_FP16, FLOAT32_WEIGHTS_BUG])])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=NO_CPU_FP16)])
 def test_cpu_autocast_with_cuda_softmax_policy(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Split attention's softmax in float32 under CPU autocast: the dtypes the ops get under CUDA's autocast (float16
     meets the float16 weight bug first)."""
@@ -119,7 +101,7 @@ def test_cpu_autocast_with_cuda_softmax_policy(precision: str, monkeypatch: pyte
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-@pytest.mark.parametrize("precision", ["float32", pytest.param("bf16", marks=SYNC_BN_AUTOCAST_BUG)])
+@pytest.mark.parametrize("precision", ["float32", "bf16"])
 def test_cpu_synchronising_sync_bn(precision: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """This package's SyncBatchNorm made to synchronise in a one-process gloo group (as tests/gpu/test_gpu_sync.py
     does on CUDA): the synchronising kernel against the module, float32 and bfloat16 autocast."""
