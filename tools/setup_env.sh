@@ -65,6 +65,54 @@ detectron2_reachable() {
 install_detectron2() {
     MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" -q --no-build-isolation --no-cache-dir "$DETECTRON2_SOURCE"
 }
+# detectron2's tools/ (lazyconfig_train_net.py, train_net.py, ...) are not part of its package: the set-up keeps
+# them, from the same source, in $D2_TOOLS, where the tests that run detectron2's own entry points find them (they
+# skip, saying so, without them).
+D2_TOOLS="$VENV/share/detectron2/tools"
+# fetch_detectron2_tools DIR: DIR/tools from DETECTRON2_SOURCE (a checkout, a source archive, a git+ or archive URL).
+fetch_detectron2_tools() {
+    local dir="$1" src="$DETECTRON2_SOURCE"
+    case "$src" in
+        git+*) local url="${src#git+}" rev="${src##*@}"
+               if [[ "$rev" == "$src" || "$rev" == */* ]]; then rev=HEAD; else url="${url%@*}"; fi
+               git -C "$dir" init -q && GIT_TERMINAL_PROMPT=0 timeout 300 git -C "$dir" fetch -q --depth 1 "$url" "$rev" \
+                   && git -C "$dir" checkout -q FETCH_HEAD -- tools ;;
+        *) [[ -d "$src" ]] && { cp -r "$src/tools" "$dir/tools"; return; }
+           "$PY" - "$src" "$dir" 2>/dev/null <<'PY'
+import io, pathlib, re, sys, tarfile, urllib.request, zipfile
+src, out = sys.argv[1], pathlib.Path(sys.argv[2])
+data = urllib.request.urlopen(src, timeout=300).read() if "://" in src else pathlib.Path(src).read_bytes()
+if zipfile.is_zipfile(io.BytesIO(data)):
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    files = {i.filename: archive.read(i) for i in archive.infolist() if not i.is_dir()}
+else:
+    archive = tarfile.open(fileobj=io.BytesIO(data))
+    files = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+for name, content in files.items():
+    match = re.match(r"^(?:[^/]+/)?(tools/.+)$", name)  # the source's top folder, if any, then tools/
+    if match and ".." not in match.group(1).split("/"):
+        (out / match.group(1)).parent.mkdir(parents=True, exist_ok=True)
+        (out / match.group(1)).write_bytes(content)
+PY
+           ;;
+    esac
+}
+# keep_detectron2_tools: copy detectron2's tools/ into $D2_TOOLS once per source, or say in one line why not.
+keep_detectron2_tools() {
+    local marker="$D2_TOOLS/.resnest-source" tmp
+    if [[ -f "$marker" && "$(cat "$marker")" == "$DETECTRON2_SOURCE" ]]; then
+        echo "[setup] detectron2 tools/: already kept in $D2_TOOLS"
+        return
+    fi
+    tmp="$(mktemp -d)"
+    if fetch_detectron2_tools "$tmp" && [[ -f "$tmp/tools/lazyconfig_train_net.py" ]]; then
+        rm -rf "$D2_TOOLS" && mkdir -p "${D2_TOOLS%/*}" && mv "$tmp/tools" "$D2_TOOLS" && echo "$DETECTRON2_SOURCE" > "$marker"
+        echo "[setup] detectron2 tools/: kept in $D2_TOOLS"
+    else
+        echo "[setup] detectron2 tools/: not found in $DETECTRON2_SOURCE; the tests of detectron2's own tools will skip"
+    fi
+    rm -rf "$tmp"
+}
 # setup_detectron2: build detectron2 from DETECTRON2_SOURCE, or say in one line why not and go on.
 setup_detectron2() {
     local why=""
@@ -75,12 +123,14 @@ setup_detectron2() {
     fi
     if [[ -z "$why" ]]; then
         step detectron2 "$DETECTRON2_SOURCE ${TORCH_PINS[*]}" install_detectron2
+        keep_detectron2_tools
         return
     fi
     echo "[setup] detectron2: not installed: $why; its test suites will skip"
     if [[ -f "$STAMPS/detectron2" ]]; then  # installed by this script from another source: take it out
         "$PY" -m pip uninstall -q -y detectron2
         rm -f "$STAMPS/detectron2"
+        rm -rf "$D2_TOOLS"
     fi
 }
 install_project() { "${PIP[@]}" -q -e "$ROOT[mmseg,mmdet,hub,test,tools,detectron2]"; }

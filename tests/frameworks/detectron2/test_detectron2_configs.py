@@ -271,18 +271,24 @@ def test_toy_counterparts_of_the_3x_configs_train_a_few_steps(name: str) -> None
 
 @pytest.mark.parametrize("path", LAZY, ids=lambda p: p.stem)
 def test_lazy_config_builds_trains_and_infers(path: Path) -> None:
+    """Every LazyConfig twin builds, trains one step and infers (test_detectron2_lazy.py compares each with its
+    yacs twin key by key and as a built model); the recipe's main settings, against the yacs twin's."""
     cfg = LazyConfig.load(str(path))
     yaml_twin = load_yaml(path.with_suffix(".yaml"))
     backbone = cfg.model.backbone.bottom_up
     assert (backbone.name, backbone.norm, backbone.freeze_at) == (
         yaml_twin.MODEL.RESNEST.NAME, "SyncBN", yaml_twin.MODEL.BACKBONE.FREEZE_AT)
     assert backbone.weights == yaml_twin.MODEL.RESNEST.WEIGHTS and cfg.train.init_checkpoint == ""
-    assert (cfg.optimizer.lr, cfg.dataloader.train.total_batch_size, cfg.train.max_iter) == (0.02, 16, 90000)
-    assert tuple(cfg.dataloader.train.mapper.augmentations[0].short_edge_length) == (640, 800)
+    assert (cfg.optimizer.lr, cfg.dataloader.train.total_batch_size, cfg.train.max_iter) == (
+        0.02, 16, yaml_twin.SOLVER.MAX_ITER)
+    resize = next(a for a in cfg.dataloader.train.mapper.augmentations if a._target_ is T.ResizeShortestEdge)
+    assert tuple(resize.short_edge_length) == tuple(yaml_twin.INPUT.MIN_SIZE_TRAIN)
     assert cfg.model.input_format == cfg.dataloader.train.mapper.image_format == "RGB"
     assert cfg.model.proposal_generator.post_nms_topk[0] == yaml_twin.MODEL.RPN.POST_NMS_TOPK_TRAIN
-    assert ("Cascade" in cfg.model.roi_heads._target_.__name__) == ("cascade" in path.stem)
-    assert "mask_head" not in cfg.model.roi_heads
+    cascade = yaml_twin.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+    assert ("Cascade" in cfg.model.roi_heads._target_.__name__) == cascade
+    mask = yaml_twin.MODEL.MASK_ON
+    assert ("mask_head" in cfg.model.roi_heads) == mask == cfg.dataloader.train.mapper.use_instance_mask
     cfg.model.proposal_generator.update(pre_nms_topk=(200, 100), post_nms_topk=(64, 32))  # as SMALL above
     cfg.model.roi_heads.batch_size_per_image = 32
     backbone.weights = ""  # no network in tests; test_detectron2_weights.py loads the weights it names
@@ -290,7 +296,10 @@ def test_lazy_config_builds_trains_and_infers(path: Path) -> None:
     model = instantiate(cfg.model)
     heads = model.roi_heads.box_head
     heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
-    assert len(heads) == (3 if "cascade" in path.stem else 1)
+    assert len(heads) == (3 if cascade else 1)
     assert all(len(h.conv_norm_relus) == 4 and len(h.fcs) == 1 for h in heads)
-    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(128, 128)], image_format="RGB")
-    train_and_infer(model, toy_batch(mapper))
+    if mask:
+        assert len(model.roi_heads.mask_head.conv_norm_relus) == yaml_twin.MODEL.ROI_MASK_HEAD.NUM_CONV
+    mapper = DatasetMapper(is_train=True, augmentations=[T.ResizeShortestEdge(128, 128)], image_format="RGB",
+                           use_instance_mask=mask)
+    train_and_infer(model, toy_batch(mapper, sem_seg=yaml_twin.MODEL.META_ARCHITECTURE == "PanopticFPN"))
