@@ -102,7 +102,7 @@ def _detections(predictor: Callable[[np.ndarray], np.ndarray], data: str, name: 
     return _save([[predictor(read_image(path)) for path in images]], name, caption)
 
 
-BOXES = "predicted boxes: class and score (circle, square, triangle)"
+BOXES = "predicted boxes, class and score"
 
 
 def torchvision_picture() -> Path:
@@ -129,7 +129,7 @@ def mmseg_picture() -> Path:
         labels = np.asarray(Image.open(path.parents[2] / "annotations" / "validation" / f"{path.stem}.png"))
         truth = np.where(labels == 0, 255, labels.astype(np.int64) - 1)  # ADE20K: 0 is "other", ignored
         rows.append([predictor(read_image(path), ground_truth=truth)])
-    return _save(rows, "mmseg_deeplabv3.png", "mmseg: left ground truth, right prediction (classes named)")
+    return _save(rows, "mmseg_deeplabv3.png", "mmseg: truth | prediction")
 
 
 def mmdet_picture() -> Path:
