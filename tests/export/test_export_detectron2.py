@@ -14,7 +14,6 @@ box moves. Opset 16 is the first with ``RoiAlign(coordinate_transformation_mode=
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Dict, List, NamedTuple
@@ -33,8 +32,6 @@ from support import REPO_ROOT  # noqa: E402
 from support.detection_models import seeded_image  # noqa: E402
 from support.numerics import match_detections, randomize_norms  # noqa: E402
 
-import resnest_backbones as rb  # noqa: E402
-from resnest_backbones.accel import InferenceOnly  # noqa: E402
 from resnest_backbones.detectron2.config import load_config  # noqa: E402
 
 TOY = REPO_ROOT / "configs" / "detectron2" / "toy" / "faster_rcnn_toy.yaml"
@@ -80,19 +77,6 @@ def built() -> Case:
         cls_score.copy_(torch.randn(cls_score.shape, generator=torch.Generator().manual_seed(0)))
     images = [seeded_image((96, 128)).float(), seeded_image((128, 96), seed=8).float()]
     return Case(model.eval(), images)
-
-
-@pytest.fixture(scope="module")
-def fused(built: Case) -> Case:
-    model = copy.deepcopy(built.model)
-    assert rb.fuse_resnest_modules(model) == 1
-    assert isinstance(model.backbone.bottom_up, InferenceOnly)
-    return Case(model, built.images)
-
-
-@pytest.fixture(scope="module", params=["built", "fused"])
-def case(request: pytest.FixtureRequest) -> Case:
-    return request.getfixturevalue(request.param)
 
 
 class Traced(NamedTuple):

@@ -12,7 +12,6 @@ module runs the plain convolution ops, ``torch.jit.is_scripting()``).
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
@@ -25,8 +24,6 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FrozenBatchNorm2d
 
-import resnest_backbones as rb
-from resnest_backbones.accel import InferenceOnly
 from resnest_backbones.torchvision import resnest_fpn_backbone
 
 OPSET = 17
@@ -68,19 +65,6 @@ def built() -> Case:
         cls_score.copy_(torch.randn(cls_score.shape, generator=torch.Generator().manual_seed(0)))
     images = [seeded_image((96, 128)).float() / 255, seeded_image((128, 96), seed=8).float() / 255]
     return Case(model.eval(), images)
-
-
-@pytest.fixture(scope="module")
-def fused(built: Case) -> Case:
-    model = copy.deepcopy(built.model)
-    assert rb.fuse_resnest_modules(model) == 1
-    assert isinstance(model.backbone.body, InferenceOnly)
-    return Case(model, built.images)
-
-
-@pytest.fixture(scope="module", params=["built", "fused"])
-def case(request: pytest.FixtureRequest) -> Case:
-    return request.getfixturevalue(request.param)
 
 
 def _eager(model: nn.Module, image: Tensor) -> Dict[str, Tensor]:

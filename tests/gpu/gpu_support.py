@@ -273,3 +273,22 @@ def one_process_group(directory: Path, backend: Optional[str] = None) -> Iterato
         yield backend
     finally:
         dist.destroy_process_group()
+
+
+def compare_training_steps(reference: nn.Module, fast: nn.Module, truth: nn.Module, precision: str, fmt: str,
+                           device: torch.device) -> Tuple[Step, Step]:
+    """One training step of each model on the same batch (``truth`` in full precision): the memory-saving
+    ``fast`` must take its ops and compute the reference's function (float64) or be as accurate as the reference
+    against the truth (``RULES[precision]``). Returns the fast and reference steps."""
+    x = image_batch(device, fmt)
+    amp = amp_dtype(precision)
+    with exact_float32():
+        fast_step = record_step(fast, x, amp)
+        reference_step = record_step(reference, x, amp)
+        truth_step = record_step(truth, x)
+    assert fast_step.op_calls > 0, "the memory-saving path was not taken"
+    if precision == "float64":
+        assert_same_function(fast_step, reference_step)
+    else:
+        assert_as_accurate(fast_step, reference_step, truth_step, RULES[precision])
+    return fast_step, reference_step

@@ -25,6 +25,7 @@ import torch
 from support import REPO_ROOT
 from support.detection_models import single_process
 from support.numerics import max_rel_diff, max_rel_diff_outputs, random_image, randomize_norms
+from support.segmentation import seg_batch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -213,27 +214,11 @@ def _mmseg_model() -> nn.Module:
     return model.to(CUDA)  # mmengine's BaseModel.to also moves its data preprocessor
 
 
-def _mmseg_batch(num_classes: int, seed: int = 0) -> Dict:
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-
-    gen = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(2):
-        inputs.append(torch.randint(0, 256, (3, *SEG_SIZE), generator=gen, dtype=torch.uint8))
-        labels = torch.randint(0, num_classes, (1, *SEG_SIZE), generator=gen)
-        labels[:, :4] = 255  # some ignored pixels
-        sample = SegDataSample(gt_sem_seg=PixelData(data=labels))
-        sample.set_metainfo(dict(img_shape=SEG_SIZE, ori_shape=SEG_SIZE, pad_shape=SEG_SIZE))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 @pytest.mark.mmseg
 @pytest.mark.parametrize("amp", list(AMPS))
 def test_mmseg_deeplabv3_trains_a_step_on_cuda(amp: str) -> None:
     model = _mmseg_model()
-    data = model.data_preprocessor(_mmseg_batch(model.decode_head.num_classes), training=True)
+    data = model.data_preprocessor(seg_batch(model.decode_head.num_classes, SEG_SIZE), training=True)
 
     def losses() -> Dict[str, Tensor]:
         loss, _ = model.parse_losses(model(**data, mode="loss"))
@@ -245,7 +230,7 @@ def test_mmseg_deeplabv3_trains_a_step_on_cuda(amp: str) -> None:
 @pytest.mark.mmseg
 def test_mmseg_deeplabv3_fused_inference_on_cuda() -> None:
     model = _mmseg_model().eval()
-    data = model.data_preprocessor(_mmseg_batch(model.decode_head.num_classes, seed=1), training=False)
+    data = model.data_preprocessor(seg_batch(model.decode_head.num_classes, SEG_SIZE, seed=1), training=False)
     with gs.exact_float32(), torch.no_grad():
         expected = model(**data, mode="tensor")  # the decode head's logits
         _fuse_in_place(model, "backbone")

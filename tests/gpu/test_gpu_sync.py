@@ -42,20 +42,6 @@ def process_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield backend
 
 
-def _compare(reference: nn.Module, fast: nn.Module, truth: nn.Module, precision: str, fmt: str) -> None:
-    x = gs.image_batch(CUDA, fmt)
-    amp = gs.amp_dtype(precision)
-    with gs.exact_float32():
-        fast_step = gs.record_step(fast, x, amp)
-        reference_step = gs.record_step(reference, x, amp)
-        truth_step = gs.record_step(truth, x)
-    assert fast_step.op_calls > 0, "the memory-saving path was not taken"
-    if precision == "float64":
-        gs.assert_same_function(fast_step, reference_step)
-    else:
-        gs.assert_as_accurate(fast_step, reference_step, truth_step, gs.RULES[precision])
-
-
 @pytest.mark.parametrize("fmt", list(gs.FORMATS))
 @pytest.mark.parametrize("precision", gs.PRECISIONS)
 def test_torch_sync_bn_in_one_process_on_cuda(process_group: str, precision: str, fmt: str) -> None:
@@ -64,7 +50,7 @@ def test_torch_sync_bn_in_one_process_on_cuda(process_group: str, precision: str
     assert isinstance(norm, nn.SyncBatchNorm) and dist.get_world_size() == 1
     x = torch.zeros(2, norm.num_features, 2, 2, device=CUDA, requires_grad=True)
     assert kernel_for(norm, x) == LOCAL  # a CUDA input under a one-process group: plain batch norm, through the ops
-    _compare(reference, fast, truth, precision, fmt)
+    gs.compare_training_steps(reference, fast, truth, precision, fmt, CUDA)
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32", "bf16"])
@@ -79,4 +65,4 @@ def test_synchronising_sync_bn_kernel_on_cuda(process_group: str, precision: str
     norm = fast.layer1[0].bn1
     x = torch.zeros(2, norm.num_features, 2, 2, device=CUDA, requires_grad=True)
     assert isinstance(kernel_for(norm, x), SyncBatchNormKernel)
-    _compare(reference, fast, truth, precision, "channels_last")
+    gs.compare_training_steps(reference, fast, truth, precision, "channels_last", CUDA)

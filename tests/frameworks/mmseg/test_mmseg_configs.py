@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 import torch
@@ -20,9 +20,8 @@ pytestmark = require("mmseg")  # a visible skip without mmseg, before its import
 from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
-from mmengine.structures import PixelData  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
-from mmseg.structures import SegDataSample  # noqa: E402
+from support.segmentation import seg_batch  # noqa: E402
 
 ROOT = REPO_ROOT
 # The paper family (PyTorch-Encoding's head and recipe) has its own tests: tests/test_mmseg_paper_configs.py.
@@ -46,19 +45,6 @@ def test_config_set_is_complete() -> None:
     for variant in ("resnest50d", "resnest101e", "resnest200e"):
         assert f"deeplabv3_{variant}-d8_4xb2-80k_cityscapes-512x1024.py" in names
     assert "deeplabv3_resnest14d-d8_toy-ade.py" in names and "deeplabv3_resnest14d-d8_toy-cityscapes.py" in names
-
-
-def _batch(num_classes: int, seed: int = 0) -> Dict[str, Any]:
-    gen = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(2):  # split attention's BN on pooled features needs more than one sample in training
-        inputs.append(torch.randint(0, 256, (3, *SIZE), generator=gen, dtype=torch.uint8))
-        labels = torch.randint(0, num_classes, (1, *SIZE), generator=gen)
-        labels[:, :4] = 255  # some ignored pixels
-        sample = SegDataSample(gt_sem_seg=PixelData(data=labels))
-        sample.set_metainfo(dict(img_shape=SIZE, ori_shape=SIZE, pad_shape=SIZE))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
 
 
 @pytest.mark.parametrize("path", _params())
@@ -96,13 +82,13 @@ def test_config_builds_trains_and_infers(path: Path) -> None:
     num_classes = model.decode_head.num_classes
 
     model.train()
-    losses = model.train_step(_batch(num_classes), optim_wrapper)
+    losses = model.train_step(seg_batch(num_classes, SIZE), optim_wrapper)
     assert {"decode.loss_ce", "aux.loss_ce"} <= set(losses)
     assert all(math.isfinite(v.item()) for v in losses.values())
 
     model.eval()
     with torch.no_grad():
-        results = model.test_step(_batch(num_classes, seed=1))
+        results = model.test_step(seg_batch(num_classes, SIZE, seed=1))
     assert len(results) == 2
     for result in results:
         assert tuple(result.pred_sem_seg.data.shape) == (1, *SIZE)
