@@ -162,7 +162,9 @@ class Trainer(DefaultTrainer):
         logger.info("Running inference with test-time augmentation ...")
         evaluators = [cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name), True)
                       for name in cfg.DATASETS.TEST]
-        results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model), evaluators)
+        # The wrapper in the model's mode: detectron2's inference_context puts a module back in the mode it found it
+        # in, and a new wrapper is in training mode, which a fused (inference-only) model refuses.
+        results = cls.test(cfg, GeneralizedRCNNWithTTA(cfg, model).train(model.training), evaluators)
         return {name + "_TTA": value for name, value in results.items()}
 
     def build_hooks(self) -> List[Optional[hooks.HookBase]]:
@@ -228,7 +230,8 @@ def run_lazy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     model = prepare_model(instantiate(cfg.model).to(cfg.train.device))
     if args.eval_only:
         ResNeStCheckpointer(model).load(cfg.train.init_checkpoint)
-        return evaluate_lazy(cfg, create_ddp_model_on_any_device(fuse_unless_told_not_to(model, args)))
+        model = create_ddp_model_on_any_device(fuse_unless_told_not_to(model, args))
+        return evaluate_lazy(cfg, model.eval())  # a new DDP wrapper is in training mode (see test_with_TTA)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)

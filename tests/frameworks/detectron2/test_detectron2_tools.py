@@ -115,7 +115,8 @@ def test_train_net_lazy_config_eval_only_runs(tmp_path: Path, data_root: Path, p
     """The LazyConfig path parses overrides, builds and evaluates (toy set, tiny inputs, few proposals), in one
     process or in two CPU processes (SyncBN swapped, DDP without device ids)."""
     config = REPO / "configs" / "detectron2" / "COCO-Detection" / "faster_rcnn_S50_FPN_1x.py"
-    log = run_train_net(["--config-file", str(config), "--num-gpus", str(processes), "--eval-only", "--no-fuse",
+    fuse = ["--no-fuse"] if processes == 1 else []  # 2 processes: the fused model inside DDP
+    log = run_train_net(["--config-file", str(config), "--num-gpus", str(processes), "--eval-only", *fuse,
                          "train.init_checkpoint=", "model.backbone.bottom_up.weights=",
                          f"train.output_dir={tmp_path / 'out'}", "dataloader.test.dataset.names=toy_coco_val",
                          "dataloader.test.mapper.augmentations.0.short_edge_length=96",
@@ -123,7 +124,8 @@ def test_train_net_lazy_config_eval_only_runs(tmp_path: Path, data_root: Path, p
                          "model.roi_heads.num_classes=3", "model.proposal_generator.pre_nms_topk=[200,100]",
                          "model.proposal_generator.post_nms_topk=[64,32]"], data_root, timeout=600)
     assert "CUDA is not available: device set to 'cpu'" in log
-    assert "--no-fuse: evaluating the model as built" in log
+    assert ("--no-fuse: evaluating the model as built" in log) == (processes == 1)
+    assert ("ResNeSt fused for inference" in log) == (processes == 2)
     assert ("SyncBN -> BN" in log) == (processes == 1)
     assert (re.search(r"2 CPU processes: \d+ SyncBN layers run as", log) is not None) == (processes == 2)
     assert "bbox" in coco_results(log)
