@@ -20,9 +20,8 @@ from mmdet.visualization import DetLocalVisualizer
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from ..accel import fuse_resnest_modules
 from ..config_files import resolve_config
-from ..mmseg.checkpoint import dataset_meta, load_whole_model, read_checkpoint
+from ..mmseg.checkpoint import dataset_meta, load_for_inference
 from ..models.hub import local_weights
 from .cli import check_released_name
 
@@ -63,11 +62,7 @@ class MMDetPredictor:
         cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
         init_default_scope(cfg.get("default_scope", "mmdet"))
         self.model = init_detector(cfg, checkpoint=None, device="cpu")
-        checkpoint = read_checkpoint(path)
-        load_whole_model(self.model, checkpoint, path)
-        self.model.to(device).eval()
-        if fused:
-            fuse_resnest_modules(self.model)
+        checkpoint = load_for_inference(self.model, path, device, fused)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, _num_classes(self.model), DATASETS)
         self.visualizer = DetLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}")
         self.visualizer.dataset_meta = self.model.dataset_meta

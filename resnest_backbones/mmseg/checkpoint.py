@@ -18,11 +18,12 @@ from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
 from torch import nn
 
+from ..accel import fuse_resnest_modules
 from ..models.checkpoint import CheckpointError, LoadReport, read_file
 from ..models.checkpoint.io import safe_unpickling
 from .convert import convert_if_released
 
-__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "dataset_meta", "load_whole_model", "read_checkpoint"]
+__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "dataset_meta", "load_for_inference", "load_whole_model", "read_checkpoint"]
 
 
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
@@ -139,3 +140,15 @@ def dataset_meta(cfg: Any, checkpoint: Dict[str, Any], num_classes: int, dataset
             return dict(metainfo)
     return {"classes": [str(i) for i in range(num_classes)], "palette": None}
 
+
+def load_for_inference(model: nn.Module, path: str, device: str, fused: bool) -> Dict[str, Any]:
+    """What the OpenMMLab predictors do with a whole-model file: read it safely (:func:`read_checkpoint`), load it
+    strictly (:func:`load_whole_model`), move ``model`` to ``device`` in eval mode and, with ``fused``, put the
+    fused inference copy of its ResNeSt in place (:func:`~resnest_backbones.fuse_resnest_modules`). Returns the
+    checkpoint (its metadata names the classes)."""
+    checkpoint = read_checkpoint(path)
+    load_whole_model(model, checkpoint, path)
+    model.to(device).eval()
+    if fused:
+        fuse_resnest_modules(model)
+    return checkpoint

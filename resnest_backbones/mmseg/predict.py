@@ -22,10 +22,9 @@ from mmseg.apis import inference_model, init_model
 from mmseg.registry import DATASETS
 from mmseg.visualization import SegLocalVisualizer
 
-from ..accel import fuse_resnest_modules
 from ..config_files import resolve_config
 from ..models.hub import local_weights
-from .checkpoint import dataset_meta, load_whole_model, read_checkpoint
+from .checkpoint import dataset_meta, load_for_inference
 
 __all__ = ["MMSegPredictor"]
 
@@ -56,11 +55,7 @@ class MMSegPredictor:
         path = local_weights(weights)
         cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
         self.model = init_model(cfg, checkpoint=None, device="cpu")
-        checkpoint = read_checkpoint(path)
-        load_whole_model(self.model, checkpoint, path)
-        self.model.to(device).eval()
-        if fused:
-            fuse_resnest_modules(self.model)
+        checkpoint = load_for_inference(self.model, path, device, fused)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes, DATASETS)
         init_default_scope(cfg.get("default_scope", "mmseg"))
         self.visualizer = SegLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}", alpha=opacity)
