@@ -11,7 +11,7 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

@@ -27,7 +27,17 @@ MMENGINE_PIN=mmengine==0.10.7
 DETECTRON2_DEFAULT=git+https://github.com/facebookresearch/detectron2.git@02b5c4e295e990042a714712c21dc79b731e8833
 DETECTRON2_SOURCE="${DETECTRON2_SOURCE:-$DETECTRON2_DEFAULT}"
 
+# The compiled packages' wheels, kept across clones and runs (tools/wheel_cache.py keys them by torch, ABI, source).
+export RESNEST_WHEEL_CACHE="${RESNEST_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/resnest_backbones/wheels}"
+
+# heartbeat NAME T0: one line every 30 s with the elapsed time, until killed (long steps show they are alive).
+heartbeat() {
+    while sleep 30; do echo "[setup] $1: $((SECONDS - $2)) s ..."; done
+}
+
 # step NAME KEY CMD...: run CMD once per KEY (the pins it installs); skip when the stamp says it is done.
+# Steps that report their own progress (the wheel builds) are named in SELF_REPORTING; others get a heartbeat.
+SELF_REPORTING=" mmcv detectron2 "
 step() {
     local name="$1" key="$2"; shift 2
     local stamp="$STAMPS/$name"
@@ -36,21 +46,29 @@ step() {
         return
     fi
     echo "[setup] $name: running ..."
-    local t0=$SECONDS
-    "$@"
+    local t0=$SECONDS beat=""
+    if [[ "$SELF_REPORTING" != *" $name "* ]]; then
+        heartbeat "$name" "$t0" & beat=$!
+    fi
+    "$@" || { [[ -z "$beat" ]] || kill "$beat"; return 1; }
+    [[ -z "$beat" ]] || { kill "$beat"; wait "$beat" 2>/dev/null || true; }
     mkdir -p "$STAMPS"
     echo "$key" > "$stamp"
     echo "[setup] $name: done in $((SECONDS - t0)) s"
 }
 
 make_venv() { python3 -m venv "$VENV"; }
-install_build_tools() { "${PIP[@]}" -q "setuptools<70" wheel; }
+# ninja lets torch's extension builder compile MAX_JOBS files at once (without it, one at a time).
+install_build_tools() { "${PIP[@]}" -q "setuptools<70" wheel ninja; }
 install_torch() { "${PIP[@]}" -q "${TORCH_PINS[@]}"; }
 install_mmengine() { "${PIP[@]}" -q "$MMENGINE_PIN"; }
 # mmcv's setup.py imports pkg_resources (hence setuptools<70) and must build against the torch above, so
-# no build isolation; no pip cache, because a cached wheel named mmcv-2.1.0 may come from another torch.
+# no build isolation; never pip's cache, whose wheel named mmcv-2.1.0 may come from another torch: our own cache
+# (tools/wheel_cache.py) keys the wheel by torch, CUDA, ABI and platform and reuses it only on an exact match.
+# PATH: the venv's ninja.
 install_mmcv() {
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" -q --no-build-isolation --no-cache-dir "$MMCV_PIN"
+    PATH="$VENV/bin:$PATH" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" \
+        "$PY" "$ROOT/tools/wheel_cache.py" install mmcv "$MMCV_PIN" --env MMCV_WITH_OPS FORCE_CUDA TORCH_CUDA_ARCH_LIST
 }
 # detectron2_reachable: whether DETECTRON2_SOURCE can be read from here (a path that exists, a git URL that
 # answers within 30 s, or any other pip URL, which pip itself will try).
@@ -62,8 +80,10 @@ detectron2_reachable() {
         *) [[ -e "$DETECTRON2_SOURCE" ]] ;;
     esac
 }
+# detectron2 reads version 0.6 at every commit: its wheel's key holds a hash of the source (archive or folder).
 install_detectron2() {
-    MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" -q --no-build-isolation --no-cache-dir "$DETECTRON2_SOURCE"
+    PATH="$VENV/bin:$PATH" MAX_JOBS="${MAX_JOBS:-2}" "$PY" "$ROOT/tools/wheel_cache.py" install detectron2 \
+        "$DETECTRON2_SOURCE" --source "$DETECTRON2_SOURCE" --env FORCE_CUDA TORCH_CUDA_ARCH_LIST
 }
 # detectron2's tools/ (lazyconfig_train_net.py, train_net.py, ...) are not part of its package: the set-up keeps
 # them, from the same source, in $D2_TOOLS, where the tests that run detectron2's own entry points find them (they
@@ -136,11 +156,16 @@ setup_detectron2() {
 install_project() { "${PIP[@]}" -q -e "$ROOT[mmseg,mmdet,hub,test,tools,detectron2]"; }
 
 T0=$SECONDS
+if [[ ! -f "$STAMPS/mmcv" ]]; then
+    echo "[setup] a new environment: 15-30 min on a 2-core machine the first time (mmcv 2.1.0 has no wheel for" \
+         "torch 2.12 on PyPI, so its ops compile, 10-20 min, and detectron2 builds from source, 2-3 min); both" \
+         "wheels are kept in $RESNEST_WHEEL_CACHE and reused after that (set-up ~3 min)"
+fi
 [[ -x "$PY" ]] || step venv "$(python3 --version)" make_venv
 step build-tools "setuptools<70 wheel" install_build_tools
 step torch "${TORCH_PINS[*]}" install_torch
 step mmengine "$MMENGINE_PIN" install_mmengine
-step mmcv "$MMCV_PIN ${TORCH_PINS[*]}" install_mmcv
+step mmcv "$MMCV_PIN ${TORCH_PINS[*]} wheel-cache" install_mmcv
 step project "$(cat "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)" install_project
 setup_detectron2
 

@@ -51,30 +51,81 @@ def max_rel_diff_outputs(ours: Union[torch.Tensor, Dict[str, torch.Tensor]],
     return max(max_rel_diff(ours[k], ref[k]) for k in ref)
 
 def match_detections(ours: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], *, box_px: float,
-                     score: float) -> Tuple[float, float]:
-    """Assert that two runs of one detector give the same detections, in any order: as many, each reference
-    detection paired one-to-one with one of ours of its class whose box (``boxes``, N x 4 pixels) is within
-    ``box_px`` pixels in every coordinate and whose score (``scores``) is within ``score``; ``masks`` (N x H x W
-    booleans), when given, agree on 99.9 % of their pixels (a logit at the threshold may flip). Returns the
-    largest box and score differences of the pairs (for reports)."""
+                     score: float, at_least_one: bool = True) -> Tuple[float, float]:
+    """Assert that two runs of one detector give the same detections, in any order: each reference detection
+    paired one-to-one with one of ours of its class whose box (``boxes``, N x 4 pixels) is within ``box_px`` pixels
+    in every coordinate and whose score (``scores``) is within ``score``; ``masks`` (N x H x W booleans), when
+    given, agree on 99.9 % of their pixels (a logit at the threshold may flip). Pairs are made nearest box first,
+    so tied scores in any order pass.
+
+    A detection may go unpaired only at the cut: its score within ``score`` of the lowest score its side kept (a
+    score threshold or a top-k limit that rounding moves by one detection). Anything else unpaired fails.
+    Returns the largest box and score differences of the pairs (for reports)."""
     n_ours, n_ref = len(ours["scores"]), len(ref["scores"])
-    assert n_ours == n_ref > 0, f"{n_ours} detections vs {n_ref} (expected the same number, at least one)"
-    free = torch.ones(n_ours, dtype=torch.bool)
+    assert n_ref > 0 or not at_least_one, "no reference detections: nothing would be compared"
+    if n_ours == 0 or n_ref == 0:
+        _assert_at_cut(ours, torch.ones(n_ours, dtype=torch.bool), score, "ours")
+        _assert_at_cut(ref, torch.ones(n_ref, dtype=torch.bool), score, "reference")
+        return 0.0, 0.0
+    boxes = (ours["boxes"].double()[:, None, :] - ref["boxes"].double()[None, :, :]).abs().amax(dim=2)
+    gaps = (ours["scores"].double()[:, None] - ref["scores"].double()[None, :]).abs()
+    fits = (ours["labels"][:, None] == ref["labels"][None, :]) & (boxes <= box_px) & (gaps <= score)
+    cost = torch.where(fits, boxes, torch.full_like(boxes, float("inf")))
+    free_ours = torch.ones(n_ours, dtype=torch.bool)
+    free_ref = torch.ones(n_ref, dtype=torch.bool)
     worst_box = worst_score = 0.0
-    for i in range(n_ref):
-        distance = (ours["boxes"].double() - ref["boxes"][i].double()).abs().amax(dim=1)
-        distance[~free | (ours["labels"] != ref["labels"][i])] = float("inf")
-        j = int(distance.argmin())
-        assert distance[j] <= box_px, (f"detection {i} (class {int(ref['labels'][i])}, box "
-                                       f"{ref['boxes'][i].tolist()}): the nearest free box of its class is "
-                                       f"{float(distance[j])} px away (> {box_px})")
-        gap = abs(float(ours["scores"][j]) - float(ref["scores"][i]))
-        assert gap <= score, f"detection {i}: score {float(ours['scores'][j])} vs {float(ref['scores'][i])}"
-        if "masks" in ref:
-            assert (ours["masks"][j] == ref["masks"][i]).float().mean() >= 0.999, f"detection {i}: masks differ"
-        free[j] = False
-        worst_box, worst_score = max(worst_box, float(distance[j])), max(worst_score, gap)
+    for flat in cost.flatten().argsort().tolist():  # nearest pairs first
+        j, i = divmod(flat, n_ref)
+        if not torch.isfinite(cost[j, i]):
+            break
+        if free_ours[j] and free_ref[i]:
+            if "masks" in ref:
+                assert (ours["masks"][j] == ref["masks"][i]).float().mean() >= 0.999, f"detection {i}: masks differ"
+            free_ours[j] = free_ref[i] = False
+            worst_box, worst_score = max(worst_box, float(boxes[j, i])), max(worst_score, float(gaps[j, i]))
+    _assert_at_cut(ours, free_ours, score, "ours")
+    _assert_at_cut(ref, free_ref, score, "reference")
     return worst_box, worst_score
+
+
+def _assert_at_cut(side: Dict[str, torch.Tensor], unpaired: torch.Tensor, score: float, name: str) -> None:
+    """Unpaired detections of one side are allowed only at its cut (see match_detections)."""
+    if not bool(unpaired.any()):
+        return
+    lowest = float(side["scores"].min())
+    away = unpaired & (side["scores"].double() > lowest + score)
+    assert not bool(away.any()), (
+        f"{int(unpaired.sum())} of {name}'s detections have no partner (class, box and score); above the cut "
+        f"(lowest kept score {lowest:.6f}): " + "; ".join(
+            f"class {int(side['labels'][k])} score {float(side['scores'][k]):.6f} box {side['boxes'][k].tolist()}"
+            for k in away.nonzero().flatten().tolist()[:5]))
+
+
+def coco_results_by_image(results: List[Dict]) -> Dict[int, Dict[str, torch.Tensor]]:
+    """COCO result entries (image_id, category_id, bbox as x, y, w, h, score) as match_detections' tensors per
+    image (boxes as x0, y0, x1, y1)."""
+    images: Dict[int, Dict[str, list]] = {}
+    for r in results:
+        image = images.setdefault(r["image_id"], {"boxes": [], "scores": [], "labels": []})
+        x, y, w, h = r["bbox"]
+        image["boxes"].append([x, y, x + w, y + h])
+        image["scores"].append(r["score"])
+        image["labels"].append(r["category_id"])
+    return {k: {"boxes": torch.tensor(v["boxes"], dtype=torch.float64).reshape(-1, 4),
+                "scores": torch.tensor(v["scores"], dtype=torch.float64),
+                "labels": torch.tensor(v["labels"], dtype=torch.int64)} for k, v in images.items()}
+
+
+def match_coco_results(found: List[Dict], expected: List[Dict], *, box_px: float, score: float) -> None:
+    """match_detections per image over two lists of COCO results (any order in and across images); the
+    expected side must hold some detections."""
+    assert expected, "no expected detections: nothing would be compared"
+    ours, ref = coco_results_by_image(found), coco_results_by_image(expected)
+    empty = {"boxes": torch.zeros(0, 4, dtype=torch.float64), "scores": torch.zeros(0, dtype=torch.float64),
+             "labels": torch.zeros(0, dtype=torch.int64)}
+    for image in sorted(set(ours) | set(ref)):
+        match_detections(ours.get(image, empty), ref.get(image, empty), box_px=box_px, score=score,
+                         at_least_one=False)
 
 
 def saved_bytes(model: nn.Module, x: Tensor) -> int:
