@@ -1,0 +1,18 @@
+"""The type aliases the package shares (one definition each)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Union
+
+from torch import Tensor, nn
+
+__all__ = ["ConfigDict", "NormLayer", "PathLike", "StateDict"]
+
+#: A file path as the user gives it.
+PathLike = Union[str, os.PathLike]
+#: A module's tensors by key (``state_dict()``).
+StateDict = Dict[str, Tensor]
+#: An OpenMMLab config entry (``dict(type=..., ...)``).
+ConfigDict = Dict[str, Any]
+#: Builds a norm layer for a channel count.
+NormLayer = Callable[[int], nn.Module]
