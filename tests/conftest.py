@@ -74,3 +74,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         else:
             parts.append(f"{name}: skipped ({probe.reason if not available(name) else 'no test selected'})")
     terminalreporter.write_line("framework suites -- " + "; ".join(parts))
+
+
+@pytest.fixture(scope="session")
+def own_sample(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The own-data sample (resnest_backbones.toy_data.make_own_sample: category ids 3 and 9, mixed sizes, a
+    grayscale JPEG, an RGBA PNG, an empty image, label PNGs), made once for the session's own-data tests."""
+    from resnest_backbones.toy_data import make_own_sample
+
+    return make_own_sample(tmp_path_factory.mktemp("my_data"))

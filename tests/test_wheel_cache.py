@@ -72,7 +72,7 @@ def test_built_once_then_reused_and_never_for_another_key(stand_in: Path, tmp_pa
 
 
 def test_progress_is_read_from_the_build_log() -> None:
-    assert wheel_cache.compile_progress("[3/120] c++ -c a.cpp\n[7/120] c++ -c b.cpp\n") == "7/120 source files"
+    assert wheel_cache.compile_progress("[3/120] c++ -c a.cpp\n  [7/120] c++ -c b.cpp\n") == "7/120 source files"
     assert wheel_cache.compile_progress("gcc -O2 -c x/a.cpp -o a.o\ngcc -c y/b.cc -o b.o\nlinking\n") == \
         "2 source files"
     assert wheel_cache.compile_progress("Collecting mmcv\n") == ""

@@ -7,6 +7,8 @@ parameters):
     coco        COCO "instances" detection / instance segmentation of coloured shapes
     ade20k      semantic segmentation scenes in the ADE20K directory layout
     cityscapes  semantic segmentation scenes in the Cityscapes directory layout (train ids)
+    own         a sample that looks like your own data (COCO JSON with category ids 3 and 9, mixed image sizes
+                and formats, label PNGs, classes.txt): what docs/own_data.md runs on
 
 All are made with numpy and Pillow only.
 
@@ -24,7 +26,7 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from resnest_backbones.toy_data import make_toy_ade20k, make_toy_cityscapes, make_toy_coco  # noqa: E402
+from resnest_backbones.toy_data import make_own_sample, make_toy_ade20k, make_toy_cityscapes, make_toy_coco  # noqa: E402
 
 
 def _coco(args: argparse.Namespace) -> None:
@@ -46,9 +48,16 @@ def _segmentation(args: argparse.Namespace) -> None:
     print(f"toy {args.command} ready in {time.time() - start:.1f} s under {root}")
 
 
+def _own(args: argparse.Namespace) -> None:
+    paths = make_own_sample(args.root, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    print(f"own-data sample ready under {paths['root']}")
+    for key in ("train_images", "train_json", "train_labels", "val_images", "val_json", "val_labels", "classes"):
+        print(f"  {key}: {paths[key]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{coco,ade20k,cityscapes}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{coco,ade20k,cityscapes,own}")
     coco = commands.add_parser("coco", help="COCO-format shapes for detection / instance segmentation")
     coco.add_argument("--root", default="data/toy_coco", help="output directory (default: %(default)s)")
     coco.add_argument("--num-train", type=int, default=128, help="training images (default: %(default)s)")
@@ -69,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "cityscapes":
             seg.add_argument("--city", default="toycity", help="city sub-directory (default: %(default)s)")
         seg.set_defaults(func=_segmentation)
+    own = commands.add_parser("own", help="a sample that looks like your own data (docs/own_data.md)")
+    own.add_argument("--root", default="data/my_data", help="output directory (default: %(default)s)")
+    own.add_argument("--num-train", type=int, default=24, help="training images (default: %(default)s)")
+    own.add_argument("--num-val", type=int, default=8, help="validation images (default: %(default)s)")
+    own.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    own.set_defaults(func=_own)
     return parser
 
 

@@ -14,6 +14,11 @@ becomes plain "BN" (identical there). All of this is logged. The training and ev
 :mod:`resnest_backbones.detectron2.engine`::
 
     python tools/train_net.py --config-file configs/detectron2/toy/faster_rcnn_toy.yaml --num-gpus 2   # 2 CPU processes
+
+Your own data, fine-tuning a model of another class count (its class layers start fresh; docs/own_data.md)::
+
+    python tools/train_net.py --config-file detectron2/COCO-Detection/faster_rcnn_S50_FPN_1x.yaml \
+        --train-data my/train.json my/images --val-data my/val.json my/images MODEL.WEIGHTS coco_model.pth
 """
 import os
 import sys
@@ -28,6 +33,10 @@ if __name__ == "__main__":
     parser.add_argument("--no-fuse", action="store_true",
                         help="--eval-only: evaluate the model as built; by default the ResNeSt runs fused for "
                              "inference (batch norms folded into the convolutions: faster, the same outputs to ~1e-6)")
+    for split, purpose in (("train", "train on"), ("val", "evaluate on")):
+        parser.add_argument(f"--{split}-data", nargs=2, metavar=("INSTANCES_JSON", "IMAGE_DIR"),
+                            help=f"{purpose} your own COCO-format data (instances file, image folder) instead of the "
+                                 f"config's data set; the class count is set from its categories (docs/own_data.md)")
     args = parser.parse_args()
     launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -115,7 +115,7 @@ def cached_wheel(name: str, facts: Dict[str, object], root: Optional[Path] = Non
     return wheels[0] if len(wheels) == 1 and kept == facts else None
 
 
-_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
+_NINJA_STEP = re.compile(r"^\s*\[(\d+)/(\d+)\]")
 _COMPILE = re.compile(r"\s-c\s+\S+\.(?:c|cc|cpp|cxx|cu)\b")
 
 

@@ -17,7 +17,11 @@ from omegaconf import OmegaConf
 
 from ..config_files import resolve_config
 
-__all__ = ["add_resnest_config", "imagenet_weights", "is_lazy_config", "load_config", "replace_norm"]
+__all__ = ["add_resnest_config", "get_num_classes", "imagenet_weights", "is_lazy_config", "load_config", "replace_norm",
+           "set_num_classes"]
+
+#: The yacs keys of the class count (the RoI heads' and RetinaNet's; the proposal generator has none).
+_YACS_CLASS_KEYS = (("ROI_HEADS", "NUM_CLASSES"), ("RETINANET", "NUM_CLASSES"))
 
 
 def add_resnest_config(cfg: CfgNode) -> CfgNode:
@@ -115,3 +119,43 @@ def replace_norm(cfg: MutableMapping[str, Any], old: str = "SyncBN", new: str = 
 
     walk(cfg, "")
     return changed
+
+
+def _lazy_class_nodes(node: Any, path: str = "model") -> List[Tuple[Any, str]]:
+    """``(node, path)`` of every ``num_classes`` entry of a LazyConfig model outside its proposal generator."""
+    found = []
+    if isinstance(node, Mapping) or OmegaConf.is_dict(node):
+        if "num_classes" in node:
+            found.append((node, f"{path}.num_classes"))
+        children = [(k, v) for k, v in node.items() if k != "proposal_generator"]
+    elif isinstance(node, MutableSequence) or OmegaConf.is_list(node):
+        children = list(enumerate(node))
+    else:
+        return found
+    for key, value in children:
+        found += _lazy_class_nodes(value, f"{path}.{key}")
+    return found
+
+
+def get_num_classes(cfg: Any) -> int:
+    """The class count of either config kind's model (RetinaNet's for a RetinaNet, else the RoI heads')."""
+    if isinstance(cfg, CfgNode):
+        return cfg.MODEL.RETINANET.NUM_CLASSES if cfg.MODEL.META_ARCHITECTURE == "RetinaNet" else \
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    nodes = _lazy_class_nodes(cfg.model)
+    if not nodes:
+        raise ValueError("this LazyConfig's model has no num_classes entry")
+    return int(nodes[0][0]["num_classes"])
+
+
+def set_num_classes(cfg: Any, num_classes: int) -> List[str]:
+    """Set the class count of either config kind's model, in place (every head's: the cascade's stages, the mask
+    head); returns the keys set."""
+    if isinstance(cfg, CfgNode):
+        for node, key in _YACS_CLASS_KEYS:
+            cfg.MODEL[node][key] = num_classes
+        return [f"MODEL.{node}.{key}" for node, key in _YACS_CLASS_KEYS]
+    nodes = _lazy_class_nodes(cfg.model)
+    for node, _ in nodes:
+        node["num_classes"] = num_classes
+    return [path for _, path in nodes]

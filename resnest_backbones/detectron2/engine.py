@@ -50,8 +50,9 @@ from ..config_files import resolve_config
 from ..distributed import close_process_group, exit_process, sync_on_cpu
 from .checkpoint import ResNeStCheckpointer
 from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
+from .own_data import class_layers, training_classes, use_own_data
 
-__all__ = ["Trainer", "adapt_to_machine", "cpu_processes", "create_ddp_model_on_any_device", "evaluate_lazy",
+__all__ = ["Trainer", "adapt_to_machine", "checkpointer_for", "cpu_processes", "create_ddp_model_on_any_device", "evaluate_lazy",
            "prepare_model", "run_lazy", "run_yacs", "skip_imagenet_init", "train_or_evaluate"]
 
 logger = logging.getLogger("detectron2")
@@ -108,6 +109,30 @@ def skip_imagenet_init(cfg: Any, checkpoint: str, eval_only: bool) -> List[str]:
     return [f"--eval-only from {checkpoint}: the backbone's ImageNet weights are not loaded first"]
 
 
+def checkpointer_for(cfg: Any, model: torch.nn.Module, save_dir: str = "", *, training: bool = False,
+                     **checkpointables: Any) -> ResNeStCheckpointer:
+    """The checkpointer of a run of ``cfg``: it knows the model's class layers (a file of another class count is
+    an error naming both counts, or, when ``training`` starts from it, fine-tunes) and writes the training set's
+    class names into every checkpoint."""
+    return ResNeStCheckpointer(model, save_dir, class_layers=lambda: class_layers(cfg), fine_tune=training,
+                               classes=training_classes(cfg) if training else None, **checkpointables)
+
+
+def _prepare_config(args: argparse.Namespace) -> Any:
+    """The config of ``args`` with the user's data (``--train-data``/``--val-data``) and this machine's
+    adaptations, after detectron2's ``default_setup``; every change logged."""
+    cfg = load_config(args.config_file, args.opts)
+    notes = use_own_data(cfg, getattr(args, "train_data", None), getattr(args, "val_data", None))
+    lazy = not isinstance(cfg, CfgNode)
+    notes += adapt_to_machine(cfg, *((cfg.train, "device") if lazy else (cfg.MODEL, "DEVICE")))
+    notes += skip_imagenet_init(cfg, cfg.train.init_checkpoint if lazy else cfg.MODEL.WEIGHTS, args.eval_only)
+    if not lazy:
+        cfg.freeze()
+    default_setup(cfg, args)
+    _log(notes)
+    return cfg
+
+
 def _log(notes: List[str]) -> None:
     for note in notes:
         logger.info(note)
@@ -133,7 +158,7 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer forwards iter, data_loader, model, optimizer... and run_step/state_dict to _trainer.
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = ResNeStCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = checkpointer_for(cfg, model, cfg.OUTPUT_DIR, training=True, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -188,15 +213,10 @@ def run_yacs(args: argparse.Namespace) -> Any:
     """A yacs config (``args.config_file``, overrides ``args.opts``): train with :class:`Trainer` (``--resume``
     continues from the output directory's last checkpoint), or with ``args.eval_only`` evaluate
     ``MODEL.WEIGHTS``. Returns the evaluation results."""
-    cfg = load_config(args.config_file, args.opts)
-    notes = adapt_to_machine(cfg, cfg.MODEL, "DEVICE")
-    notes += skip_imagenet_init(cfg, cfg.MODEL.WEIGHTS, args.eval_only)
-    cfg.freeze()
-    default_setup(cfg, args)
-    _log(notes)
+    cfg = _prepare_config(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ResNeStCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer_for(cfg, model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         fuse_unless_told_not_to(model, args)
         results = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
@@ -222,14 +242,10 @@ def run_lazy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     ``train.init_checkpoint`` (or resume) with periodic checkpoints, PreciseBN when ``train.precise_bn`` enables
     it and evaluation every ``train.eval_period`` and at the end; or with ``args.eval_only`` evaluate
     ``train.init_checkpoint``. Returns the evaluation results of ``--eval-only``, else None."""
-    cfg = load_config(args.config_file, args.opts)
-    notes = adapt_to_machine(cfg, cfg.train, "device")
-    notes += skip_imagenet_init(cfg, cfg.train.init_checkpoint, args.eval_only)
-    default_setup(cfg, args)
-    _log(notes)
+    cfg = _prepare_config(args)
     model = prepare_model(instantiate(cfg.model).to(cfg.train.device))
     if args.eval_only:
-        ResNeStCheckpointer(model).load(cfg.train.init_checkpoint)
+        checkpointer_for(cfg, model).load(cfg.train.init_checkpoint)
         model = create_ddp_model_on_any_device(fuse_unless_told_not_to(model, args))
         return evaluate_lazy(cfg, model.eval())  # a new DDP wrapper is in training mode (see test_with_TTA)
     cfg.optimizer.params.model = model
@@ -237,7 +253,7 @@ def run_lazy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     train_loader = instantiate(cfg.dataloader.train)
     model = create_ddp_model_on_any_device(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = ResNeStCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = checkpointer_for(cfg, model, cfg.train.output_dir, training=True, trainer=trainer)
     precise_bn = cfg.train.get("precise_bn", {})
     main_process = comm.is_main_process()
     trainer.register_hooks([

@@ -8,8 +8,8 @@ input format, outputs at the input's size.
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Callable, Sequence, Tuple, Union
+import warnings
+from typing import Any, Callable, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,30 +22,26 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ..accel import fuse_resnest_modules
-from ..models.checkpoint import CheckpointError, LoadReport
+from ..models.checkpoint import CheckpointError, read_file
+from ..models.checkpoint.fit import class_names
 from ..models.hub import local_weights
+from ..types import PathLike
 from .checkpoint import ResNeStCheckpointer
-from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
+from .config import get_num_classes, imagenet_weights, is_lazy_config, load_config, replace_norm, set_num_classes
+from .own_data import class_layers
 
 __all__ = ["detectron2_predictor", "load_model"]
 
-PathLike = Union[str, os.PathLike]
-
 
 class _WholeModelCheckpointer(ResNeStCheckpointer):
-    """Refuses what cannot predict: a backbone-only file (its heads would stay random) or one missing model
-    tensors (detectron2's loader only logs them)."""
+    """Refuses what cannot predict: a backbone-only file (its heads would stay random); whole-model files load
+    exactly (ResNeStCheckpointer: every misfit an error naming the keys)."""
 
     def _load_model(self, checkpoint: Any) -> Any:
         incompatible = super()._load_model(checkpoint)
         if incompatible is None:
             raise CheckpointError("the weights hold only a backbone (ImageNet weights?); predicting needs a whole "
                                   "trained model, e.g. the model_final.pth that tools/train_net.py writes")
-        report = LoadReport.from_incompatible("whole-model", self.model.state_dict(), incompatible.missing_keys,
-                                              incompatible.unexpected_keys, incompatible.incorrect_shapes)
-        if report.missing or report.mismatched:  # tensors the model does not use do not keep it from predicting
-            raise report.error("the weights do not fit the model of this config",
-                               "Use the config the model was trained with.")
         return incompatible
 
 
@@ -74,6 +70,9 @@ def load_model(config: PathLike, weights: PathLike, *, score_threshold: float = 
     if not path:
         raise CheckpointError("give the weights of a trained model")
     cfg = load_config(config, opts)
+    saved = read_file(path).get("classes") if path.endswith(".pth") else None  # what tools/train_net.py wrote
+    if saved and len(saved) != get_num_classes(cfg):
+        set_num_classes(cfg, len(saved))  # the file's model, whatever data set the config names
     node, key = imagenet_weights(cfg)
     if node is not None:
         node[key] = ""  # the whole-model file replaces the ImageNet weights: do not fetch them
@@ -97,10 +96,15 @@ def load_model(config: PathLike, weights: PathLike, *, score_threshold: float = 
         datasets = list(OmegaConf.select(cfg, "dataloader.test.dataset.names", default=()) or ())
         datasets = [datasets] if isinstance(datasets, str) else datasets
     model.eval()
-    _WholeModelCheckpointer(model).load(path)
+    _WholeModelCheckpointer(model, class_layers=lambda: class_layers(cfg)).load(path)
     if fused:
         fuse_resnest_modules(model)
-    metadata = MetadataCatalog.get(datasets[0]) if datasets else MetadataCatalog.get("__unused")
+    configured = MetadataCatalog.get(datasets[0]) if datasets else MetadataCatalog.get("__unused")
+    names = class_names(saved, configured.get("thing_classes", None), get_num_classes(cfg),
+                        lambda message: warnings.warn(message, stacklevel=2))
+    metadata = MetadataCatalog.get(f"__resnest_predict_{abs(hash(tuple(names)))}")
+    metadata.set(thing_classes=names, **{k: v for k, v in configured.as_dict().items()
+                                         if k not in ("name", "thing_classes")})
     return model, resize, input_format, metadata
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .report import CheckpointError, LoadReport, is_counter, listing
 
-__all__ = ["ClassLayers", "FitDecision", "MODES", "decide_fit", "load_fitting"]
+__all__ = ["ClassLayers", "FitDecision", "MODES", "class_names", "decide_fit", "load_fitting"]
 
 MODES = ("exact", "finetune")
 Shape = Tuple[int, ...]
@@ -191,3 +191,16 @@ def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, so
                                               result.unexpected_keys, mismatched)
     return decide_fit(comparison, list(expected), mode=mode, source=source, class_layers=class_layers,
                       remedy=remedy)
+
+
+def class_names(saved: Optional[Sequence[str]], configured: Optional[Sequence[str]], num_classes: int,
+                warn: Callable[[str], None]) -> List[str]:
+    """The class names to draw a model of ``num_classes`` classes with: the names its file carries (``saved``),
+    else the config's data set's (``configured``), else numbers. A list of another length is passed over; saved
+    names that differ from the config's (same count) win, with a warning naming both lists."""
+    saved = list(saved) if saved and len(saved) == num_classes else None
+    configured = list(configured) if configured and len(configured) == num_classes else None
+    if saved and configured and saved != configured:
+        warn(f"the checkpoint's class names {saved} differ from those of the config's data set {configured}: "
+             f"drawing the checkpoint's")
+    return saved or configured or [str(i) for i in range(num_classes)]

@@ -68,11 +68,14 @@ class LoadReport:
                           unexpected: Iterable[str], mismatched: Iterable[Mismatch] = (),
                           prefix: str = "") -> "LoadReport":
         """The report of a ``load_state_dict(strict=False)`` into a model with ``model_keys`` (torch's or fvcore's
-        incompatible keys), for the keys under ``prefix``; norm layers' counters never count as missing."""
+        incompatible keys), for the keys under ``prefix``; norm layers' counters never count as missing, nor do
+        mis-shaped tensors (fvcore lists them among the missing too)."""
         mismatched = [m for m in mismatched if m[0].startswith(prefix)]
-        unset = set(missing) | {k for k, _, _ in mismatched}
+        shaped = {k for k, _, _ in mismatched}  # reported as mis-shaped, not also as missing
+        unset = set(missing) | shaped
         return cls(source_format, loaded=sorted(k for k in model_keys if k.startswith(prefix) and k not in unset),
-                   missing=[k for k in missing if k.startswith(prefix) and not is_counter(k)],
+                   missing=[k for k in missing if k.startswith(prefix) and not is_counter(k)
+                            and k not in shaped],
                    unexpected=[k for k in unexpected if k.startswith(prefix)], mismatched=mismatched)
 
     @property
