@@ -2,7 +2,8 @@
 
 One framework-free model definition (every published variant) with strict loading of the official/timm,
 detectron2 and OpenMMLab checkpoints. Framework adapters live in subpackages and register themselves on
-import: ``resnest_backbones.detectron2``, ``resnest_backbones.mmseg``, ``resnest_backbones.torchvision``.
+import: ``resnest_backbones.detectron2``, ``resnest_backbones.mmseg`` and ``resnest_backbones.mmdet`` (sharing
+``resnest_backbones.openmmlab``), ``resnest_backbones.torchvision``.
 Importing this package never imports detectron2, mmcv, mmseg or mmengine.
 
 Example:

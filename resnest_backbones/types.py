@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, Union
 
+import numpy as np
 from torch import Tensor, nn
 
-__all__ = ["ConfigDict", "NormLayer", "PathLike", "StateDict"]
+__all__ = ["ConfigDict", "NormLayer", "PathLike", "Predictor", "StateDict"]
 
 #: A file path as the user gives it.
 PathLike = Union[str, os.PathLike]
@@ -16,3 +17,5 @@ StateDict = Dict[str, Tensor]
 ConfigDict = Dict[str, Any]
 #: Builds a norm layer for a channel count.
 NormLayer = Callable[[int], nn.Module]
+#: An RGB ``uint8`` image ``(H, W, 3)`` -> the same-sized RGB image with the predictions drawn.
+Predictor = Callable[[np.ndarray], np.ndarray]

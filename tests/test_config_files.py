@@ -38,7 +38,7 @@ def test_unknown_name_says_what_it_may_have_meant() -> None:
 
 @pytest.mark.mmseg
 def test_tools_take_a_name() -> None:
-    from resnest_backbones.mmseg.cli import load_config
+    from resnest_backbones.openmmlab.cli import load_config
 
     assert detect_framework(TOY_ADE) == "mmseg"
     assert detect_framework("detectron2/toy/faster_rcnn_toy.yaml") == "detectron2"

@@ -47,3 +47,12 @@ def test_failing_section_shows_its_log_and_the_others_go_on(tmp_path: Path, monk
     assert "mmseg FAILED: " in out and "exited with code 3; last lines of logs/mmseg.log:" in out
     assert "    it broke here" in out and out.rstrip().endswith("FAILED: mmseg")
     assert "core stood in for" in out  # the other section ran
+
+
+def test_a_section_for_each_framework_of_the_table(monkeypatch) -> None:
+    from resnest_backbones.frameworks import FRAMEWORKS
+
+    demo = _demo_module(monkeypatch)
+    shown = [name for name, row in FRAMEWORKS.items() if row.demo]
+    assert [s.key for s in demo.SECTIONS] == shown and sorted(demo.RUNS) == sorted(shown)
+    assert all(s.framework == FRAMEWORKS[s.key].probe and s.model == FRAMEWORKS[s.key].demo for s in demo.SECTIONS)

@@ -3,19 +3,23 @@ other, and the layers import only downwards.
 
 An import cycle works or fails depending on which module a user imports first, so each module is imported alone
 in a fresh interpreter, and the graph of module-level relative imports must be acyclic, module by module and
-subpackage by subpackage. The layers, bottom up: ``layers`` < ``models`` < ``accel`` < ``factory`` (``create_model``)
-< everything else (framework subpackages, tools' helpers) < the package's ``__init__``.
+subpackage by subpackage. The layers, bottom up: ``types`` (the shared type aliases) < ``layers`` < ``models`` <
+``accel`` < ``factory`` (``create_model``) < everything else (framework subpackages, ``openmmlab`` (what mmseg and
+mmdet share) among them, tools' helpers) < the package's ``__init__``. The OpenMMLab subpackages stay apart:
+``mmseg`` and ``mmdet`` share only ``openmmlab``, which needs neither framework (only mmengine and mmcv).
 """
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
 import pkgutil
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set
 
 import pytest
 from support.frameworks import FRAMEWORKS as PROBES
-from support.frameworks import available, skip_missing
+from support.frameworks import available, required, skip_missing
 from support.processes import run_python
 
 import resnest_backbones
@@ -24,6 +28,16 @@ PACKAGE = "resnest_backbones"
 ROOT = Path(resnest_backbones.__file__).parent
 #: Subpackages that need a framework (named like it), and the framework probe they need.
 FRAMEWORKS = {f"{PACKAGE}.{name}": name for name in PROBES}
+#: What mmseg and mmdet share needs neither of them, only what these probes import (mmengine and mmcv); without it
+#: neither framework works, so its modules skip as theirs do (and fail where either is required).
+OPENMMLAB, OPENMMLAB_USERS = f"{PACKAGE}.openmmlab", ("mmseg", "mmdet")
+OPENMMLAB_PROBES = ("mmengine.runner", "mmcv.cnn")
+#: ``resnest_backbones.<subpackage>`` -> the modules it must not import (nor their submodules), anywhere in its files.
+APART = {
+    "openmmlab": ("mmseg", "mmdet", f"{PACKAGE}.mmseg", f"{PACKAGE}.mmdet"),  # the shared part: mmengine and mmcv
+    "mmdet": ("mmseg", f"{PACKAGE}.mmseg"),
+    "mmseg": ("mmdet", f"{PACKAGE}.mmdet"),
+}
 
 
 def _modules() -> List[str]:
@@ -34,9 +48,24 @@ def _modules() -> List[str]:
 def _framework(name: str) -> Optional[str]:
     """The framework the module ``name`` needs, or ``None`` for the framework-free modules."""
     for prefix, framework in FRAMEWORKS.items():
-        if name == prefix or name.startswith(prefix + "."):
+        if _within(name, prefix):
             return framework
     return None
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+@functools.lru_cache(maxsize=None)
+def _openmmlab_usable() -> bool:
+    """Whether mmengine and mmcv import (any failure counts, as for the framework probes)."""
+    try:
+        for probe in OPENMMLAB_PROBES:
+            importlib.import_module(probe)
+    except Exception:  # noqa: BLE001 - a broken install is no install
+        return False
+    return True
 
 
 def _path(name: str) -> Path:
@@ -78,6 +107,29 @@ def import_graph() -> Dict[str, Set[str]]:
     return graph
 
 
+def all_imports(module: str) -> Set[str]:
+    """Every module that ``module`` names in an ``import``/``from`` statement, at any depth of its file (lazy imports
+    inside functions included); ``from x import y`` counts as ``x`` and ``x.y``, relative imports made absolute."""
+    path = _path(module)
+    found: Set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+            source = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module or ""
+            found.update([source, *(f"{source}.{alias.name}" for alias in node.names)])
+    return found
+
+
+def apart_violations(imports: Dict[str, Iterable[str]]) -> List[str]:
+    """``module -> imported`` pairs of ``imports`` (module -> the modules it imports) that :data:`APART` forbids."""
+    return sorted(f"{module} -> {target}" for module, targets in imports.items() for target in targets
+                  for sub, banned in APART.items() if _within(module, f"{PACKAGE}.{sub}")
+                  and any(_within(target, b) for b in banned))
+
+
 def _cycle(graph: Dict[str, Set[str]]) -> List[str]:
     """One cycle of ``graph`` (as a path that ends where it starts), or ``[]``."""
     state: Dict[str, int] = {}  # 1: on the current path, 2: done
@@ -107,8 +159,8 @@ def _cycle(graph: Dict[str, Set[str]]) -> List[str]:
 
 #: Rank of the bottom layers (``resnest_backbones.<name>``); every other part ranks above them, the package's
 #: ``__init__`` (which exports from all of them) at the top. A part may import only parts of its rank or below.
-LAYER_RANKS = {"layers": 0, "models": 1, "accel": 2, "factory": 3}
-OTHER_RANK, ROOT_RANK = 4, 5
+LAYER_RANKS = {"types": 0, "layers": 1, "models": 2, "accel": 3, "factory": 4}
+OTHER_RANK, ROOT_RANK = 5, 6
 
 
 def part(module: str) -> str:
@@ -151,6 +203,24 @@ def test_layer_check_finds_an_upward_import() -> None:
     assert rank(f"{PACKAGE}.accel") > rank(f"{PACKAGE}.models")
 
 
+def test_openmmlab_subpackages_stay_apart() -> None:
+    """mmdet's adapter and the shared ``openmmlab`` import no mmseg (neither the framework nor our adapter),
+    mmseg's no mmdet, ``openmmlab`` neither: each framework's subpackage works without the other framework."""
+    imports = {name: all_imports(name) for name in _modules()
+               if any(_within(name, f"{PACKAGE}.{sub}") for sub in APART)}
+    # the walk sees each adapter's imports of the shared part, lazy ones and relative ones
+    assert f"{PACKAGE}.openmmlab.registry" in imports[f"{PACKAGE}.mmdet.registry"]
+    assert f"{PACKAGE}.openmmlab.checkpoint" in imports[f"{PACKAGE}.mmseg.predict"]
+    assert "mmseg.registry" in imports[f"{PACKAGE}.mmseg.predict"]
+    assert apart_violations(imports) == []
+    assert apart_violations({f"{PACKAGE}.openmmlab.cli": {"mmseg.apis"}, f"{PACKAGE}.mmdet.x": {f"{PACKAGE}.mmseg"},
+                             f"{PACKAGE}.mmseg.x": {f"{PACKAGE}.mmdet.cli", "mmdetection", f"{PACKAGE}.mmdetx"}}) == [
+        f"{PACKAGE}.mmdet.x -> {PACKAGE}.mmseg", f"{PACKAGE}.mmseg.x -> {PACKAGE}.mmdet.cli",
+        f"{PACKAGE}.openmmlab.cli -> mmseg.apis"]
+    # the layers: the shared part sits with the framework subpackages that import it
+    assert rank(OPENMMLAB) == rank(f"{PACKAGE}.mmseg") == rank(f"{PACKAGE}.mmdet")
+
+
 def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []
@@ -161,4 +231,6 @@ def test_module_imports_alone(name: str) -> None:
     framework = _framework(name)
     if framework and not available(framework):
         skip_missing(framework)  # a visible skip (a failure where the framework is required)
+    if _within(name, OPENMMLAB) and not _openmmlab_usable():
+        skip_missing(next((f for f in OPENMMLAB_USERS if f in required()), OPENMMLAB_USERS[0]))
     run_python(["-c", f"import {name}"], timeout=300)

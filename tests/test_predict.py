@@ -19,15 +19,8 @@ import resnest_backbones as rb
 from resnest_backbones import create_model
 from resnest_backbones.accel import InferenceOnly
 from resnest_backbones.models.checkpoint import CheckpointError
-from resnest_backbones.predict import (
-    detect_framework,
-    list_images,
-    load_predictor,
-    load_torchvision_model,
-    predict_images,
-    read_image,
-    torchvision_predictor,
-)
+from resnest_backbones.predict import detect_framework, list_images, load_predictor, predict_images, read_image
+from resnest_backbones.torchvision.predict import load_torchvision_model, torchvision_predictor
 
 REPO = REPO_ROOT
 TOY_D2 = REPO / "configs" / "detectron2" / "toy" / "mask_rcnn_toy.yaml"

@@ -2,10 +2,11 @@
 """The main job on built-in toy data (README's first command, run through `make demo`).
 
 Runs every section whose framework is installed: the core network, then a toy detector or segmentor trained
-and evaluated by each framework's tool on the toy data (generated deterministically under data/ on first use):
-torchvision Faster R-CNN, mmseg DeepLabV3, detectron2 Faster R-CNN, mmdet Faster R-CNN, all with a ResNeSt-14
-backbone trained from scratch. Each trained model then draws its predictions on toy validation images
-(resnest_backbones.predict, as tools/predict.py does) into work_dirs/demo_pictures/.
+and evaluated by each framework's tool on the toy data (generated deterministically under data/ on first use), in
+the order of the framework table (resnest_backbones.frameworks): detectron2 Faster R-CNN, mmseg DeepLabV3, mmdet
+Faster R-CNN, torchvision Faster R-CNN, all with a ResNeSt-14 backbone trained from scratch. Each trained model
+then draws its predictions on toy validation images (resnest_backbones.predict, as tools/predict.py does) into
+work_dirs/demo_pictures/.
 
 The terminal gets two lines per section and a closing table (section, model, metric, value, the target the test
 suite holds the same training to, time, picture); everything the frameworks print goes to
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import subprocess
 import sys
@@ -24,14 +24,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from resnest_backbones import list_variants  # noqa: E402
 from resnest_backbones.benchmark.toy_targets import TARGETS  # noqa: E402
+from resnest_backbones.frameworks import FRAMEWORKS, usable  # noqa: E402
 
 PICTURES = ROOT / "work_dirs" / "demo_pictures"
 LOGS = ROOT / "work_dirs" / "demo_logs"
@@ -106,7 +108,7 @@ BOXES = "predicted boxes, class and score"
 
 
 def torchvision_picture() -> Path:
-    from resnest_backbones.predict import torchvision_predictor
+    from resnest_backbones.torchvision.predict import torchvision_predictor
 
     predictor = torchvision_predictor(ROOT / "work_dirs" / "demo_torchvision" / "model.pth")
     return _detections(predictor, "toy_coco_torchvision", "torchvision_faster_rcnn.png", f"torchvision: {BOXES}")
@@ -149,27 +151,26 @@ def detectron2_picture() -> Path:
 # ------------------------------------------------------------------------------------------------- sections
 @dataclass
 class Section:
-    key: str  # --only name, log file name, TARGETS key
+    key: str  # the framework's name: --only name, log file name
     model: str
-    framework: Optional[str]  # module that must import, or None
+    framework: Optional[str]  # module that must import (the framework's probe), or None
     command: List[str]  # the training (and evaluation) the tool runs
     picture: Callable[[], Path]
 
 
-SECTIONS = [
-    Section("torchvision", "Faster R-CNN ResNeSt-14 FPN", None,
-            [sys.executable, "tools/torchvision_train.py", "--iters", str(TORCHVISION_STEPS),
-             "--output", "work_dirs/demo_torchvision/model.pth"], torchvision_picture),
-    Section("mmseg", "DeepLabV3 ResNeSt-14 (toy ADE20K)", "mmseg.models",
-            [sys.executable, "tools/mmseg_train.py", MMSEG_CONFIG, "--work-dir", "work_dirs/demo_mmseg"],
-            mmseg_picture),
-    Section("detectron2", "Faster R-CNN ResNeSt-14 FPN", "detectron2.modeling",
-            [sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR",
-             "work_dirs/demo_d2"], detectron2_picture),
-    Section("mmdet", "Faster R-CNN ResNeSt-14 FPN", "mmdet.models",
-            [sys.executable, "tools/mmdet_train.py", MMDET_CONFIG, "--work-dir", "work_dirs/demo_mmdet"],
-            mmdet_picture),
-]
+#: The training (and evaluation) command and the picture of each section: one per framework of the table with a
+#: ``demo`` model.
+RUNS: Dict[str, Tuple[List[str], Callable[[], Path]]] = {
+    "torchvision": ([sys.executable, "tools/torchvision_train.py", "--iters", str(TORCHVISION_STEPS),
+                     "--output", "work_dirs/demo_torchvision/model.pth"], torchvision_picture),
+    "mmseg": ([sys.executable, "tools/mmseg_train.py", MMSEG_CONFIG, "--work-dir", "work_dirs/demo_mmseg"],
+              mmseg_picture),
+    "detectron2": ([sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR",
+                    "work_dirs/demo_d2"], detectron2_picture),
+    "mmdet": ([sys.executable, "tools/mmdet_train.py", MMDET_CONFIG, "--work-dir", "work_dirs/demo_mmdet"],
+              mmdet_picture),
+}
+SECTIONS = [Section(name, row.demo, row.probe, *RUNS[name]) for name, row in FRAMEWORKS.items() if row.demo]
 
 
 @contextlib.contextmanager
@@ -192,14 +193,6 @@ def _output_to(log: Path) -> Iterator[None]:
                 os.close(fd)
 
 
-def _imports(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - a broken install is as good as none for the demo
-        return False
-    return True
-
-
 def _tail(log: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -211,7 +204,7 @@ def run(section: Section, log: Path) -> List[str]:
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     if code != 0:
         raise RuntimeError(f"{' '.join(section.command[1:3])} exited with code {code}")
-    target = TARGETS[section.key]
+    target = TARGETS[FRAMEWORKS[section.key].toy_target]
     value = target.parse(log.read_text(errors="replace"))
     with _output_to(log):
         picture = section.picture()
@@ -248,8 +241,8 @@ def main() -> None:
         try:
             with _output_to(log):
                 value = core_section()
-            rows.append(["core", "ResNeSt (13 variants)", "build + features + reload", "ok", "identical",
-                         f"{time.time() - t0:.0f} s", "-"])
+            rows.append(["core", f"ResNeSt ({len(list_variants())} variants)", "build + features + reload", "ok",
+                         "identical", f"{time.time() - t0:.0f} s", "-"])
         except Exception as error:  # noqa: BLE001 - report it, go on with the others
             failures.append("core")
             print(f"[demo]     core FAILED: {error}; log {log.relative_to(ROOT)}:\n{_tail(log)}", flush=True)
@@ -258,7 +251,7 @@ def main() -> None:
     for section in chosen:
         number += 1
         log = LOGS / f"{section.key}.log"
-        if section.framework and not _imports(section.framework):
+        if section.framework and not usable(section.key):  # a broken install is as good as none
             print(f"[demo] {number}/{total} {section.key}: skipped ({section.framework} does not import)", flush=True)
             rows.append([section.key, section.model, "skipped: not installed", "-", "-", "-", "-"])
             continue

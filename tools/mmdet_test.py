@@ -18,7 +18,7 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.mmdet.cli import DETECTION_TOOL  # noqa: E402
-from resnest_backbones.mmseg.cli import test_tool  # noqa: E402
+from resnest_backbones.openmmlab.cli import test_tool  # noqa: E402
 
 CHECKPOINT = ("checkpoint of the whole detector (e.g. work_dirs/.../epoch_12.pth), or mmdet's released ResNeSt file "
               "of the config's model as downloaded")

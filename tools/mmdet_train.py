@@ -17,7 +17,7 @@ from typing import List, Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
 from resnest_backbones.mmdet.cli import DETECTION_TOOL  # noqa: E402
-from resnest_backbones.mmseg.cli import train_tool  # noqa: E402
+from resnest_backbones.openmmlab.cli import train_tool  # noqa: E402
 
 EXAMPLE = "configs/mmdet/faster-rcnn_resnest50d_fpn_syncbn-backbone+head_ms-range-1x_coco.py"
 

@@ -14,14 +14,14 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from resnest_backbones.mmseg.cli import test_tool  # noqa: E402
-from resnest_backbones.mmseg.engine import print_metrics  # noqa: E402
+from resnest_backbones.mmseg.cli import SEGMENTATION_TOOL  # noqa: E402
+from resnest_backbones.openmmlab.cli import test_tool  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    test_tool(argv, tool="mmseg_test", description=__doc__.split("\n")[0], print_metrics=print_metrics, tta=True,
+    test_tool(argv, tool="mmseg_test", description=__doc__.split("\n")[0], tta=True,
               checkpoint_help="checkpoint of the whole segmentor (e.g. work_dirs/.../iter_160000.pth), or a released "
-                              "mmseg / PyTorch-Encoding ResNeSt file as downloaded")
+                              "mmseg / PyTorch-Encoding ResNeSt file as downloaded", **SEGMENTATION_TOOL)
 
 
 if __name__ == "__main__":

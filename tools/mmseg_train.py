@@ -15,13 +15,14 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's package
 
-from resnest_backbones.mmseg.cli import train_tool  # noqa: E402
-from resnest_backbones.mmseg.engine import print_metrics  # noqa: E402
+from resnest_backbones.mmseg.cli import SEGMENTATION_TOOL  # noqa: E402
+from resnest_backbones.openmmlab.cli import train_tool  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    train_tool(argv, tool="mmseg_train", description=__doc__.split("\n")[0], print_metrics=print_metrics,
-               config_help="config file (e.g. configs/mmseg/deeplabv3_resnest50d-d8_4xb4-160k_ade20k-512x512.py)")
+    train_tool(argv, tool="mmseg_train", description=__doc__.split("\n")[0],
+               config_help="config file (e.g. configs/mmseg/deeplabv3_resnest50d-d8_4xb4-160k_ade20k-512x512.py)",
+               **SEGMENTATION_TOOL)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@
 The config decides the framework: a detectron2 yacs ``.yaml`` or LazyConfig ``.py`` (boxes, masks, panoptic
 segments drawn by detectron2's Visualizer), an mmseg ``.py`` (segmentation overlay by mmseg's visualiser), an mmdet
 ``.py`` (boxes, labels, masks by mmdet's visualiser; mmdet's released files as downloaded), or
-``--framework torchvision`` for a model saved by ``tools/torchvision_train.py --output``. Weights are a whole trained
-model (a path or an http(s)/file URL). Output images have the input's size, one PNG per input in --output.
+``--framework torchvision`` for a model saved by ``tools/torchvision_train.py --output``. The framework is told from
+the config as its framework loads it (an OpenMMLab config's ``default_scope``, ``custom_imports`` or ``_base_``
+files), so a config of your own that inherits ours is told too; give ``--framework`` where it cannot be told.
+Weights are a whole trained model (a path or an http(s)/file URL). Output images have the input's size, one PNG per
+input in --output.
 
 Examples:
     python tools/predict.py configs/detectron2/toy/faster_rcnn_toy.yaml --weights work_dirs/demo_d2/model_final.pth \\

@@ -1,6 +1,7 @@
 """The toy accuracy targets: each toy training that a slow test holds to a threshold, the command it runs, and how
 its metric is read from the command's output. ``tools/toy_margins.py`` sweeps them over seeds and threads;
-``tools/demo.py`` reports its sections against them.
+``tools/demo.py`` reports its sections against them. Each framework of the table
+(:data:`resnest_backbones.frameworks.FRAMEWORKS`) names its target; the target's framework is told from there.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from ..frameworks import FRAMEWORKS
+
 __all__ = ["TARGETS", "Target", "available"]
 
 PY = sys.executable
@@ -20,12 +23,17 @@ PY = sys.executable
 class Target:
     """One toy training held to an accuracy threshold by a slow test."""
 
-    framework: Optional[str]  # module that must import, or None
+    name: str  # a framework's ``toy_target`` in the table
     threshold: float  # the test's assertion (same unit as the metric)
     metric: str
     test: str  # the slow test that asserts it
     command: Callable[[int, int, Path], List[str]]  # (seed, threads, scratch dir) -> argv
     parse: Callable[[str], float]
+
+    @property
+    def framework(self) -> Optional[str]:
+        """The module that must import for it to run (its framework's probe), or None."""
+        return next(row.probe for row in FRAMEWORKS.values() if row.toy_target == self.name)
 
 
 def _last_float(pattern: str, scale: float = 1.0) -> Callable[[str], float]:
@@ -70,22 +78,20 @@ def _mmdet(seed: int, threads: int, tmp: Path) -> List[str]:
                                                                                            "test_evaluator"))]
 
 
-TARGETS: Dict[str, Target] = {
-    "mmseg": Target("mmseg.models", 60.0, "toy ADE20K mIoU (%)",
-                    "tests/frameworks/mmseg/test_mmseg_tools.py::test_toy_ade_reaches_miou_target", _mmseg,
-                    _last_float(r"\] mIoU = ([0-9.]+) %")),
-    "detectron2": Target("detectron2.modeling", 50.0, "toy COCO box AP50 (%), detectron2 Faster R-CNN",
-                         "tests/frameworks/detectron2/test_detectron2_tools.py::test_toy_faster_rcnn_reaches_ap50",
-                         _detectron2,
-                         _last_float(r"copypaste: (?:[0-9.]+|nan),([0-9.]+|nan),")),
-    "torchvision": Target(None, 50.0, "toy COCO box AP50 (%), torchvision Faster R-CNN",
-                          "tests/frameworks/torchvision/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50",
-                          _torchvision,
-                          _last_float(r"AP50 ([0-9.]+)", scale=100)),  # the script prints fractions
-    "mmdet": Target("mmdet.models", 50.0, "toy COCO box AP50 (%), mmdet Faster R-CNN",
-                    "tests/frameworks/mmdet/test_mmdet_tools.py::test_toy_faster_rcnn_reaches_ap50_target", _mmdet,
-                    _last_float(r"\] box AP50 = ([0-9.]+) %")),
-}
+TARGETS: Dict[str, Target] = {target.name: target for target in (
+    Target("mmseg", 60.0, "toy ADE20K mIoU (%)",
+           "tests/frameworks/mmseg/test_mmseg_tools.py::test_toy_ade_reaches_miou_target", _mmseg,
+           _last_float(r"\] mIoU = ([0-9.]+) %")),
+    Target("detectron2", 50.0, "toy COCO box AP50 (%), detectron2 Faster R-CNN",
+           "tests/frameworks/detectron2/test_detectron2_tools.py::test_toy_faster_rcnn_reaches_ap50", _detectron2,
+           _last_float(r"copypaste: (?:[0-9.]+|nan),([0-9.]+|nan),")),
+    Target("torchvision", 50.0, "toy COCO box AP50 (%), torchvision Faster R-CNN",
+           "tests/frameworks/torchvision/test_torchvision.py::test_toy_faster_rcnn_reaches_ap50", _torchvision,
+           _last_float(r"AP50 ([0-9.]+)", scale=100)),  # the script prints fractions
+    Target("mmdet", 50.0, "toy COCO box AP50 (%), mmdet Faster R-CNN",
+           "tests/frameworks/mmdet/test_mmdet_tools.py::test_toy_faster_rcnn_reaches_ap50_target", _mmdet,
+           _last_float(r"\] box AP50 = ([0-9.]+) %")),
+)}
 
 
 def available(module: Optional[str]) -> bool:

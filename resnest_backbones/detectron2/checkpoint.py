@@ -41,7 +41,7 @@ from ..models.hub import is_url, local_weights
 
 __all__ = ["ResNeStCheckpointer", "local_weights"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("detectron2.resnest")  # under the logger detectron2's setup_logger prints
 
 
 def _find_resnest(model: nn.Module) -> Optional[Tuple[str, ResNeSt]]:
@@ -66,8 +66,9 @@ class ResNeStCheckpointer(DetectionCheckpointer):
         classes: the class names, written into every checkpoint saved.
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", *, class_layers: Optional[Callable[[], ClassLayers]] = None,
-                 fine_tune: bool = False, classes: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, save_dir: str = "", *,
+                 class_layers: Optional[Callable[[], ClassLayers]] = None, fine_tune: bool = False,
+                 classes: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
         super().__init__(model, save_dir, **kwargs)
         self.class_layers = class_layers
         self.fine_tune = fine_tune

@@ -52,8 +52,8 @@ from .checkpoint import ResNeStCheckpointer
 from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
 from .own_data import class_layers, training_classes, use_own_data
 
-__all__ = ["Trainer", "adapt_to_machine", "checkpointer_for", "cpu_processes", "create_ddp_model_on_any_device", "evaluate_lazy",
-           "prepare_model", "run_lazy", "run_yacs", "skip_imagenet_init", "train_or_evaluate"]
+__all__ = ["Trainer", "adapt_to_machine", "checkpointer_for", "cpu_processes", "create_ddp_model_on_any_device",
+           "evaluate_lazy", "prepare_model", "run_lazy", "run_yacs", "skip_imagenet_init", "train_or_evaluate"]
 
 logger = logging.getLogger("detectron2")
 

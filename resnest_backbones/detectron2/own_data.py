@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, List, Optional, Sequence
 
@@ -22,29 +21,13 @@ from detectron2.modeling import build_model
 from omegaconf import OmegaConf
 
 from ..models.checkpoint.fit import ClassLayers
+from ..own_data import coco_category_names
 from .config import get_num_classes, imagenet_weights, set_num_classes
 
-__all__ = ["OWN_TRAIN", "OWN_VAL", "class_layers", "coco_classes", "register_coco_files", "training_classes",
+__all__ = ["OWN_TRAIN", "OWN_VAL", "class_layers", "register_coco_files", "training_classes",
            "use_own_data"]
 
 OWN_TRAIN, OWN_VAL = "own_train", "own_val"
-
-
-def coco_classes(json_file: str) -> List[str]:
-    """The category names of a COCO instances file in id order (the contiguous ids detectron2 gives them).
-
-    Raises:
-        SystemExit: the file is missing, not COCO JSON, or has no categories; the message says what to give.
-    """
-    try:
-        with open(json_file, encoding="utf-8") as f:
-            categories = json.load(f).get("categories")
-    except (OSError, ValueError, AttributeError) as error:
-        raise SystemExit(f"cannot read {json_file} as a COCO instances file: {error}") from None
-    if not categories:
-        raise SystemExit(f"{json_file} has no 'categories': a COCO instances file lists its classes as "
-                         f"categories [{{'id': 1, 'name': 'cat'}}, ...]")
-    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
 
 
 def register_coco_files(name: str, json_file: str, image_root: str) -> List[str]:
@@ -53,7 +36,7 @@ def register_coco_files(name: str, json_file: str, image_root: str) -> List[str]
     if not os.path.isdir(image_root):
         raise SystemExit(f"image folder {image_root} does not exist (give the folder the file_name entries of "
                          f"{json_file} are relative to)")
-    classes = coco_classes(json_file)
+    classes = coco_category_names(json_file)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

@@ -8,13 +8,11 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from ..types import NormLayer
 from .dropblock import DropBlock2d
 from .split_attention import SplitAttention
 
 __all__ = ["Bottleneck", "NormLayer"]
-
-#: Builds a normalisation layer for a number of channels (``nn.BatchNorm2d``, a detectron2/mmcv norm...).
-NormLayer = Callable[[int], nn.Module]
 
 
 class Bottleneck(nn.Module):

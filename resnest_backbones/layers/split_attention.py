@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NormLayer = Callable[[int], nn.Module]
+from ..types import NormLayer
+
 ConvLayer = Callable[..., nn.Module]
 
 __all__ = ["SplitAttention", "attention_channels", "combine_splits"]

@@ -1,7 +1,7 @@
-"""Command-line plumbing of ``tools/mmdet_train.py`` and ``tools/mmdet_test.py``, on top of the mmseg tools' own
-(:mod:`resnest_backbones.mmseg.cli`, ``.engine`` and ``.checkpoint``: config and command line, the CPU/torchrun
-runner, safe and strict loading of whole-model checkpoints), which is framework-neutral mmengine code; this module
-adds what detection needs.
+"""What ``tools/mmdet_train.py`` and ``tools/mmdet_test.py`` add to the OpenMMLab tool mains
+(:mod:`resnest_backbones.openmmlab.cli`, ``.engine`` and ``.checkpoint``: config and command line, the CPU/torchrun
+runner, safe and strict loading of whole-model checkpoints): detection's metric lines, the SHA-256 check of
+mmdet's released files and ``--toy``.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 from typing import Dict, Optional
 
 from ..models.file_hash import verify_hash
+from . import own_data
 from .toy import toy_counterpart
 
 __all__ = ["check_released_name", "print_detection_metrics"]
@@ -39,7 +40,9 @@ def print_detection_metrics(tool: str, metrics: Optional[Dict[str, float]]) -> N
             print(f"[{tool}] {name} = {100 * float(metrics[key]):.2f} %", flush=True)
 
 
-#: What the detection tools pass to the OpenMMLab tool mains (``resnest_backbones.mmseg.cli.train_tool`` /
-#: ``test_tool``): their metric lines, the released file's SHA-256 check and ``--toy``.
+#: What the detection tools pass to the OpenMMLab tool mains (``resnest_backbones.openmmlab.cli.train_tool`` /
+#: ``test_tool``): their metric lines, the released file's SHA-256 check and ``--toy`` (no converter: mmdet's
+#: released detectors load as downloaded), and the user's COCO files (``--train-data``/``--val-data``,
+#: :mod:`.own_data`).
 DETECTION_TOOL = dict(print_metrics=print_detection_metrics, check_checkpoint=check_released_name,
-                      toy=toy_counterpart)
+                      toy=toy_counterpart, own_data=own_data)

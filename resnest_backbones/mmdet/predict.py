@@ -3,14 +3,13 @@
 
 The model is built by ``mmdet.apis.init_detector`` (which does not initialise it from ImageNet files) and its
 weights are read and loaded as the project's OpenMMLab tools read them: torch's weights-only unpickler with only the
-training-checkpoint allow-list, strictly (:mod:`resnest_backbones.mmseg.checkpoint`); mmdet's released detectors load
-as downloaded (the backbone's key-layout pre-hook), after the SHA-256 prefix in their name is checked.
+training-checkpoint allow-list, strictly (:mod:`resnest_backbones.openmmlab.checkpoint`); mmdet's released detectors
+load as downloaded, with no converter (the backbone's key-layout pre-hook renames them), after the SHA-256 prefix in
+their name is checked.
 """
 from __future__ import annotations
 
 import itertools
-import os
-from typing import Union
 
 import numpy as np
 import torch
@@ -21,13 +20,13 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from ..config_files import resolve_config
-from ..mmseg.checkpoint import dataset_meta, load_for_inference
 from ..models.hub import local_weights
+from ..openmmlab.checkpoint import dataset_meta, load_for_inference
+from ..types import PathLike
 from .cli import check_released_name
 
 __all__ = ["MMDetPredictor"]
 
-PathLike = Union[str, os.PathLike]
 _names = itertools.count()  # mmengine visualisers are named instances: one fresh name each
 
 

@@ -1,4 +1,5 @@
-"""Toy ADE20K- and Cityscapes-layout datasets for mmseg that make their files on first use.
+"""Toy ADE20K- and Cityscapes-layout datasets for mmseg that make their files on first use, and a user's folder of
+images and label PNGs (:class:`LabelFolderDataset`, what ``tools/mmseg_train.py --train-data`` reads).
 
 They exist so that the toy configs of the ResNeSt (Zhang et al., 2020) MMSegmentation integration run with
 mmseg's own ``tools/train.py`` as well as ours, on a fresh checkout: each is mmseg's own dataset class,
@@ -8,9 +9,10 @@ unchanged, preceded by a call to the deterministic generator of :mod:`resnest_ba
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import os
+from typing import Any, Dict, List, Optional
 
-from mmseg.datasets import ADE20KDataset, CityscapesDataset
+from mmseg.datasets import ADE20KDataset, BaseSegDataset, CityscapesDataset
 
 from ..toy_data.segmentation import (
     ADE20K_TOY_CLASSES,
@@ -20,7 +22,10 @@ from ..toy_data.segmentation import (
 )
 from .registry import DATASETS
 
-__all__ = ["ToyADE20KDataset", "ToyCityscapesDataset"]
+__all__ = ["LabelFolderDataset", "ToyADE20KDataset", "ToyCityscapesDataset"]
+
+#: Image files a user's folder may mix (read by mmcv: grayscale and RGBA become 3-channel colour).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @DATASETS.register_module()
@@ -55,3 +60,30 @@ class ToyCityscapesDataset(CityscapesDataset):
                  **kwargs: Any) -> None:
         make_toy_cityscapes(data_root, **(toy or {}))
         super().__init__(data_root=data_root, metainfo=metainfo or dict(classes=CITYSCAPES_TOY_CLASSES), **kwargs)
+
+
+@DATASETS.register_module()
+class LabelFolderDataset(BaseSegDataset):
+    """A user's segmentation data: every image of ``data_prefix['img_path']`` (any mix of the formats of
+    :data:`IMAGE_SUFFIXES`) with the label PNG of the same stem in ``data_prefix['seg_map_path']`` (pixel value i
+    is class i of ``metainfo['classes']``; 255 is ignored; ``reduce_zero_label`` shifts them down by one as mmseg
+    does). A missing label is an error naming it. Registered as ``resnest_backbones.LabelFolderDataset``."""
+
+    def load_data_list(self) -> List[dict]:
+        img_dir, label_dir = self.data_prefix["img_path"], self.data_prefix.get("seg_map_path")
+        if not os.path.isdir(img_dir):
+            raise FileNotFoundError(f"image folder {img_dir} does not exist")
+        names = sorted(n for n in os.listdir(img_dir) if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
+        if not names:
+            raise FileNotFoundError(f"no image in {img_dir} (image files end in {', '.join(IMAGE_SUFFIXES)})")
+        data_list = []
+        for name in names:
+            info = dict(img_path=os.path.join(img_dir, name), label_map=self.label_map,
+                        reduce_zero_label=self.reduce_zero_label, seg_fields=[])
+            if label_dir is not None:
+                info["seg_map_path"] = os.path.join(label_dir, os.path.splitext(name)[0] + self.seg_map_suffix)
+                if not os.path.isfile(info["seg_map_path"]):
+                    raise FileNotFoundError(f"{name} has no label file {info['seg_map_path']} (label PNGs are named "
+                                            f"as their images, with {self.seg_map_suffix})")
+            data_list.append(info)
+        return data_list

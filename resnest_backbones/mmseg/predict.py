@@ -4,14 +4,13 @@ segmentation with mmseg's ``SegLocalVisualizer`` (used by ``tools/predict.py`` t
 
 The model is built by ``mmseg.apis.init_model`` (which does not initialise it from ImageNet files) and loaded the
 way the project's mmseg tools load checkpoints: torch's weights-only unpickler with only the training-checkpoint
-allow-list, released mmseg/PyTorch-Encoding layouts converted, strictly (:mod:`resnest_backbones.mmseg.checkpoint`:
-``read_checkpoint`` / ``load_whole_model``).
+allow-list, released mmseg/PyTorch-Encoding layouts converted (:func:`.convert.convert_if_released`), strictly
+(:mod:`resnest_backbones.openmmlab.checkpoint`: ``read_checkpoint`` / ``load_whole_model``).
 """
 from __future__ import annotations
 
 import itertools
-import os
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -24,11 +23,12 @@ from mmseg.visualization import SegLocalVisualizer
 
 from ..config_files import resolve_config
 from ..models.hub import local_weights
-from .checkpoint import dataset_meta, load_for_inference
+from ..openmmlab.checkpoint import dataset_meta, load_for_inference
+from ..types import PathLike
+from .convert import convert_if_released
 
 __all__ = ["MMSegPredictor"]
 
-PathLike = Union[str, os.PathLike]
 _names = itertools.count()  # mmengine visualisers are named instances: one fresh name each
 
 
@@ -55,7 +55,7 @@ class MMSegPredictor:
         path = local_weights(weights)
         cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
         self.model = init_model(cfg, checkpoint=None, device="cpu")
-        checkpoint = load_for_inference(self.model, path, device, fused)
+        checkpoint = load_for_inference(self.model, path, device, fused, convert=convert_if_released)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes, DATASETS)
         init_default_scope(cfg.get("default_scope", "mmseg"))
         self.visualizer = SegLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}", alpha=opacity)

@@ -1,15 +1,16 @@
-"""Registries of the ``resnest_backbones`` scope: children of mmengine's root registries.
+"""The ``resnest_backbones`` scope for MMSegmentation: the shared model registry (a child of mmengine's root
+``MODELS``, :mod:`resnest_backbones.openmmlab.registry`, where the backbone and the decode head register) and the
+data sets' registry, a child of mmengine's root ``DATASETS``.
 
-A scope of its own keeps ``resnest_backbones.ResNeSt`` apart from mmseg's and mmdet's ``ResNeSt``; being a child
-of the root (rather than of ``mmseg.registry.MODELS``) is what lets mmdet configs find it as well.
+Being children of the root (rather than of ``mmseg.registry``) is what lets mmseg's registries, whatever their
+default scope, find ``type='resnest_backbones...'``.
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
+
+from ..openmmlab.registry import MODELS, SCOPE
 
 __all__ = ["DATASETS", "MODELS", "SCOPE"]
 
-SCOPE = "resnest_backbones"
-MODELS = Registry("model", parent=MMENGINE_MODELS, scope=SCOPE, locations=["resnest_backbones.mmseg"])
 DATASETS = Registry("dataset", parent=MMENGINE_DATASETS, scope=SCOPE,
                     locations=["resnest_backbones.mmseg.datasets"])

@@ -17,13 +17,12 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
+from ..types import PathLike
 from .checkpoint import CheckpointError
 
 __all__ = ["hash_algorithm", "verify_hash"]
-
-PathLike = Union[str, os.PathLike]
 
 # PyTorch-Encoding's model-store names: <model>_<backbone>_<dataset>-<sha1[:8]>.pth
 _PYTORCH_ENCODING_NAME = re.compile(

@@ -16,13 +16,23 @@ Target = Dict[str, Tensor]
 
 
 class CocoBoxes(torch.utils.data.Dataset):
-    """Images (float ``(3, H, W)`` in 0..1: torchvision's detectors normalise internally) and box targets
-    (``boxes`` as x1y1x2y2, ``labels`` = COCO category ids, ``image_id``) of a COCO "instances" JSON file."""
+    """Images (float ``(3, H, W)`` in 0..1: torchvision's detectors normalise internally; grayscale and RGBA files
+    become RGB) and box targets (``boxes`` as x1y1x2y2, ``labels``, ``image_id``) of a COCO "instances" JSON file.
+
+    Labels are 1..K, the categories in id order (0 is torchvision's background), whatever the file's ids (3 and 9
+    become 1 and 2): :attr:`classes` names them, :attr:`category_ids` maps them back. Images without objects are
+    kept (torchvision's detectors train on them as background)."""
 
     def __init__(self, image_dir: Path, json_path: Path) -> None:
         data = json.loads(Path(json_path).read_text())
         self.image_dir = Path(image_dir)
         self.json_path = Path(json_path)
+        categories = sorted(data.get("categories") or [], key=lambda c: c["id"])
+        #: The class names, label 1 first.
+        self.classes: List[str] = [c["name"] for c in categories]
+        #: The COCO category id of label i + 1.
+        self.category_ids: List[int] = [c["id"] for c in categories]
+        self._label = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         self.images: List[Dict[str, Any]] = data["images"]
         self.annotations: Dict[int, List[Dict[str, Any]]] = {image["id"]: [] for image in self.images}
         for ann in data["annotations"]:
@@ -38,5 +48,5 @@ class CocoBoxes(torch.utils.data.Dataset):
         anns = self.annotations[info["id"]]
         boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
                              dtype=torch.float32).reshape(-1, 4)
-        labels = torch.tensor([a["category_id"] for a in anns], dtype=torch.int64)
+        labels = torch.tensor([self._label[a["category_id"]] for a in anns], dtype=torch.int64)
         return image, {"boxes": boxes, "labels": labels, "image_id": torch.tensor(info["id"])}

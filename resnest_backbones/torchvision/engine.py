@@ -86,7 +86,8 @@ def evaluate(model: nn.Module, dataset: CocoBoxes, device: torch.device, batch_s
             for (_, target), output in zip(batch, outputs):
                 for box, score, label in zip(output["boxes"].tolist(), output["scores"].tolist(),
                                              output["labels"].tolist()):
-                    results.append({"image_id": int(target["image_id"]), "category_id": int(label),
+                    results.append({"image_id": int(target["image_id"]),
+                                    "category_id": dataset.category_ids[int(label) - 1],
                                     "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": score})
     confident = sum(r["score"] >= 0.5 for r in results)
     gt = sum(len(a) for a in dataset.annotations.values())
@@ -104,4 +105,12 @@ def evaluate(model: nn.Module, dataset: CocoBoxes, device: torch.device, batch_s
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return line + f"; bbox AP {evaluator.stats[0]:.3f}, AP50 {evaluator.stats[1]:.3f}"
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # IoU x recall x class, all areas, 100 detections
+    per_class = ", ".join(f"{name} {_mean_valid(precision[:, :, k]):.3f}" for k, name in enumerate(dataset.classes))
+    return line + f"; bbox AP {evaluator.stats[0]:.3f}, AP50 {evaluator.stats[1]:.3f}; AP per class: {per_class}"
+
+
+def _mean_valid(values: Any) -> float:
+    """The mean of COCOeval's precision entries that exist (-1 marks none: a class without objects)."""
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else float("nan")

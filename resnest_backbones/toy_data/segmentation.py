@@ -29,10 +29,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
+
+from ..types import PathLike
 
 __all__ = [
     "ADE20K_TOY_CLASSES",
@@ -41,8 +43,6 @@ __all__ = [
     "make_toy_ade20k",
     "make_toy_cityscapes",
 ]
-
-PathLike = Union[str, os.PathLike]
 
 #: Class names of the toy ADE20K data: the first five ADE20K classes, in ADE20K's order, so that mmseg's
 #: ``ADE20KDataset(metainfo=dict(classes=ADE20K_TOY_CLASSES))`` maps them onto 0..4 unchanged.

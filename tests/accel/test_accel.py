@@ -259,7 +259,7 @@ def _adapter_model(adapter: str) -> nn.Module:
         tv = pytest.importorskip("resnest_backbones.torchvision", reason="torchvision is not installed")
         return tv.resnest_fpn_backbone("resnest14d").body
     require("mmseg")
-    from resnest_backbones.mmseg import OpenMMLabResNeSt
+    from resnest_backbones.openmmlab import OpenMMLabResNeSt
 
     return OpenMMLabResNeSt("resnest14d")
 

@@ -233,7 +233,7 @@ def test_deeplab_models_come_from_the_configs_with_one_process_norms() -> None:
     from mmseg.models.backbones import ResNeSt as MmsegResNeSt
     from mmseg.models.backbones import ResNetV1c
 
-    from resnest_backbones.mmseg import OpenMMLabResNeSt
+    from resnest_backbones.openmmlab import OpenMMLabResNeSt
 
     models = {impl: whole.build_deeplab(impl) for impl in whole_impls("deeplabv3") if impl != FUSED}  # fused: ours
     assert isinstance(models["ours"].backbone, OpenMMLabResNeSt)

@@ -94,7 +94,8 @@ def test_evaluating_a_file_of_another_class_count_is_an_error() -> None:
     (Detector(80, hidden=32), "roi_head.shared.weight"),   # a head's hidden layer
 ])
 def test_other_misfits_stay_errors_when_fine_tuning(file: nn.Module, key: str) -> None:
-    with pytest.raises(CheckpointError, match=f"does not fit the model outside its class layers(.|\\n)*{key}"):
+    with pytest.raises(CheckpointError,
+                       match=f"does not fit the model of this config outside its class layers(.|\\n)*{key}"):
         fine_tune(Detector(2), file)
 
 

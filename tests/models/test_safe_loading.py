@@ -139,7 +139,7 @@ TOY_ADE = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
 @pytest.mark.parametrize("kind", ["crafted", "partial"])
 def test_mmseg_backbone_init_cfg_refuses(tmp_path: Path, state, kind: str) -> None:
     require("mmseg")
-    from resnest_backbones.mmseg import OpenMMLabResNeSt
+    from resnest_backbones.openmmlab import OpenMMLabResNeSt
 
     path = _crafted_pth(tmp_path, state) if kind == "crafted" else _partial_pth(tmp_path, state)
     backbone = OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
@@ -168,7 +168,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
 
 
 def _load_training_checkpoint(path: Path) -> Dict[str, Any]:
-    from resnest_backbones.mmseg.checkpoint import TRAINING_CHECKPOINT_GLOBALS
+    from resnest_backbones.openmmlab.checkpoint import TRAINING_CHECKPOINT_GLOBALS
 
     with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):
         return torch.load(path, map_location="cpu")
@@ -176,7 +176,7 @@ def _load_training_checkpoint(path: Path) -> Dict[str, Any]:
 
 @pytest.mark.mmseg
 def test_training_checkpoints_load_with_exactly_the_allow_list(trained) -> None:
-    from resnest_backbones.mmseg.checkpoint import TRAINING_CHECKPOINT_GLOBALS
+    from resnest_backbones.openmmlab.checkpoint import TRAINING_CHECKPOINT_GLOBALS
 
     path = trained["checkpoint"]
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):

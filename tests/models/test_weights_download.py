@@ -310,8 +310,8 @@ def test_detectron2_uses_the_same_function(cache: Path, published) -> None:
 @pytest.mark.mmseg
 def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: _Server, published,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import resnest_backbones.mmseg.backbone as mmseg_backbone
-    import resnest_backbones.mmseg.weights as mmseg_weights
+    import resnest_backbones.openmmlab.backbone as openmmlab_backbone
+    import resnest_backbones.openmmlab.weights as openmmlab_weights
 
     path, state = published
     calls: List[str] = []
@@ -320,16 +320,16 @@ def test_mmseg_init_cfg_url_goes_through_the_same_function(cache: Path, server: 
         calls.append(source)
         return rb_hub.local_weights(source)
 
-    monkeypatch.setattr(mmseg_weights, "local_weights", spy)
+    monkeypatch.setattr(openmmlab_weights, "local_weights", spy)
     url = f"{server.url}/{path.name}"
-    model = mmseg_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=url))
+    model = openmmlab_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=url))
     model.init_weights()
     assert calls == [url] and server.requests == [f"/{path.name}"]
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert (cache / path.name).is_file()
     # the hash check applies to mmseg's URLs as well (mmengine's own loader does not check it)
-    wrong = mmseg_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=f"{server.url}/"
-                                                                                       f"{SMALL}-00000000.pth"))
+    wrong = openmmlab_backbone.OpenMMLabResNeSt(SMALL, init_cfg=dict(type="Pretrained", checkpoint=f"{server.url}/"
+                                                                                           f"{SMALL}-00000000.pth"))
     with pytest.raises(rb.CheckpointError, match="does not match the hash"):
         wrong.init_weights()
     assert sorted(p.name for p in cache.iterdir()) == [path.name]

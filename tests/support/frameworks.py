@@ -1,4 +1,5 @@
-"""The one table of framework probes (detectron2, mmseg, mmdet) and the ways a test uses it.
+"""The framework probes (detectron2, mmseg, mmdet: the rows of the one framework table,
+``resnest_backbones.frameworks.FRAMEWORKS``, that have a probe) and the ways a test uses them.
 
 A framework suite is skipped, with the table's reason, when its probe does not import: through its marker
 (``@pytest.mark.mmseg``, checked by ``tests/conftest.py`` before each test) for tests inside framework-free
@@ -10,17 +11,20 @@ Where a framework must be there (CI: ``RESNEST_REQUIRE_FRAMEWORKS=all``, every f
 ``.ci/run``; or a comma-separated list of names), a test that would skip because it is missing fails instead,
 naming the framework and the reason.
 
-Adding a framework: one row in :data:`FRAMEWORKS` gives it its marker (``tests/conftest.py``), its import checks
-(``tests/test_imports.py``), its skip/failure rule and its line in the run's summary.
+Adding a framework: its row in the package's table (with a probe and the reason shown when it does not import)
+gives it its marker (``tests/conftest.py``), its import checks (``tests/test_imports.py``), its skip/failure rule
+and its line in the run's summary.
 """
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from typing import Dict, FrozenSet, NamedTuple
 
 import pytest
+
+from resnest_backbones.frameworks import FRAMEWORKS as TABLE
+from resnest_backbones.frameworks import usable
 
 #: Comma-separated frameworks (or ``all``) that must be usable: a skip for one of them missing becomes a failure.
 REQUIRE_ENV = "RESNEST_REQUIRE_FRAMEWORKS"
@@ -31,23 +35,14 @@ class Probe(NamedTuple):
     reason: str  # the skip reason shown when it does not import
 
 
-FRAMEWORKS: Dict[str, Probe] = {
-    "detectron2": Probe("detectron2.modeling", "detectron2 is not installed or does not import (it is not on PyPI: "
-                                               "tools/setup_env.sh builds it from DETECTRON2_SOURCE, see README)"),
-    "mmseg": Probe("mmseg.models", "mmsegmentation/mmcv with ops are not installed or do not import "
-                                   "(run tools/setup_env.sh)"),
-    "mmdet": Probe("mmdet.models", "mmdet 3.3.0 is not installed or does not import (run tools/setup_env.sh)"),
-}
+#: The frameworks a test may need: those of the table with a probe (torchvision, a core dependency, has none).
+FRAMEWORKS: Dict[str, Probe] = {name: Probe(row.probe, row.missing) for name, row in TABLE.items() if row.probe}
 
 
-@functools.lru_cache(maxsize=None)
 def available(framework: str) -> bool:
-    """Whether ``framework``'s probe imports (any import failure, not only ImportError, counts as missing)."""
-    try:
-        importlib.import_module(FRAMEWORKS[framework].module)
-    except Exception:  # noqa: BLE001 - a broken install (e.g. mmcv without ops) cannot run the suite either
-        return False
-    return True
+    """Whether ``framework``'s probe imports (any import failure, not only ImportError, counts as missing: a broken
+    install, e.g. mmcv without ops, cannot run the suite either)."""
+    return usable(framework)
 
 
 @functools.lru_cache(maxsize=None)

@@ -62,9 +62,10 @@ def train_on_two_processes(tool: str, config: str, args: List[str], scope: str) 
 def evaluates_to(test_tool: str, config: str, checkpoint: Path, options: List[str], metric: Callable[[str], float],
                  expected: float, work_dir: Path) -> None:
     """Evaluating ``checkpoint`` on its own (one process) with ``test_tool`` and ``--cfg-options *options`` gives
-    the metric a training run reported, ``expected``."""
-    output = run_tool([test_tool, config, str(checkpoint), "--work-dir", str(work_dir), "--cfg-options", *options],
-                      timeout=300)
+    the metric a training run reported, ``expected``; ``--no-fuse``, the computation the training's evaluation ran
+    (fused scores differ by rounding, which can reorder tied detections and move AP)."""
+    output = run_tool([test_tool, config, str(checkpoint), "--no-fuse", "--work-dir", str(work_dir),
+                       "--cfg-options", *options], timeout=300)
     assert abs(metric(output) - expected) < 1e-6, (metric(output), expected)
 
 

@@ -19,7 +19,7 @@ file's class count, which must be one whole number across the head.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -146,8 +146,9 @@ def decide_fit(comparison: LoadReport, model_keys: Sequence[str], *, mode: str, 
     rest = replace(comparison, missing=[k for k in comparison.missing if not is_counter(k)],
                    unexpected=sorted(unexpected), mismatched=sorted(wrong_shape))
     if not rest.ok:
-        raise rest.error(f"{source} does not fit the model"
-                         + (" outside its class layers" if mode == "finetune" else ""), remedy)
+        raise rest.error(f"{source} does not fit the model of this config outside its class layers"
+                         if mode == "finetune" else f"{source} does not cover the model of this config exactly",
+                         remedy)
     decision.fresh = sorted(counts)
     decision.dropped.sort()
     decision.file_classes = next(iter(counts.values()), None)
@@ -165,11 +166,12 @@ def decide_fit(comparison: LoadReport, model_keys: Sequence[str], *, mode: str, 
 
 
 def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, source: str,
-                 class_layers: Optional[ClassLayers] = None, remedy: str = "",
+                 class_layers: Union[ClassLayers, Callable[[], ClassLayers], None] = None, remedy: str = "",
                  source_format: str = "whole-model") -> FitDecision:
     """Load a whole-model ``state`` into ``model`` as :func:`decide_fit` decides (the model's own
     ``load_state_dict``, so the backbone's layout pre-hooks rename foreign layouts). Tensors whose shape differs
     from the model's are never loaded; the decision says which of them may stay at their initialisation.
+    ``class_layers`` may be a function making them, called only when some shape differs.
 
     Raises:
         CheckpointError: the checkpoint does not fit (see :func:`decide_fit`); the model may be partly loaded then.
@@ -189,6 +191,8 @@ def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, so
     comparison = LoadReport.from_incompatible(source_format, expected,
                                               [k for k in result.missing_keys if k not in skip],
                                               result.unexpected_keys, mismatched)
+    if callable(class_layers):
+        class_layers = class_layers() if mismatched else None
     return decide_fit(comparison, list(expected), mode=mode, source=source, class_layers=class_layers,
                       remedy=remedy)
 

@@ -21,18 +21,17 @@ import pickle
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ...types import PathLike, StateDict
 from .report import CheckpointError
 
 __all__ = ["HUB_EXTRA", "PKL_GLOBALS", "Source", "StateDict", "load_numpy_pickle", "optional_module",
            "read_checkpoint", "read_file", "refusal_message", "safe_unpickling"]
 
-PathLike = Union[str, os.PathLike]
-StateDict = Dict[str, Tensor]
 Source = Union[PathLike, Mapping[str, Any]]
 #: How to install the optional packages of the Hugging Face hub sources and ``.safetensors`` files.
 HUB_EXTRA = "pip install huggingface_hub safetensors"

@@ -18,12 +18,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from torch import Tensor, nn
 
 from ...layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, STEM_INDICES, stem_key
+from ...types import StateDict
 from .report import CheckpointError, LoadReport, is_counter
 
 __all__ = ["DETECTRON2_WRAPPER_PREFIXES", "OPENMMLAB_STEM", "accept_foreign_layouts", "convert_detectron2_wrapper",
            "convert_state_dict", "detect_format", "install_layout_hooks"]
-
-StateDict = Dict[str, Tensor]
 
 _D2_RULES: List[Tuple[str, Any]] = [
     (r"^stem\.conv1_1\.norm\.", stem_key(NORM_A)), (r"^stem\.conv1_1\.", stem_key(CONV_A)),

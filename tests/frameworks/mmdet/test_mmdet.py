@@ -18,8 +18,8 @@ from support.detection_models import to_mmdet  # noqa: E402
 from support.numerics import max_rel_diff, randomize_norms  # noqa: E402
 
 import resnest_backbones.mmdet  # noqa: E402, F401 - registers the backbone
-from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
+from resnest_backbones.openmmlab import OpenMMLabResNeSt  # noqa: E402
 
 CFG = dict(type="resnest_backbones.ResNeSt", variant="resnest14d", out_indices=(0, 1, 2, 3), frozen_stages=1,
            norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False)

@@ -23,8 +23,8 @@ from support.detection_models import OURS, PAIRS, Pair, build_detector, detect, 
 from support.numerics import max_rel_diff  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from resnest_backbones.mmseg import OpenMMLabResNeSt  # noqa: E402
 from resnest_backbones.models import CheckpointError  # noqa: E402
+from resnest_backbones.openmmlab import OpenMMLabResNeSt  # noqa: E402
 
 TOL = 1e-5  # docs/testing.md: parity is <= 1e-5 relative
 MIN_DETECTIONS = 10  # the comparison has detections to compare

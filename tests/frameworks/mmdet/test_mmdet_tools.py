@@ -35,9 +35,11 @@ def test_train_then_test_toy_faster_rcnn(tmp_path: Path) -> None:
     assert "SyncBN layers run as plain BatchNorm" in output
     trained = _ap50(output)
     checkpoint = work / "iter_6.pth"
-    output = run_tool(["tools/mmdet_test.py", TOY, str(checkpoint), "--work-dir", str(tmp_path / "test"),
+    # --no-fuse: the computation the training's evaluation ran, so even tied scores rank the same (the fused
+    # default's detections are compared with these one to one in tests/test_predict.py)
+    output = run_tool(["tools/mmdet_test.py", TOY, str(checkpoint), "--no-fuse", "--work-dir", str(tmp_path / "test"),
                        "--cfg-options", *small_data(data)], timeout=300)
-    assert "inference with 1 ResNeSt fused" in output  # the fused copy evaluates as the trained model did
+    assert "ResNeSt fused" not in output
     assert abs(_ap50(output) - trained) < 1e-6  # same weights, same data, same metric
 
 

@@ -60,7 +60,7 @@ def test_tta_option_wraps_the_model_and_swaps_the_test_pipeline() -> None:
     """mmseg_test.py --tta does what mmseg's tools/test.py --tta does; a config without TTA is a clear error."""
     from mmengine.config import Config
 
-    from resnest_backbones.mmseg.cli import use_tta
+    from resnest_backbones.openmmlab.cli import use_tta
 
     cfg = Config.fromfile(ROOT / "configs/mmseg/paper/deeplabv3_resnest50d-d8_paper_4xb4-180e_ade20k-480x480.py")
     model, tta = cfg.model.copy(), cfg.tta_model.copy()
@@ -93,7 +93,7 @@ def _schedule(iters: int, checkpoint_every: int) -> List[str]:
 
 
 def _iteration(checkpoint: Path) -> int:
-    from resnest_backbones.mmseg.checkpoint import TRAINING_CHECKPOINT_GLOBALS
+    from resnest_backbones.openmmlab.checkpoint import TRAINING_CHECKPOINT_GLOBALS
 
     with torch.serialization.safe_globals(TRAINING_CHECKPOINT_GLOBALS):  # what the tools allow, no more
         return torch.load(checkpoint, map_location="cpu")["meta"]["iter"]
@@ -103,7 +103,7 @@ def _iteration(checkpoint: Path) -> int:
 def test_cpu_launcher_other_than_pytorch_fails_clearly() -> None:
     from mmengine.config import Config
 
-    from resnest_backbones.mmseg.engine import build_runner
+    from resnest_backbones.openmmlab.engine import build_runner
 
     cfg = Config.fromfile(ROOT / TOY_ADE)
     cfg.launcher = "slurm"

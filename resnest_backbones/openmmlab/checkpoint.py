@@ -2,7 +2,9 @@
 checkpoint, the predictors): read without running code, loaded strictly.
 
 Files are read by torch's weights-only unpickler with only :data:`TRAINING_CHECKPOINT_GLOBALS` added, so a file
-cannot run code; and they must cover the model exactly (mmengine's own loader only logs a partial load).
+cannot run code; and they must cover the model exactly (mmengine's own loader only logs a partial load). A framework
+whose released files need their keys converted passes its :data:`Converter` (mmseg's tools and predictor pass
+:func:`resnest_backbones.mmseg.convert.convert_if_released`); by default a state dict loads as it is.
 """
 from __future__ import annotations
 
@@ -11,19 +13,24 @@ import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import CheckpointLoader
-from torch import nn
+from torch import Tensor, nn
 
 from ..accel import fuse_resnest_modules
-from ..models.checkpoint import CheckpointError, LoadReport, read_file
+from ..models.checkpoint import CheckpointError, read_file
+from ..models.checkpoint.fit import ClassLayers, FitDecision, load_fitting
 from ..models.checkpoint.io import safe_unpickling
-from .convert import convert_if_released
 
-__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "dataset_meta", "load_for_inference", "load_whole_model", "read_checkpoint"]
+__all__ = ["TRAINING_CHECKPOINT_GLOBALS", "Converter", "dataset_meta", "load_for_inference", "load_whole_model",
+           "read_checkpoint"]
+
+#: ``convert(state_dict, filename) -> (state_dict, released)``: a framework's released files in this project's keys;
+#: ``released`` names the format converted from, ``None`` when the state dict came back as it was.
+Converter = Callable[[Mapping[str, Tensor], str], Tuple[Mapping[str, Tensor], Optional[str]]]
 
 
 def _history_buffer_statistic(owner: Any, name: str) -> Any:
@@ -83,21 +90,28 @@ def read_checkpoint(filename: str, map_location: Union[str, Callable] = "cpu", l
 
 
 def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str, strict: bool = True,
-                     revise_keys: Sequence[Tuple[str, str]] = ((r"^module\.", ""),), logger: Any = None) -> LoadReport:
-    """Load ``checkpoint`` (read from ``filename``) into the whole segmentor ``model``.
+                     revise_keys: Sequence[Tuple[str, str]] = ((r"^module\.", ""),), logger: Any = None,
+                     convert: Optional[Converter] = None, mode: str = "exact",
+                     class_layers: Optional[Callable[[], ClassLayers]] = None) -> Optional[FitDecision]:
+    """Load ``checkpoint`` (read from ``filename``) into the whole model ``model`` (a segmentor, a detector).
 
-    A released mmseg or PyTorch-Encoding ResNeSt segmentor is converted to this project's keys first. With
-    ``strict``, a checkpoint that leaves a model tensor unset or holds tensors the model lacks is an error naming
-    them (without, it is logged); mis-shaped tensors always are.
+    With ``convert``, a released file it knows is converted to this project's keys first (mmseg's converter: the
+    released mmseg and PyTorch-Encoding ResNeSt segmentors); without, the state dict loads as it is. Then the one
+    fit-or-reset decision (:func:`~resnest_backbones.models.checkpoint.fit.load_fitting`) in ``mode``: ``"exact"``
+    (evaluation, ``--resume``, predictors) or ``"finetune"`` (``load_from`` at the start of a training: a file of
+    another class count resets the class layers, made by ``class_layers``, and says so in one line). Without
+    ``strict`` (mmengine's default), a misfit is logged instead of raised.
 
     Returns:
-        The load report.
+        The decision (None when a misfit was only logged).
 
     Raises:
-        CheckpointError: the checkpoint does not fit the model.
+        CheckpointError: the checkpoint does not fit the model (with ``strict``).
     """
     state = checkpoint.get("state_dict", checkpoint)
-    state, released = convert_if_released(state, filename)  # mmseg's / PyTorch-Encoding's published files
+    released = None
+    if convert is not None:
+        state, released = convert(state, filename)
     if released:
         print_log(f"{filename}: a released {released} model, converted to this project's keys", logger=logger)
     revised = OrderedDict(state)
@@ -105,18 +119,16 @@ def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str
         revised = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in revised.items())
     revised._metadata = getattr(state, "_metadata", OrderedDict())  # type: ignore[attr-defined]
     try:
-        result = model.load_state_dict(revised, strict=False)
-    except RuntimeError as error:  # torch raises on mis-shaped tensors whatever ``strict`` says
-        raise CheckpointError(f"{filename} does not fit the model of this config: {error}\n"
-                              f"{_WHOLE_MODEL_HINT}") from None
-    report = LoadReport.from_incompatible("whole-model", model.state_dict(), result.missing_keys,
-                                          result.unexpected_keys)
-    problem = f"{filename} does not cover the model of this config exactly"
-    if strict and not report.ok:
-        raise report.error(problem, _WHOLE_MODEL_HINT)
-    if not report.ok:
-        print_log(report.message(problem, _WHOLE_MODEL_HINT), logger=logger, level=logging.WARNING)
-    return report
+        decision = load_fitting(model, revised, mode=mode, source=filename, class_layers=class_layers,
+                                remedy=_WHOLE_MODEL_HINT)
+    except CheckpointError as error:
+        if strict:
+            raise
+        print_log(str(error), logger=logger, level=logging.WARNING)
+        return None
+    if decision.line:
+        print_log(decision.line, logger=logger)
+    return decision
 
 
 def dataset_meta(cfg: Any, checkpoint: Dict[str, Any], num_classes: int, datasets: Any) -> Dict[str, Any]:
@@ -141,13 +153,14 @@ def dataset_meta(cfg: Any, checkpoint: Dict[str, Any], num_classes: int, dataset
     return {"classes": [str(i) for i in range(num_classes)], "palette": None}
 
 
-def load_for_inference(model: nn.Module, path: str, device: str, fused: bool) -> Dict[str, Any]:
+def load_for_inference(model: nn.Module, path: str, device: str, fused: bool,
+                       convert: Optional[Converter] = None) -> Dict[str, Any]:
     """What the OpenMMLab predictors do with a whole-model file: read it safely (:func:`read_checkpoint`), load it
-    strictly (:func:`load_whole_model`), move ``model`` to ``device`` in eval mode and, with ``fused``, put the
-    fused inference copy of its ResNeSt in place (:func:`~resnest_backbones.fuse_resnest_modules`). Returns the
-    checkpoint (its metadata names the classes)."""
+    strictly (:func:`load_whole_model`, through ``convert`` where given), move ``model`` to ``device`` in eval mode
+    and, with ``fused``, put the fused inference copy of its ResNeSt in place
+    (:func:`~resnest_backbones.fuse_resnest_modules`). Returns the checkpoint (its metadata names the classes)."""
     checkpoint = read_checkpoint(path)
-    load_whole_model(model, checkpoint, path)
+    load_whole_model(model, checkpoint, path, convert=convert)
     model.to(device).eval()
     if fused:
         fuse_resnest_modules(model)

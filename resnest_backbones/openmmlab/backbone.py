@@ -1,10 +1,10 @@
-"""The ResNeSt backbone (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") for MMSegmentation/MMDetection.
+"""The ResNeSt backbone (Zhang et al., 2020, "ResNeSt: Split-Attention Networks") for MMSegmentation and MMDetection.
 
 :class:`OpenMMLabResNeSt` subclasses the core :class:`resnest_backbones.ResNeSt` and mmengine's ``BaseModule`` and
 only translates OpenMMLab conventions: ``out_indices`` -> the core's ``out_features``, ``frozen_stages`` (-1 none,
 0 stem, k stem + stages 1..k) -> ``freeze_at = frozen_stages + 1``, ``norm_cfg`` -> mmcv's ``build_norm_layer``,
 ``dcn``/``stage_with_dcn`` -> the core's ``deform_*`` arguments, and a pretrained ``init_cfg`` -> the strict load
-of :mod:`resnest_backbones.mmseg.weights`. The core validates what it receives (its errors are re-raised with the
+of :mod:`resnest_backbones.openmmlab.weights`. The core validates what it receives (its errors are re-raised with the
 OpenMMLab names); the adapter's one check names unknown and foreign keyword arguments. Parameter names are the
 core's, i.e. the official ones.
 """
@@ -22,12 +22,11 @@ from torch import Tensor, nn
 from ..factory import set_memory_efficient
 from ..models import STAGE_NAMES, variant_kwargs
 from ..models import ResNeSt as CoreResNeSt
+from ..types import ConfigDict
 from .registry import MODELS
 from .weights import load_pretrained, split_init_cfg
 
 __all__ = ["OpenMMLabResNeSt"]
-
-ConfigDict = Dict[str, Any]
 
 # Keyword arguments of mmseg's/mmdet's own ResNeSt, or core arguments the adapter sets itself, -> what to use here.
 # A config ported from mmseg/mmdet (or missing ``_delete_=True``) would otherwise fail with a bare TypeError.
@@ -110,7 +109,7 @@ class OpenMMLabResNeSt(CoreResNeSt, BaseModule):
 
     Example:
         >>> import torch
-        >>> from resnest_backbones.mmseg import OpenMMLabResNeSt
+        >>> from resnest_backbones.openmmlab import OpenMMLabResNeSt
         >>> model = OpenMMLabResNeSt('resnest14d', out_indices=(0, 1, 2, 3), output_stride=8).eval()
         >>> [tuple(o.shape) for o in model(torch.zeros(1, 3, 64, 64))]
         [(1, 256, 16, 16), (1, 512, 8, 8), (1, 1024, 8, 8), (1, 2048, 8, 8)]

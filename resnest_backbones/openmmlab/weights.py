@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from mmengine.logging import print_log
 from torch import nn
@@ -18,10 +18,9 @@ from torch import nn
 from ..models import VARIANTS, load_checkpoint, read_checkpoint, resolve_variant
 from ..models.checkpoint.io import safe_unpickling
 from ..models.hub import OFFICIAL_RELEASE, is_url, local_weights
+from ..types import ConfigDict
 
 __all__ = ["load_pretrained", "split_init_cfg"]
-
-ConfigDict = Dict[str, Any]
 
 
 def split_init_cfg(init_cfg: Union[ConfigDict, List[ConfigDict], None], pretrained: Optional[str] = None

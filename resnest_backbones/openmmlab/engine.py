@@ -1,6 +1,6 @@
 """mmengine's ``Runner`` for the OpenMMLab tools (``tools/mmseg_*.py``, ``tools/mmdet_*.py``): CPU processes
-(gloo) as well as GPUs, strict and safe checkpoint loading (:mod:`.checkpoint`), and the metrics of the last
-validation."""
+(gloo) as well as GPUs, strict and safe checkpoint loading (:mod:`.checkpoint`, through the framework's converter
+where it has one), and the metrics of the last validation."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Union
@@ -16,9 +16,10 @@ from torch import nn
 
 from ..accel import fuse_resnest_modules
 from ..distributed import sync_on_cpu
-from .checkpoint import load_whole_model, read_checkpoint
+from .checkpoint import Converter, load_whole_model, read_checkpoint
+from .own_data import class_layers
 
-__all__ = ["AnyDeviceRunner", "FuseForInference", "MetricsHook", "build_runner", "print_metrics"]
+__all__ = ["AnyDeviceRunner", "FuseForInference", "MetricsHook", "build_runner"]
 
 
 class AnyDeviceRunner(Runner):
@@ -28,6 +29,9 @@ class AnyDeviceRunner(Runner):
     backbone and in the heads) become :class:`resnest_backbones.layers.SyncBatchNorm`, and DDP gets no
     ``device_ids`` (it refuses them for CPU modules). On GPUs or in one process it is mmengine's ``Runner``.
     """
+
+    #: The framework's converter of its released whole-model files (:func:`build_runner` sets it), or ``None``.
+    convert: Optional[Converter] = None
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict], model: nn.Module) -> nn.Module:
         if not self.distributed or torch.cuda.is_available() or is_model_wrapper(model):
@@ -41,14 +45,31 @@ class AnyDeviceRunner(Runner):
         wrapper["device_ids"] = None
         return MODEL_WRAPPERS.build(wrapper, default_args=dict(module=model))
 
+    #: ``load_from`` starts a training (the training tool sets it): a file of another class count fine-tunes.
+    fine_tune = False
+    _resuming = False
+    #: Converts released files to this project's keys (mmseg's tools), or None.
+    convert: Optional[Converter] = None
+
+    def resume(self, *args: Any, **kwargs: Any) -> None:
+        """mmengine's ``resume``; the checkpoint loads exactly (never as a fine-tuning start)."""
+        self._resuming = True
+        try:
+            super().resume(*args, **kwargs)
+        finally:
+            self._resuming = False
+
     def load_checkpoint(self, filename: str, map_location: Union[str, Callable] = "cpu", strict: bool = True,
                         revise_keys: list = [(r"^module\.", "")]) -> dict:  # noqa: B006 - mmengine's signature
         """mmengine's ``load_checkpoint`` (``load_from``, ``--resume``), reading safely and loading strictly.
 
         The file is unpickled by torch's weights-only unpickler with only :data:`TRAINING_CHECKPOINT_GLOBALS`
-        added; a released mmseg or PyTorch-Encoding ResNeSt segmentor is converted to this project's keys. With
+        added; a released file is converted to this project's keys by :attr:`convert` (mmseg's tools: the released
+        mmseg and PyTorch-Encoding ResNeSt segmentors). With
         ``strict`` (the default here; mmengine's default only logs), a checkpoint that leaves a model tensor unset
-        or holds tensors the model lacks is an error naming them; mis-shaped tensors always are.
+        or holds tensors the model lacks is an error naming them; mis-shaped tensors too, except when ``load_from``
+        starts a training (:attr:`fine_tune`, not resuming) from a file of another class count: its class layers
+        then start fresh, said in one line (:mod:`resnest_backbones.models.checkpoint.fit`).
 
         Raises:
             CheckpointError: the file asks the unpickler to run code, or does not cover the model exactly.
@@ -58,15 +79,19 @@ class AnyDeviceRunner(Runner):
         model = self.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        load_whole_model(model, checkpoint, filename, strict=strict, revise_keys=revise_keys, logger=self.logger)
+        mode = "finetune" if self.fine_tune and not self._resuming else "exact"
+        load_whole_model(model, checkpoint, filename, strict=strict, revise_keys=revise_keys, logger=self.logger,
+                         convert=self.convert, mode=mode,
+                         class_layers=lambda: class_layers(self.cfg.model, self.cfg.get("default_scope")))
         self._has_loaded = True
         self.logger.info(f"Load checkpoint from {filename}")
         return checkpoint
 
 
-def build_runner(cfg: Config, tool: str) -> Runner:
-    """The :class:`AnyDeviceRunner` of ``cfg``; on a machine without CUDA, ``--launcher pytorch`` processes join a
-    gloo process group first (mmengine's own set-up selects a GPU per process, which fails there)."""
+def build_runner(cfg: Config, tool: str, convert: Optional[Converter] = None) -> Runner:
+    """The :class:`AnyDeviceRunner` of ``cfg``, loading whole-model files through ``convert`` where given; on a
+    machine without CUDA, ``--launcher pytorch`` processes join a gloo process group first (mmengine's own set-up
+    selects a GPU per process, which fails there)."""
     if cfg.launcher != "none" and not torch.cuda.is_available() and not dist.is_initialized():
         if cfg.launcher != "pytorch":
             raise SystemExit(f"[{tool}] --launcher {cfg.launcher} needs CUDA devices (mmengine selects a GPU per "
@@ -75,7 +100,9 @@ def build_runner(cfg: Config, tool: str) -> Runner:
         if backend != "gloo":
             print(f"[{tool}] no CUDA: the processes communicate over gloo, not the config's {backend!r}", flush=True)
         dist.init_process_group("gloo")
-    return AnyDeviceRunner.from_cfg(cfg)
+    runner = AnyDeviceRunner.from_cfg(cfg)
+    runner.convert = convert
+    return runner
 
 
 class MetricsHook(Hook):
@@ -107,19 +134,3 @@ class FuseForInference(Hook):
             print(f"[{self.tool}] inference with {fused} ResNeSt fused (batch norms folded into the convolutions; "
                   f"--no-fuse runs the model as built)", flush=True)
 
-
-def _number(value: Any) -> str:
-    try:
-        return f"{float(value):.2f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def print_metrics(tool: str, metrics: Optional[Dict[str, float]]) -> None:
-    """One line per metric; mmseg's ``IoUMetric`` reports percentages."""
-    if not metrics:
-        print(f"[{tool}] no metrics (the config has no evaluator?)", flush=True)
-        return
-    print(f"[{tool}] metrics: " + ", ".join(f"{key} {_number(value)}" for key, value in metrics.items()), flush=True)
-    if "mIoU" in metrics:
-        print(f"[{tool}] mIoU = {metrics['mIoU']:.2f} %", flush=True)

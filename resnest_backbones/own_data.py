@@ -1,0 +1,45 @@
+"""What the tools read of a user's own data, framework-free: the class names of a COCO instances file and of a
+segmentation class list (docs/own_data.md)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Sequence
+
+from .types import PathLike
+
+__all__ = ["coco_category_names", "segmentation_class_names"]
+
+
+def coco_category_names(json_file: PathLike) -> List[str]:
+    """The category names of a COCO instances file in id order (the contiguous class indices the frameworks give
+    them; ids need not be contiguous).
+
+    Raises:
+        SystemExit: the file is missing, not COCO JSON, or has no categories; the message says what to give.
+    """
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            categories = json.load(f).get("categories")
+    except (OSError, ValueError, AttributeError) as error:
+        raise SystemExit(f"cannot read {json_file} as a COCO instances file: {error}") from None
+    if not categories or not all(isinstance(c, dict) and "id" in c and "name" in c for c in categories):
+        raise SystemExit(f"{json_file} has no 'categories' with ids and names: a COCO instances file lists its "
+                         f"classes as \"categories\": [{{\"id\": 1, \"name\": \"cat\"}}, ...]")
+    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+
+
+def segmentation_class_names(given: Sequence[str]) -> List[str]:
+    """Class names for label PNGs (pixel value i is class i): the names given, or one file of them (one per line).
+
+    Raises:
+        SystemExit: fewer than two names (a segmentation needs at least two classes) or an unreadable file.
+    """
+    names = list(given)
+    if len(names) == 1 and os.path.isfile(names[0]):
+        with open(names[0], encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    if len(names) < 2:
+        raise SystemExit(f"--classes {' '.join(given)}: give the class names in pixel-value order (value i is "
+                         f"class i), at least two, or a text file with one name per line")
+    return names
