@@ -8,15 +8,30 @@ config path also takes such a name (:func:`resolve_config`), and the files keep 
 links, so detectron2's, mmseg's and mmdet's own tools read them from their installed place::
 
     python -c "import resnest_backbones as rb; print(rb.config_file('mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py'))"
+
+An OpenMMLab config of the user's inherits ours by name, as OpenMMLab configs inherit ``mmdet::``'s::
+
+    _base_ = 'resnest_backbones::mmdet/faster-rcnn_resnest50d_fpn_syncbn-backbone+head_ms-range-1x_coco.py'
+
+mmengine knows only the packages of its fixed table (``MODULE2PACKAGE``) before a ``package::`` and would refuse
+ours; :func:`load_openmmlab_config`, the one reader of OpenMMLab configs in the project's tools and predictors, reads
+``resnest_backbones::NAME`` as the file :func:`config_file` finds, with no ``_scope_`` (so the user's config builds
+exactly as the named one does when read directly).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import threading
 from pathlib import Path
-from typing import List, Union
+from typing import Any, Iterator, List, Union
 
-__all__ = ["config_dir", "config_file", "list_configs", "resolve_config"]
+__all__ = ["BASE_PREFIX", "base_file", "config_dir", "config_file", "list_configs", "load_openmmlab_config",
+           "resolve_config"]
+
+#: What names one of our configs in an OpenMMLab ``_base_``: ``resnest_backbones::mmdet/...py``.
+BASE_PREFIX = f"{__name__.rsplit('.', 1)[0]}::"
 
 _PACKAGED = Path(__file__).resolve().parent / "configs"  # a wheel install
 _CHECKOUT = Path(__file__).resolve().parents[1] / "configs"  # a checkout (also an editable install)
@@ -49,7 +64,8 @@ def config_file(name: str) -> str:
     Raises:
         FileNotFoundError: no such config; the message names the closest ones.
     """
-    relative = name[len("configs/"):] if name.startswith("configs/") else name
+    relative = name[len(BASE_PREFIX):] if name.startswith(BASE_PREFIX) else name  # as written in a _base_
+    relative = relative[len("configs/"):] if relative.startswith("configs/") else relative
     path = config_dir() / relative
     if path.suffix in _SUFFIXES and path.is_file():
         return str(path)
@@ -69,3 +85,66 @@ def resolve_config(path_or_name: Union[str, os.PathLike]) -> str:
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{os.fspath(path_or_name)} is neither a config file nor a packaged config name: "
                                 f"{error}") from None
+
+
+# ------------------------------------------------------------------------ OpenMMLab configs inheriting ours by name
+_READING = threading.RLock()  # one reader at a time while mmengine's Config reads our names
+
+
+def base_file(base: str, filename: Union[str, os.PathLike]) -> str:
+    """The file of the base ``resnest_backbones::NAME`` written in the config ``filename``.
+
+    Raises:
+        FileNotFoundError: ``NAME`` is no config of ours (the message names the config, the base and the closest).
+    """
+    try:
+        return config_file(base[len(BASE_PREFIX):] if base.startswith(BASE_PREFIX) else base)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"_base_ {base!r} of {os.fspath(filename)}: {error}") from None
+
+
+def _ours_by_name(read_base: Any) -> Any:
+    """mmengine's ``Config._get_cfg_path(base, filename) -> (path, scope)`` that reads ``resnest_backbones::NAME``
+    as our config ``NAME`` with no scope (any other base as ``read_base`` does)."""
+    def get_cfg_path(base: str, filename: str) -> Any:
+        return (base_file(base, filename), None) if base.startswith(BASE_PREFIX) else read_base(base, filename)
+
+    return get_cfg_path
+
+
+@contextlib.contextmanager
+def _bases_by_name(config_class: Any) -> Iterator[None]:
+    """While inside, ``config_class`` (mmengine's ``Config``) reads ``resnest_backbones::`` bases
+    (:func:`_ours_by_name`); left as it was on leaving."""
+    original = config_class.__dict__.get("_get_cfg_path")
+    if not isinstance(original, staticmethod):  # another mmengine: it says what it cannot read
+        yield
+        return
+    with _READING:
+        config_class._get_cfg_path = staticmethod(_ours_by_name(original.__func__))
+        try:
+            yield
+        finally:
+            config_class._get_cfg_path = original
+
+
+def load_openmmlab_config(path: Union[str, os.PathLike], **options: Any) -> Any:
+    """mmengine's ``Config.fromfile(path, **options)``, bases written ``resnest_backbones::NAME`` read as our configs
+    (imports mmengine now).
+
+    A ``package::`` base makes mmengine look for ``<package>/.mim/configs/NAME`` of a package in its fixed table, and
+    stamp ``_scope_='<package>'`` on the base's type dicts; neither fits ours (the configs are in
+    ``resnest_backbones/configs`` or a checkout's ``configs/``, and ``resnest_backbones`` is the scope of two
+    registries, mmseg's and mmdet's children). So mmengine's one step from a ``_base_`` entry to a file,
+    ``Config._get_cfg_path``, is given :func:`config_file` for our prefix while the file is read: the base is then
+    an ordinary file base (no ``_scope_``; its own ``mmdet::``/``mmseg::`` bases as before), at any depth and in
+    lists, with the user's relative bases and ``{{ fileDirname }}`` untouched.
+
+    Raises:
+        FileNotFoundError: no such file, or a ``resnest_backbones::`` base naming no config (the message names the
+            closest ones).
+    """
+    from mmengine.config import Config
+
+    with _bases_by_name(Config):
+        return Config.fromfile(os.fspath(path), **options)

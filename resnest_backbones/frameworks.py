@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
+from .config_files import BASE_PREFIX, base_file, load_openmmlab_config
+
 __all__ = ["FRAMEWORKS", "Framework", "config_format", "framework_of_config", "usable"]
 
 PACKAGE = __name__.rsplit(".", 1)[0]
@@ -166,19 +168,18 @@ def config_format(path: Path) -> Optional[str]:
 
 
 def _load_openmmlab(path: Path) -> Any:
-    """The config as mmengine loads it (bases merged; custom imports not run), or ``None`` without mmengine or when
-    it does not load (e.g. a ``mmseg::`` base without mmseg)."""
+    """The config as the project's tools load it (bases merged, ``resnest_backbones::NAME`` ones included; custom
+    imports not run), or ``None`` without mmengine or when it does not load (e.g. a ``mmseg::`` base without mmseg)."""
     try:
-        from mmengine.config import Config
-
-        return Config.fromfile(str(path), import_custom_modules=False)
+        return load_openmmlab_config(path, import_custom_modules=False)
     except Exception:  # noqa: BLE001 - the file's own text is read instead
         return None
 
 
 def _inheritance(path: Path) -> Tuple[List[str], Any, Any]:
-    """The ``_base_`` chain of ``path`` read from the files (``scope::name`` or absolute paths, nearest first), and
-    the first ``default_scope`` and ``custom_imports`` written along it."""
+    """The ``_base_`` chain of ``path`` read from the files (``scope::name`` or absolute paths, nearest first; ours,
+    ``resnest_backbones::NAME``, as their files), and the first ``default_scope`` and ``custom_imports`` written
+    along it."""
     bases: List[str] = []
     scope = imports = None
     queue, seen = [path.resolve()], {path.resolve()}
@@ -189,7 +190,9 @@ def _inheritance(path: Path) -> Tuple[List[str], Any, Any]:
         imports = imports if imports is not None else top.literal("custom_imports")
         written = top.literal("_base_") or []
         for base in [written] if isinstance(written, str) else written:
-            if "::" in base:
+            if base.startswith(BASE_PREFIX):
+                base = base_file(base, current)  # raises naming the closest configs: the config cannot run
+            elif "::" in base:
                 bases.append(base)
                 continue
             full = (current.parent / Path(base).expanduser()).resolve()
@@ -231,7 +234,7 @@ def framework_of_config(path: Path) -> str:
     """The framework of :data:`FRAMEWORKS` that reads the config file ``path``: a ``.yaml`` is detectron2's yacs
     config; a ``.py`` is an OpenMMLab config (its framework from the loaded config's ``default_scope``, else
     ``custom_imports`` naming ``resnest_backbones.mmseg``/``.mmdet``, else ``_base_`` files under an ``mmseg``/``mmdet``
-    folder) or a detectron2 LazyConfig (see :func:`config_format`).
+    folder, ours named ``resnest_backbones::NAME`` included) or a detectron2 LazyConfig (see :func:`config_format`).
 
     Raises:
         ValueError: it cannot tell (the message says to pass ``--framework``).

@@ -79,12 +79,12 @@ def _row(framework: str) -> Framework:
 def detect_framework(config: Optional[PathLike], framework: Optional[str] = None) -> str:
     """Which framework runs ``config``: ``framework`` when given; else the one its loaded config names
     (:func:`~resnest_backbones.frameworks.framework_of_config`: a ``.yaml`` is detectron2's; a ``.py`` OpenMMLab
-    config is mmseg's or mmdet's by its ``default_scope``, ``custom_imports`` or ``_base_`` files; a LazyConfig is
-    detectron2's).
+    config is mmseg's or mmdet's by its ``default_scope``, ``custom_imports`` or ``_base_`` files, ours named
+    ``resnest_backbones::NAME`` included; a LazyConfig is detectron2's).
 
     Raises:
         ValueError: unknown framework or config type, or a config whose framework cannot be told.
-        FileNotFoundError: the config does not exist.
+        FileNotFoundError: the config does not exist, or names a base ``resnest_backbones::NAME`` that does not.
     """
     if framework is not None:
         if _row(framework).config_formats and config is None:

@@ -17,5 +17,6 @@ StateDict = Dict[str, Tensor]
 ConfigDict = Dict[str, Any]
 #: Builds a norm layer for a channel count.
 NormLayer = Callable[[int], nn.Module]
-#: An RGB ``uint8`` image ``(H, W, 3)`` -> the same-sized RGB image with the predictions drawn.
+#: An RGB ``uint8`` image ``(H, W, 3)`` -> the same-sized RGB image with the predictions drawn. Every predictor of
+#: this package also has ``class_names``: what it labels its predictions with (the model file's names, if it has any).
 Predictor = Callable[[np.ndarray], np.ndarray]

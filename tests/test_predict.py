@@ -112,7 +112,7 @@ def test_errors(toy_coco: Path, tmp_path: Path) -> None:
     torch.save(create_model("resnest14d").state_dict(), backbone)
     with pytest.raises(CheckpointError, match="not a torchvision Faster R-CNN"):
         torchvision_predictor(backbone)
-    with pytest.raises(CheckpointError, match="does not fit"):
+    with pytest.raises(CheckpointError, match="does not cover the model of this config exactly"):
         torchvision_predictor(toy_coco / "tv.pth", variant="resnest26d")
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")

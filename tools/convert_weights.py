@@ -34,11 +34,12 @@ from resnest_backbones.models.file_hash import verify_hash  # noqa: E402
 
 def _config_state_dict(config: str) -> dict:
     """The ``state_dict()`` of the model an mmseg config builds (no pretrained weights are read)."""
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    cfg = Config.fromfile(config)
+    from resnest_backbones.config_files import load_openmmlab_config
+
+    cfg = load_openmmlab_config(config)  # bases may name ours: resnest_backbones::NAME
     cfg.model.backbone.init_cfg = None
     init_default_scope(cfg.get("default_scope", "mmseg"))
     return MODELS.build(cfg.model).state_dict()

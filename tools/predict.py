@@ -47,10 +47,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="run the model as built, without fusing the ResNeSt's batch norms into its convolutions "
                              "(fused is the default: faster, the same outputs to ~1e-6)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--variant", default="resnest14d", help="torchvision: the backbone variant the model was "
-                                                                "trained with (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=128, help="torchvision: the model's image size "
-                                                                    "(default: %(default)s)")
+    parser.add_argument("--variant", default=None, help="torchvision: the backbone variant of a bare state-dict "
+                                                         "file (default: the model file's, else resnest14d)")
+    parser.add_argument("--image-size", type=int, default=None, help="torchvision: the image size of a bare "
+                                                                     "state-dict file (default: the model file's, "
+                                                                     "else 128)")
     parser.epilog = "detectron2 config overrides go after '--' (KEY VALUE for yacs, key=value for LazyConfig)"
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
@@ -66,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                    device=args.device, fused=not args.no_fuse, **options)
     except (FileNotFoundError, ValueError, CheckpointError) as error:
         raise SystemExit(f"predict.py: error: {error}") from None
+    print(f"{framework} model, classes: {', '.join(map(str, predictor.class_names))}", flush=True)
     for path in predict_images(predictor, images, args.output):
         print(path)
 

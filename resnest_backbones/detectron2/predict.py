@@ -140,4 +140,5 @@ def detectron2_predictor(config: PathLike, weights: PathLike, *, score_threshold
                 drawn = visualizer.output
         return drawn.get_image()
 
+    predict.class_names = list(metadata.thing_classes)  # type: ignore[attr-defined]  (what is drawn)
     return predict

@@ -16,12 +16,11 @@ import torch
 from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import DATASETS
 from mmdet.visualization import DetLocalVisualizer
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from ..config_files import resolve_config
+from ..config_files import load_openmmlab_config, resolve_config
 from ..models.hub import local_weights
-from ..openmmlab.checkpoint import dataset_meta, load_for_inference
+from ..openmmlab.checkpoint import dataset_meta, load_for_inference, read_for_inference
 from ..types import PathLike
 from .cli import check_released_name
 
@@ -58,14 +57,20 @@ class MMDetPredictor:
                  score_threshold: float = 0.5, fused: bool = True) -> None:
         path = local_weights(weights)
         check_released_name(path, "predict")
-        cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
+        cfg = load_openmmlab_config(resolve_config(config))  # imports custom_imports (our registry scope)
         init_default_scope(cfg.get("default_scope", "mmdet"))
+        checkpoint = read_for_inference(cfg, path)  # a model fine-tuned on other classes: their count
         self.model = init_detector(cfg, checkpoint=None, device="cpu")
-        checkpoint = load_for_inference(self.model, path, device, fused)
+        load_for_inference(self.model, path, device, fused, checkpoint=checkpoint)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, _num_classes(self.model), DATASETS)
         self.visualizer = DetLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}")
         self.visualizer.dataset_meta = self.model.dataset_meta
         self.score_threshold = score_threshold
+
+    @property
+    def class_names(self) -> list:
+        """What the boxes are labelled with."""
+        return list(self.model.dataset_meta["classes"])
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """``image`` (RGB) with the detections drawn."""

@@ -14,16 +14,15 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.apis import inference_model, init_model
 from mmseg.registry import DATASETS
 from mmseg.visualization import SegLocalVisualizer
 
-from ..config_files import resolve_config
+from ..config_files import load_openmmlab_config, resolve_config
 from ..models.hub import local_weights
-from ..openmmlab.checkpoint import dataset_meta, load_for_inference
+from ..openmmlab.checkpoint import dataset_meta, load_for_inference, read_for_inference
 from ..types import PathLike
 from .convert import convert_if_released
 
@@ -53,14 +52,20 @@ class MMSegPredictor:
     def __init__(self, config: PathLike, weights: PathLike, *, device: str = "cpu", opacity: float = 0.6,
                  with_labels: bool = True, fused: bool = True) -> None:
         path = local_weights(weights)
-        cfg = Config.fromfile(resolve_config(config))  # imports custom_imports (our registry scope)
+        cfg = load_openmmlab_config(resolve_config(config))  # imports custom_imports (our registry scope)
+        checkpoint = read_for_inference(cfg, path)  # a model fine-tuned on other classes: their count
         self.model = init_model(cfg, checkpoint=None, device="cpu")
-        checkpoint = load_for_inference(self.model, path, device, fused, convert=convert_if_released)
+        load_for_inference(self.model, path, device, fused, convert=convert_if_released, checkpoint=checkpoint)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, self.model.decode_head.num_classes, DATASETS)
         init_default_scope(cfg.get("default_scope", "mmseg"))
         self.visualizer = SegLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}", alpha=opacity)
         self.visualizer.dataset_meta = self.model.dataset_meta
         self.with_labels = with_labels
+
+    @property
+    def class_names(self) -> list:
+        """What the regions are labelled with."""
+        return list(self.model.dataset_meta["classes"])
 
     def __call__(self, image: np.ndarray, ground_truth: Optional[np.ndarray] = None) -> np.ndarray:
         """``image`` (RGB) with the prediction overlaid; with ``ground_truth`` (class indices, 255 = ignore), the

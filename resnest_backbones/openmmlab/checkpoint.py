@@ -12,6 +12,7 @@ import logging
 import os.path as osp
 import pickle
 import re
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -22,11 +23,12 @@ from torch import Tensor, nn
 
 from ..accel import fuse_resnest_modules
 from ..models.checkpoint import CheckpointError, read_file
-from ..models.checkpoint.fit import ClassLayers, FitDecision, load_fitting
+from ..models.checkpoint.fit import ClassLayers, FitDecision, class_names, load_fitting
 from ..models.checkpoint.io import safe_unpickling
+from .own_data import get_num_classes, set_num_classes
 
 __all__ = ["TRAINING_CHECKPOINT_GLOBALS", "Converter", "dataset_meta", "load_for_inference", "load_whole_model",
-           "read_checkpoint"]
+           "read_checkpoint", "read_for_inference"]
 
 #: ``convert(state_dict, filename) -> (state_dict, released)``: a framework's released files in this project's keys;
 #: ``released`` names the format converted from, ``None`` when the state dict came back as it was.
@@ -131,35 +133,52 @@ def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str
     return decision
 
 
+def _saved_meta(checkpoint: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The data set's meta a checkpoint carries: mmengine saves ``dataset_meta``; mmdet 2.x files keep ``CLASSES``."""
+    meta = checkpoint.get("meta") or {}
+    return meta.get("dataset_meta") or ({"classes": tuple(meta["CLASSES"])} if meta.get("CLASSES") else None)
+
+
+def read_for_inference(cfg: Any, path: str) -> Dict[str, Any]:
+    """Read a whole-model file for a predictor (:func:`read_checkpoint`) and give ``cfg``'s model the class count of
+    the classes the file carries, in place, when it differs: a model fine-tuned on other classes predicts with the
+    config it was made from, no flag needed."""
+    checkpoint = read_checkpoint(path)
+    saved = (_saved_meta(checkpoint) or {}).get("classes")
+    if saved and len(saved) != get_num_classes(cfg.model):
+        set_num_classes(cfg.model, len(saved))
+    return checkpoint
+
+
 def dataset_meta(cfg: Any, checkpoint: Dict[str, Any], num_classes: int, datasets: Any) -> Dict[str, Any]:
     """The class names (and palette) a predictor draws with, for a model of ``num_classes`` classes: the checkpoint's
-    (mmengine saves the data set's ``dataset_meta``; mmdet 2.x files keep ``CLASSES``), else the config's test data
-    set's (its ``metainfo``, or the ``METAINFO`` of its class, looked up in the framework's ``datasets`` registry),
-    else numbered classes (the visualiser then picks the colours). A list whose length is not ``num_classes`` is
-    passed over."""
-    def fits(meta: Any) -> bool:
-        return bool(meta) and len(meta.get("classes", ())) == num_classes
-
-    meta = checkpoint.get("meta") or {}
-    saved = meta.get("dataset_meta") or ({"classes": tuple(meta["CLASSES"])} if meta.get("CLASSES") else None)
-    if fits(saved):
-        return dict(saved)
+    (see :func:`_saved_meta`), else the config's test data set's (its ``metainfo``, or the ``METAINFO`` of its
+    class, looked up in the framework's ``datasets`` registry), else numbered classes (the visualiser then picks the
+    colours). A list whose length is not ``num_classes`` is passed over; saved names that differ from the config's
+    win, with a warning naming both (:func:`~resnest_backbones.models.checkpoint.fit.class_names`)."""
+    saved = _saved_meta(checkpoint)
     dataset = cfg.get("test_dataloader", {}).get("dataset", {})
     kind = dataset.get("type")
     registered = datasets.get(kind) if isinstance(kind, str) else kind
-    for metainfo in (dataset.get("metainfo"), getattr(registered, "METAINFO", None)):
-        if fits(metainfo):
-            return dict(metainfo)
-    return {"classes": [str(i) for i in range(num_classes)], "palette": None}
+    configured = next((m for m in (dataset.get("metainfo"), getattr(registered, "METAINFO", None))
+                       if m and len(m.get("classes", ())) == num_classes), None)
+    names = class_names((saved or {}).get("classes"), (configured or {}).get("classes"), num_classes,
+                        lambda message: warnings.warn(message, stacklevel=3))
+    for meta in (saved, configured):
+        if meta and list(meta.get("classes", ())) == names:
+            return dict(meta)
+    return {"classes": names, "palette": None}
 
 
 def load_for_inference(model: nn.Module, path: str, device: str, fused: bool,
-                       convert: Optional[Converter] = None) -> Dict[str, Any]:
+                       convert: Optional[Converter] = None,
+                       checkpoint: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """What the OpenMMLab predictors do with a whole-model file: read it safely (:func:`read_checkpoint`), load it
     strictly (:func:`load_whole_model`, through ``convert`` where given), move ``model`` to ``device`` in eval mode
     and, with ``fused``, put the fused inference copy of its ResNeSt in place
-    (:func:`~resnest_backbones.fuse_resnest_modules`). Returns the checkpoint (its metadata names the classes)."""
-    checkpoint = read_checkpoint(path)
+    (:func:`~resnest_backbones.fuse_resnest_modules`). ``checkpoint``: the file as already read. Returns the
+    checkpoint (its metadata names the classes)."""
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     load_whole_model(model, checkpoint, path, convert=convert)
     model.to(device).eval()
     if fused:

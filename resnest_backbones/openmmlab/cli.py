@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 from mmengine.config import Config, DictAction
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from ..config_files import resolve_config
+from ..config_files import load_openmmlab_config, resolve_config
 from ..distributed import close_process_group, exit_process
 from ..models.checkpoint import CheckpointError
 from .checkpoint import Converter
@@ -76,12 +76,13 @@ def find_types(node: Any, wanted: str) -> Iterator[Any]:
 
 def load_config(args: argparse.Namespace, tool: str, toy: Optional[ToyCounterpart] = None,
                 own_data: Optional[OwnData] = None) -> Config:
-    """Read the config (running its ``custom_imports``), make it its toy counterpart with ``--toy``, point it at
-    the user's data (``--train-data``/``--val-data``), apply the command line, explain single-process SyncBN."""
+    """Read the config (running its ``custom_imports``; its bases may name ours, ``resnest_backbones::NAME``), make
+    it its toy counterpart with ``--toy``, point it at the user's data (``--train-data``/``--val-data``), apply the
+    command line, explain single-process SyncBN."""
     if "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
     args.config = resolve_config(args.config)  # a file, or a packaged config's name
-    cfg = Config.fromfile(args.config)
+    cfg = load_openmmlab_config(args.config)  # bases may name ours: resnest_backbones::NAME
     if getattr(args, "toy", False):
         cfg = toy(cfg)
     for note in own_data.use_own_data(cfg, args) if own_data is not None else ():

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..models.checkpoint import CheckpointError, read_file
 from ..models.checkpoint.fit import ClassLayers, load_fitting
+from ..models.checkpoint.report import is_counter
 from ..types import PathLike
 from .toy import toy_faster_rcnn
 
@@ -42,7 +43,8 @@ class ModelFile:
         if variant is None or image_size is None:
             raise CheckpointError(f"{self.path} is a bare state dict: give the variant and image size it was trained "
                                   f"with (--variant, --image-size)")
-        return toy_faster_rcnn(variant, self.num_classes + 1, image_size)
+        frozen = not any(is_counter(k) for k in self.state_dict)  # FrozenBatchNorm2d has no counters
+        return toy_faster_rcnn(variant, self.num_classes + 1, image_size, frozen_norm=frozen)
 
     @property
     def num_classes(self) -> int:
