@@ -6,6 +6,7 @@ unknown name fails naming the closest configs; the forms for OpenMMLab's own too
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -130,14 +131,17 @@ def test_unknown_name_says_the_closest(tmp_path: Path) -> None:
 @pytest.mark.mmdet
 def test_forms_for_openmmlab_own_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What docs/frameworks.md tells users of mmdet's own tools/train.py (plain mmengine, no name of ours): the
-    printed absolute path, and mmengine's ``{{$ENV:default}}`` with the configs' folder in the environment."""
+    printed absolute path (or one relative to the config), and mmengine's ``{{$NAME:}}`` with the configs' folder
+    in the environment."""
     from mmengine.config import Config
 
     expected = _load(_user_config(tmp_path, f"resnest_backbones::{TOY_MMDET}", DET_CHANGE)).pretty_text
     absolute = _user_config(tmp_path, rb.config_file(TOY_MMDET), DET_CHANGE, "absolute.py")
-    assert Config.fromfile(str(absolute), import_custom_modules=False).pretty_text == expected
+    relative = _user_config(tmp_path, os.path.relpath(rb.config_file(TOY_MMDET), tmp_path), DET_CHANGE, "rel.py")
+    for form in (absolute, relative):
+        assert Config.fromfile(str(form), import_custom_modules=False).pretty_text == expected
     monkeypatch.setenv("RESNEST_CONFIGS", str(config_dir()))
-    by_env = _user_config(tmp_path, "{{$RESNEST_CONFIGS:configs}}/" + TOY_MMDET, DET_CHANGE, "by_env.py")
+    by_env = _user_config(tmp_path, "{{$RESNEST_CONFIGS:}}/" + TOY_MMDET, DET_CHANGE, "by_env.py")
     assert Config.fromfile(str(by_env), import_custom_modules=False).pretty_text == expected
     with pytest.raises(AssertionError, match="does not support to load resnest_backbones"):  # mmengine alone
         Config.fromfile(str(tmp_path / "user.py"), import_custom_modules=False)

@@ -21,6 +21,7 @@ from resnest_backbones.accel import InferenceOnly
 from resnest_backbones.models.checkpoint import CheckpointError
 from resnest_backbones.predict import detect_framework, list_images, load_predictor, predict_images, read_image
 from resnest_backbones.torchvision.predict import load_torchvision_model, torchvision_predictor
+from resnest_backbones.toy_data import COCO_CATEGORIES
 
 REPO = REPO_ROOT
 TOY_D2 = REPO / "configs" / "detectron2" / "toy" / "mask_rcnn_toy.yaml"
@@ -62,15 +63,11 @@ def val_images(toy_coco: Path) -> List[Path]:
 
 
 def test_torchvision_draws_predicted_boxes(toy_coco: Path, val_images: List[Path], tmp_path: Path) -> None:
-    from resnest_backbones.torchvision import toy_faster_rcnn
-
     predictor = torchvision_predictor(toy_coco / "tv.pth", score_threshold=0.0)
     written = predict_images(predictor, val_images, tmp_path / "out", progress=False)
     assert [p.name for p in written] == [p.name for p in val_images]
-    model = toy_faster_rcnn("resnest14d", 4, 128)
-    model.load_state_dict(torch.load(toy_coco / "tv.pth", weights_only=True))
-    model.roi_heads.score_thresh = 0.0
-    model.eval()
+    assert predictor.class_names == list(COCO_CATEGORIES)  # from the model file
+    model = load_torchvision_model(toy_coco / "tv.pth", score_threshold=0.0)  # what the predictor runs
     for source, output in zip(val_images, written):
         before, after = read_image(source), read_image(output)
         assert after.shape == before.shape
@@ -80,11 +77,23 @@ def test_torchvision_draws_predicted_boxes(toy_coco: Path, val_images: List[Path
         assert _box_edge_changed(before, after, boxes[0].tolist()), "the top box is not drawn"
 
 
+def test_torchvision_bare_state_dict_still_loads_with_variant(toy_coco: Path, tmp_path: Path) -> None:
+    """A file of the tool before model files (a bare state dict): the variant and image size are given, the
+    classes fall back to the toy names when their count fits."""
+    from resnest_backbones.torchvision.model_file import read_model_file
+
+    bare = tmp_path / "bare.pth"
+    torch.save(read_model_file(toy_coco / "tv.pth").state_dict, bare)
+    predictor = torchvision_predictor(bare, variant="resnest14d", image_size=128)
+    assert predictor.class_names == list(COCO_CATEGORIES)
+
+
 def test_cli_torchvision_and_errors(toy_coco: Path, val_images: List[Path], tmp_path: Path) -> None:
     out = run_python(["tools/predict.py", "--framework", "torchvision", "--weights", toy_coco / "tv.pth",
                       "--input", val_images[0].parent, "--output", tmp_path, "--score-threshold", "0"],
                      env=ENV, timeout=120).stdout
-    printed = [Path(line) for line in out.split()]
+    assert "torchvision model, classes: circle, square, triangle" in out
+    printed = [Path(line) for line in out.split("\n") if line.endswith(".png")]
     assert len(printed) == len(list((toy_coco / "val").glob("*.png"))) and all(p.is_file() for p in printed)
     proc = run_python(["tools/predict.py", "--framework", "torchvision", "--weights", toy_coco / "tv.pth",
                        "--input", tmp_path / "absent.jpg"], env=ENV, timeout=60, check=False)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from support import REPO_ROOT
 from support.numerics import max_rel_diff, randomize_norms
-from support.processes import run_tool
+from support.processes import run_python, run_tool
 from torch import nn
 
 import resnest_backbones as rb
@@ -272,7 +272,10 @@ def test_training_script_runs_end_to_end(tmp_path: Path, capsys) -> None:
     script.main(["--iters", "2", "--output", str(tmp_path / "model.pth")] + common)
     out = capsys.readouterr().out
     assert "step    2/2" in out and "train: loss" in out and "val: 2 val images" in out
-    state = torch.load(tmp_path / "model.pth")
+    saved = torch.load(tmp_path / "model.pth", weights_only=True)  # a model file: what rebuilds the model too
+    assert (saved["variant"], saved["image_size"], saved["classes"]) == ("resnest14d", 64, ["circle", "square",
+                                                                                           "triangle"])
+    state = saved["state_dict"]
     assert "backbone.body.layer4.0.conv2.conv.weight" in state and "backbone.fpn.inner_blocks.0.0.weight" in state
     script.main(["--iters", "1", "--weights", str(weights)] + common)  # fine-tuning: frozen BN, 3 stages trained
     assert "val: 2 val images" in capsys.readouterr().out
@@ -291,3 +294,26 @@ def test_toy_faster_rcnn_reaches_ap50(tmp_path: Path) -> None:
     ap50 = float(found[-1][1])
     print(f"toy torchvision Faster R-CNN ResNeSt-14 FPN: box AP50 {ap50:.3f}")
     assert ap50 >= 0.5
+
+
+def test_init_from_fine_tunes_the_class_layers_only_and_refuses_another_backbone(own_sample: dict,
+                                                                               tmp_path: Path) -> None:
+    """--init-from a model file of 3 classes onto the sample's 2: the class layers start fresh (one line), the
+    rest loads; with another --variant the backbone does not fit: an error naming the keys, no traceback."""
+    from resnest_backbones.torchvision import toy_faster_rcnn
+    from resnest_backbones.torchvision.model_file import save_model_file
+
+    served = tmp_path / "shapes.pth"
+    save_model_file(served, toy_faster_rcnn("resnest14d", 4, 64), variant="resnest14d", image_size=64,
+                    classes=["circle", "square", "triangle"])
+    data = ["--train-data", str(own_sample["train_json"]), str(own_sample["train_images"]),
+            "--val-data", str(own_sample["val_json"]), str(own_sample["val_images"]), "--init-from", str(served),
+            "--iters", "1", "--batch-size", "2", "--threads", "1"]
+    out = run_tool(["tools/torchvision_train.py", *data, "--output", str(tmp_path / "mine.pth")], timeout=300)
+    assert (f"fine-tuning from {served}: 4 class layers start fresh (checkpoint: 3 classes, model: 2): "
+            "roi_heads.box_predictor.bbox_pred.bias") in out
+    assert torch.load(tmp_path / "mine.pth", weights_only=True)["classes"] == ["kettle", "teapot"]
+    proc = run_python(["tools/torchvision_train.py", *data, "--variant", "resnest26d"], timeout=300, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "does not fit the model of this config outside its class layers" in proc.stderr
+    assert "missing in checkpoint: backbone.body.layer1.1.conv1.weight" in proc.stderr
