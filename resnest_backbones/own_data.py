@@ -1,14 +1,37 @@
-"""What the tools read of a user's own data, framework-free: the class names of a COCO instances file and of a
-segmentation class list (docs/own_data.md)."""
+"""What the tools read of a user's own data, framework-free: their ``--train-data`` / ``--val-data`` options, the
+class names of a COCO instances file and of a segmentation class list (docs/own_data.md)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from .types import PathLike
 
-__all__ = ["coco_category_names", "segmentation_class_names"]
+__all__ = ["COCO_FILES", "LABEL_FOLDERS", "add_data_arguments", "coco_category_names", "given_data",
+           "segmentation_class_names"]
+
+#: What the detection tools take: ``(metavar, help)``.
+COCO_FILES = (("INSTANCES_JSON", "IMAGE_DIR"), "your own COCO-format data (instances file, image folder) instead of "
+              "the config's data set; the class count is set from its categories (docs/own_data.md)")
+#: What the segmentation tools take: ``(metavar, help)``.
+LABEL_FOLDERS = (("IMAGE_DIR", "LABEL_DIR"), "your own images and label PNGs (same names, pixel value i = class i, "
+                 "255 ignored) instead of the config's data set (docs/own_data.md)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, kind: Tuple[Tuple[str, str], str],
+                       training: bool = True) -> None:
+    """``--train-data`` (training tools only) and ``--val-data``, each a pair of paths described by ``kind``
+    (:data:`COCO_FILES` or :data:`LABEL_FOLDERS`)."""
+    metavar, what = kind
+    for split, purpose in ((("train", "train on"),) if training else ()) + (("val", "evaluate on"),):
+        parser.add_argument(f"--{split}-data", nargs=2, metavar=metavar, help=f"{purpose} {what}")
+
+
+def given_data(args: argparse.Namespace) -> Dict[str, List[str]]:
+    """``{"train": [a, b], "val": [a, b]}``: the data options given on the command line."""
+    return {split: getattr(args, f"{split}_data") for split in ("train", "val") if getattr(args, f"{split}_data", None)}
 
 
 def coco_category_names(json_file: PathLike) -> List[str]:

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from resnest_backbones.models.checkpoint import CheckpointError  # noqa: E402
+from resnest_backbones.own_data import COCO_FILES, add_data_arguments  # noqa: E402
 from resnest_backbones.torchvision import CocoBoxes, toy_faster_rcnn  # noqa: E402
 from resnest_backbones.torchvision.engine import cpu_threads, evaluate, train  # noqa: E402
 from resnest_backbones.torchvision.model_file import fine_tune_from, save_model_file  # noqa: E402
@@ -49,10 +50,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="toy COCO directory (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="the side images are resized to (default: --init-from's, else 128, the toy images')")
-    for split, purpose in (("train", "train on"), ("val", "evaluate on")):
-        parser.add_argument(f"--{split}-data", nargs=2, metavar=("INSTANCES_JSON", "IMAGE_DIR"),
-                            help=f"{purpose} your own COCO-format data (instances file, image folder) instead of the "
-                                 f"toy data; the class count is set from its categories (docs/own_data.md)")
+    add_data_arguments(parser, COCO_FILES)
     parser.add_argument("--init-from", metavar="MODEL.pth",
                         help="start from a model file this tool saved (--output): fine-tuning when its class count "
                              "differs (its class layers start fresh); the backbone must fit")

@@ -27,16 +27,14 @@ from detectron2.engine import default_argument_parser, launch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, uninstalled
 from resnest_backbones.detectron2.engine import train_or_evaluate  # noqa: E402
+from resnest_backbones.own_data import COCO_FILES, add_data_arguments  # noqa: E402
 
 if __name__ == "__main__":
     parser = default_argument_parser()
     parser.add_argument("--no-fuse", action="store_true",
                         help="--eval-only: evaluate the model as built; by default the ResNeSt runs fused for "
                              "inference (batch norms folded into the convolutions: faster, the same outputs to ~1e-6)")
-    for split, purpose in (("train", "train on"), ("val", "evaluate on")):
-        parser.add_argument(f"--{split}-data", nargs=2, metavar=("INSTANCES_JSON", "IMAGE_DIR"),
-                            help=f"{purpose} your own COCO-format data (instances file, image folder) instead of the "
-                                 f"config's data set; the class count is set from its categories (docs/own_data.md)")
+    add_data_arguments(parser, COCO_FILES)
     args = parser.parse_args()
     launch(train_or_evaluate, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))

@@ -15,18 +15,15 @@ from typing import Any, Dict, List
 from mmengine.config import Config
 
 from ..openmmlab.own_data import get_num_classes, replace_datasets, set_num_classes
-from ..own_data import coco_category_names
+from ..own_data import COCO_FILES, coco_category_names, given_data
+from ..own_data import add_data_arguments as add_options
 
 __all__ = ["add_data_arguments", "use_own_data"]
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, training: bool) -> None:
-    """``--val-data`` (and ``--train-data`` for the training tool)."""
-    splits = (("train", "train on"), ("val", "evaluate on")) if training else (("val", "evaluate on"),)
-    for split, purpose in splits:
-        parser.add_argument(f"--{split}-data", nargs=2, metavar=("INSTANCES_JSON", "IMAGE_DIR"),
-                            help=f"{purpose} your own COCO-format data (instances file, image folder) instead of the "
-                                 f"config's data set; the class count is set from its categories (docs/own_data.md)")
+    """``--val-data`` (and ``--train-data`` for the training tool): COCO files."""
+    add_options(parser, COCO_FILES, training)
 
 
 def _coco_dataset(json_file: str, images: str, classes: List[str], test: bool) -> Any:
@@ -46,8 +43,7 @@ def _coco_dataset(json_file: str, images: str, classes: List[str], test: bool) -
 def use_own_data(cfg: Config, args: argparse.Namespace) -> List[str]:
     """Point ``cfg`` at ``args.train_data`` / ``args.val_data`` (see the module's docstring), in place; the lines
     to print."""
-    given = {split: getattr(args, f"{split}_data", None) for split in ("train", "val")}
-    given = {split: pair for split, pair in given.items() if pair}
+    given = given_data(args)
     if not given:
         return []
     classes = {split: coco_category_names(json_file) for split, (json_file, _) in given.items()}

@@ -16,18 +16,15 @@ from typing import Any, Dict, List
 from mmengine.config import Config
 
 from ..openmmlab.own_data import get_num_classes, replace_datasets, set_num_classes
-from ..own_data import segmentation_class_names
+from ..own_data import LABEL_FOLDERS, given_data, segmentation_class_names
+from ..own_data import add_data_arguments as add_options
 
 __all__ = ["add_data_arguments", "use_own_data"]
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, training: bool) -> None:
     """``--val-data`` (and ``--train-data`` for the training tool), ``--classes``, ``--reduce-zero-label``."""
-    splits = (("train", "train on"), ("val", "evaluate on")) if training else (("val", "evaluate on"),)
-    for split, purpose in splits:
-        parser.add_argument(f"--{split}-data", nargs=2, metavar=("IMAGE_DIR", "LABEL_DIR"),
-                            help=f"{purpose} your own images and label PNGs (same names, pixel value i = class i, "
-                                 f"255 ignored) instead of the config's data set (docs/own_data.md)")
+    add_options(parser, LABEL_FOLDERS, training)
     parser.add_argument("--classes", nargs="+", metavar="NAME",
                         help="with --*-data: the class names in pixel-value order, or a file of names, one per line")
     parser.add_argument("--reduce-zero-label", action="store_true",
@@ -60,8 +57,7 @@ def _folder_dataset(images: str, labels: str, classes: List[str], reduce_zero_la
 def use_own_data(cfg: Config, args: argparse.Namespace) -> List[str]:
     """Point ``cfg`` at ``args.train_data`` / ``args.val_data`` (see the module's docstring), in place; the lines
     to print."""
-    given = {split: getattr(args, f"{split}_data", None) for split in ("train", "val")}
-    given = {split: pair for split, pair in given.items() if pair}
+    given = given_data(args)
     if not given:
         if getattr(args, "classes", None) or getattr(args, "reduce_zero_label", False):
             raise SystemExit("--classes and --reduce-zero-label describe --train-data/--val-data: give those too")
