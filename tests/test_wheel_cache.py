@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def test_key_holds_what_the_binary_depends_on(stand_in: Path, monkeypatch: pytes
     monkeypatch.setenv("MMCV_WITH_OPS", "0")  # another build variable
     assert wheel_cache.wheel_key(wheel_cache.build_key("mmcv==2.1.0", str(stand_in), ["MMCV_WITH_OPS"])) != key
     monkeypatch.delenv("MMCV_WITH_OPS")
+    moved = stand_in.parent / "elsewhere" / stand_in.name  # the same source read from another folder (CI's clone)
+    shutil.copytree(stand_in, moved)
+    assert wheel_cache.wheel_key(wheel_cache.build_key(str(moved), str(moved), ["MMCV_WITH_OPS"])) == \
+        wheel_cache.wheel_key(wheel_cache.build_key(str(stand_in), str(stand_in), ["MMCV_WITH_OPS"]))
     (stand_in / "standin" / "__init__.py").write_text("VALUE = 2\n")  # another source, same version
     assert wheel_cache.wheel_key(wheel_cache.build_key("mmcv==2.1.0", str(stand_in), ["MMCV_WITH_OPS"])) != key
 

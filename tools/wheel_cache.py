@@ -88,9 +88,11 @@ def _torch_facts() -> Dict[str, object]:
 
 
 def build_key(spec: str, source: Optional[str] = None, env_vars: Sequence[str] = ()) -> Dict[str, object]:
-    """Everything the wheel of SPEC (built from SOURCE) depends on, as a dict (see wheel_key)."""
+    """Everything the wheel of SPEC (built from SOURCE) depends on, as a dict (see wheel_key). A spec naming a local
+    file or folder counts by its name only (its contents are in ``source_sha256``): CI's clone reads the same
+    archive from another folder."""
     return {
-        "spec": spec,
+        "spec": os.path.basename(os.path.normpath(spec)) if os.path.exists(spec) else spec,
         "source_sha256": source_digest(source),
         **_torch_facts(),
         "python_abi": sysconfig.get_config_var("SOABI") or sys.implementation.cache_tag,
