@@ -11,7 +11,7 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest --durations=25 --junitxml=work_dirs/test-report.xml
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

@@ -49,11 +49,13 @@ def test_train_then_test_toy_ade(tmp_path: Path) -> None:
     assert checkpoint.is_file()
     test = ["tools/mmseg_test.py", TOY_ADE, str(checkpoint), "--cfg-options", *_data_options(data)]
     output = run_tool([*test, "--work-dir", str(tmp_path / "test")], timeout=300)
-    # the test tool runs the fused copy by default, the training's evaluation the model as built
+    # the test tool runs the fused copy by default, the training's evaluation the model as built: logits equal to
+    # ~1e-6 relative (tests/test_predict.py), so only a pixel whose two best classes tie that closely can flip
+    # (about a thousandth of a point of mIoU each here); the model as built gives the training's figure exactly
     assert "inference with 1 ResNeSt fused" in output
-    assert abs(_miou(output) - trained) < 1e-6  # same weights, same data, same metric
+    assert abs(_miou(output) - trained) < 0.05
     output = run_tool([*test[:3], "--no-fuse", *test[3:], "--work-dir", str(tmp_path / "plain")], timeout=300)
-    assert "ResNeSt fused" not in output and abs(_miou(output) - trained) < 1e-6
+    assert "ResNeSt fused" not in output and abs(_miou(output) - trained) < 1e-6  # same computation
 
 
 def test_tta_option_wraps_the_model_and_swaps_the_test_pipeline() -> None:
