@@ -48,6 +48,7 @@ from detectron2.utils.logger import setup_logger
 from ..accel import fuse_resnest_modules
 from ..config_files import resolve_config
 from ..distributed import close_process_group, exit_process, sync_on_cpu
+from ..models.checkpoint import CheckpointError
 from .checkpoint import ResNeStCheckpointer
 from .config import imagenet_weights, is_lazy_config, load_config, replace_norm
 from .own_data import class_layers, training_classes, use_own_data
@@ -278,7 +279,10 @@ def train_or_evaluate(args: argparse.Namespace) -> Any:
     distributed run, the process ends there (:func:`resnest_backbones.distributed.exit_process`; ``launch``'s
     workers have nothing left to do)."""
     args.config_file = resolve_config(args.config_file)  # a file, or a packaged config's name
-    result = (run_lazy if is_lazy_config(args.config_file) else run_yacs)(args)
+    try:
+        result = (run_lazy if is_lazy_config(args.config_file) else run_yacs)(args)
+    except CheckpointError as error:  # a refused, corrupt or misfitting file: its message says what to do
+        raise SystemExit(f"[train_net] error: {error}") from None
     if close_process_group():
         exit_process(0)
     return result
