@@ -177,8 +177,12 @@ def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, so
         CheckpointError: the checkpoint does not fit (see :func:`decide_fit`); the model may be partly loaded then.
     """
     expected = model.state_dict()
+    # Modules that rename keys while loading (the ResNeSt's layout pre-hooks) are judged after the renaming, by torch
+    # (a key of a foreign layout may share a name, not a shape, with ours); class layers are never among them.
+    renaming = [f"{name}." if name else "" for name, m in model.named_modules() if m._load_state_dict_pre_hooks]
     mismatched = sorted((k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
-                        if k in expected and tuple(v.shape) != tuple(expected[k].shape))
+                        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+                        and not any(k.startswith(prefix) for prefix in renaming))
     skip = {k for k, _, _ in mismatched}
     loadable = type(state)((k, v) for k, v in state.items() if k not in skip) if skip else state
     if skip and hasattr(state, "_metadata"):
