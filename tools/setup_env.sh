@@ -157,9 +157,14 @@ install_project() { "${PIP[@]}" -q -e "$ROOT[mmseg,mmdet,hub,test,tools,detectro
 
 T0=$SECONDS
 if [[ ! -f "$STAMPS/mmcv" ]]; then
-    echo "[setup] a new environment: 15-30 min on a 2-core machine the first time (mmcv 2.1.0 has no wheel for" \
-         "torch 2.12 on PyPI, so its ops compile, 10-20 min, and detectron2 builds from source, 2-3 min); both" \
-         "wheels are kept in $RESNEST_WHEEL_CACHE and reused after that (set-up ~3 min)"
+    if compgen -G "$RESNEST_WHEEL_CACHE/mmcv-*/*.whl" >/dev/null; then
+        echo "[setup] a new environment: ~3 min on a 2-core machine with the wheels kept in $RESNEST_WHEEL_CACHE" \
+             "(a compile, 10-20 min, only if torch, the compiler or the platform changed)"
+    else
+        echo "[setup] a new environment: 15-30 min on a 2-core machine the first time (mmcv 2.1.0 has no wheel for" \
+             "torch 2.12 on PyPI, so its ops compile, 10-20 min, and detectron2 builds from source, 2-3 min); both" \
+             "wheels are kept in $RESNEST_WHEEL_CACHE and reused after that (set-up ~3 min)"
+    fi
 fi
 [[ -x "$PY" ]] || step venv "$(python3 --version)" make_venv
 step build-tools "setuptools<70 wheel" install_build_tools
