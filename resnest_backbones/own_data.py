@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from .types import PathLike
 
-__all__ = ["COCO_FILES", "LABEL_FOLDERS", "add_data_arguments", "coco_category_names", "given_data",
+__all__ = ["COCO_FILES", "LABEL_FOLDERS", "add_data_arguments", "coco_category_names", "coco_files", "given_data",
            "segmentation_class_names"]
 
 #: What the detection tools take: ``(metavar, help)``.
@@ -50,6 +50,18 @@ def coco_category_names(json_file: PathLike) -> List[str]:
         raise SystemExit(f"{json_file} has no 'categories' with ids and names: a COCO instances file lists its "
                          f"classes as \"categories\": [{{\"id\": 1, \"name\": \"cat\"}}, ...]")
     return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+
+
+def coco_files(json_file: PathLike, image_dir: PathLike) -> List[str]:
+    """The class names of a COCO instances file given with its image folder (see :func:`coco_category_names`).
+
+    Raises:
+        SystemExit: as :func:`coco_category_names`, or the image folder does not exist.
+    """
+    if not os.path.isdir(image_dir):
+        raise SystemExit(f"image folder {image_dir} does not exist (give the folder the file_name entries of "
+                         f"{json_file} are relative to)")
+    return coco_category_names(json_file)
 
 
 def segmentation_class_names(given: Sequence[str]) -> List[str]:

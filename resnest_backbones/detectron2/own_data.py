@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any, List, Optional, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from detectron2.modeling import build_model
 from omegaconf import OmegaConf
 
 from ..models.checkpoint.fit import ClassLayers
-from ..own_data import coco_category_names
+from ..own_data import coco_files
 from .config import get_num_classes, imagenet_weights, set_num_classes
 
 __all__ = ["OWN_TRAIN", "OWN_VAL", "class_layers", "register_coco_files", "training_classes",
@@ -33,10 +32,7 @@ OWN_TRAIN, OWN_VAL = "own_train", "own_val"
 def register_coco_files(name: str, json_file: str, image_root: str) -> List[str]:
     """Register a COCO instances file and its image folder as ``name`` (replacing an earlier registration), with
     the class names and what COCOEvaluator needs; returns the class names."""
-    if not os.path.isdir(image_root):
-        raise SystemExit(f"image folder {image_root} does not exist (give the folder the file_name entries of "
-                         f"{json_file} are relative to)")
-    classes = coco_category_names(json_file)
+    classes = coco_files(json_file, image_root)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 from mmengine.config import Config
 
 from ..openmmlab.own_data import get_num_classes, replace_datasets, set_num_classes
-from ..own_data import COCO_FILES, coco_category_names, given_data
+from ..own_data import COCO_FILES, coco_files, given_data
 from ..own_data import add_data_arguments as add_options
 
 __all__ = ["add_data_arguments", "use_own_data"]
@@ -46,7 +46,7 @@ def use_own_data(cfg: Config, args: argparse.Namespace) -> List[str]:
     given = given_data(args)
     if not given:
         return []
-    classes = {split: coco_category_names(json_file) for split, (json_file, _) in given.items()}
+    classes = {split: coco_files(json_file, images) for split, (json_file, images) in given.items()}
     if len({tuple(c) for c in classes.values()}) > 1:
         raise SystemExit(f"--train-data and --val-data name other classes ({classes['train']} vs "
                          f"{classes['val']}): give both files the same categories")
@@ -54,9 +54,6 @@ def use_own_data(cfg: Config, args: argparse.Namespace) -> List[str]:
     notes = [f"--{split}-data: {json_file} ({images}): {len(names)} classes {names}"
              for split, (json_file, images) in given.items()]
     for split, (json_file, images) in given.items():
-        if not os.path.isdir(images):
-            raise SystemExit(f"image folder {images} does not exist (give the folder the file_name entries of "
-                             f"{json_file} are relative to)")
         test = split == "val"
         replace_datasets(cfg, ("val_dataloader", "test_dataloader") if test else ("train_dataloader",),
                          _coco_dataset(json_file, images, names, test))

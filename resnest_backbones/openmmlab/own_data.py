@@ -12,7 +12,7 @@ from mmengine.registry import MODELS, DefaultScope
 
 from ..models.checkpoint.fit import ClassLayers
 
-__all__ = ["base_datasets", "class_layers", "get_num_classes", "set_num_classes"]
+__all__ = ["base_datasets", "class_layers", "get_num_classes", "replace_datasets", "set_num_classes"]
 
 #: Heads whose ``num_classes`` is not the data's (mmdet's RPN head proposes one "object" class).
 _NOT_CLASS_HEADS = ("rpn_head",)

@@ -90,11 +90,6 @@ class FitDecision:
     file_classes: Optional[int] = None
     line: Optional[str] = None
 
-    @property
-    def skipped(self) -> List[str]:
-        """The checkpoint keys not to load."""
-        return self.fresh + self.dropped
-
 
 def _absent_head(key: str, model_keys: Sequence[str]) -> Optional[str]:
     """The head (a module whose name ends in ``head``, outermost first) that ``key`` belongs to and the model has
@@ -129,10 +124,11 @@ def decide_fit(comparison: LoadReport, model_keys: Sequence[str], *, mode: str, 
             wrong_shape.append((key, file_shape, model_shape))
         else:
             counts[key] = count
-    unexpected = []
+    unexpected, absent_heads = [], set()
     for key in comparison.unexpected:
         head = _absent_head(key, model_keys) if mode == "finetune" else None
         (decision.dropped if head else unexpected).append(key)
+        absent_heads.add(head)
     if len(set(counts.values())) > 1:  # the class layers disagree: not one whole count across the head
         wrong_shape += [m for m in comparison.mismatched if m[0] in counts]
         counts = {}
@@ -157,9 +153,8 @@ def decide_fit(comparison: LoadReport, model_keys: Sequence[str], *, mode: str, 
         parts.append(f"{len(decision.fresh)} class layers start fresh (checkpoint: {decision.file_classes} "
                      f"classes, model: {class_layers.num_classes}): {listing(decision.fresh, 12)}")
     if decision.dropped:
-        heads = sorted({_absent_head(k, model_keys) for k in decision.dropped})
         parts.append(f"dropped {len(decision.dropped)} tensors of heads this model does not have: "
-                     f"{', '.join(heads)}")
+                     f"{', '.join(sorted(absent_heads - {None}))}")
     if parts:
         decision.line = f"fine-tuning from {source}: " + "; ".join(parts)
     return decision
@@ -192,9 +187,8 @@ def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, so
     except RuntimeError as error:  # a layout pre-hook refusing a partial backbone, or a renamed tensor mis-shaped
         raise CheckpointError(f"{source} does not fit the model: {error}" + (f"\n{remedy}" if remedy else "")) \
             from None
-    comparison = LoadReport.from_incompatible(source_format, expected,
-                                              [k for k in result.missing_keys if k not in skip],
-                                              result.unexpected_keys, mismatched)
+    comparison = LoadReport.from_incompatible(source_format, expected, result.missing_keys, result.unexpected_keys,
+                                              mismatched)  # the skipped (mis-shaped) keys are not counted missing
     if callable(class_layers):
         class_layers = class_layers() if mismatched else None
     return decide_fit(comparison, list(expected), mode=mode, source=source, class_layers=class_layers,
