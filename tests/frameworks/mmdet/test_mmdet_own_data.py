@@ -63,10 +63,10 @@ def test_saved_names_win_over_the_configs_with_a_warning(shapes_model: Path) -> 
     from mmdet.registry import DATASETS
     from mmengine.config import Config
 
-    from resnest_backbones.openmmlab.checkpoint import dataset_meta
+    from resnest_backbones.openmmlab.checkpoint import dataset_meta, read_checkpoint
     from resnest_backbones.predict import load_predictor
 
-    checkpoint = torch.load(shapes_model, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(str(shapes_model))  # the tools' safe reader (mmengine's message hub allow-listed)
     assert checkpoint["meta"]["dataset_meta"]["classes"] == ("circle", "square", "triangle")  # mmengine saved them
     checkpoint["meta"]["dataset_meta"] = {"classes": ("cup", "plate", "fork")}
     renamed = shapes_model.parent / "renamed.pth"
