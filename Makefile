@@ -10,8 +10,11 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
+# JOBS test processes (pytest-xdist; a test file stays in one, so its module fixtures run once), the cores shared
+# among them (tests/conftest.py); JOBS=0 runs the suite in this one process.
+JOBS ?= 2
 test: setup
-	$(PY) -m pytest --durations=25 --junitxml=work_dirs/test-report.xml
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --durations=25 --junitxml=work_dirs/test-report.xml
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

@@ -31,6 +31,7 @@ setup(
         "hub": ["huggingface_hub", "safetensors"],
         "test": [
             "pytest",
+            "pytest-xdist",  # make test: the suite on every core (tests/conftest.py: one worker's threads)
             "ruff==0.17.6",  # make lint / CI (ruff.toml)
             "timm>=1.0,<2",
             "resnest==0.0.5",  # the official reference implementation (parity tests)

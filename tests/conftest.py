@@ -6,6 +6,7 @@ and which were skipped. Helpers live in ``tests/support`` (importable as ``suppo
 from __future__ import annotations
 
 import collections
+import os
 import sys
 from typing import Iterator
 
@@ -18,6 +19,25 @@ def pytest_configure(config: pytest.Config) -> None:
     required()  # an unknown name in $RESNEST_REQUIRE_FRAMEWORKS stops the run at once
     for name in FRAMEWORKS:  # one marker per framework of the table
         config.addinivalue_line("markers", f"{name}: needs {name} (skipped, with the reason, when it is missing)")
+    _share_the_cores()
+
+
+def _share_the_cores() -> None:
+    """In a pytest-xdist worker (``make test``), this process and the tools its tests start use their share of the
+    cores: two workers on 2 cores take one thread each (two OpenMP pools of 2 threads on 2 cores spin against each
+    other and run slower than one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by every process a test starts
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """The files with ``slow`` tests (the toy trainings) first, in their order, then the others: ``make test``'s
+    workers take whole files, and a long file handed out last would keep one worker busy while the other idles."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each group stays
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

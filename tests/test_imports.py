@@ -2,7 +2,8 @@
 other, and the layers import only downwards.
 
 An import cycle works or fails depending on which module a user imports first, so each module is imported alone
-in a fresh interpreter, and the graph of module-level relative imports must be acyclic, module by module and
+in a fresh process (forked from one that has imported only torch and torchvision: ``support.processes.ImportServer``),
+and the graph of module-level relative imports must be acyclic, module by module and
 subpackage by subpackage. The layers, bottom up: ``types`` (the shared type aliases) < ``layers`` < ``models`` <
 ``accel`` < ``factory`` (``create_model``) < everything else (framework subpackages, ``openmmlab`` (what mmseg and
 mmdet share) among them, tools' helpers) < the package's ``__init__``. The OpenMMLab subpackages stay apart:
@@ -15,12 +16,12 @@ import functools
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, Iterable, Iterator, List, Optional, Set
 
 import pytest
 from support.frameworks import FRAMEWORKS as PROBES
 from support.frameworks import available, required, skip_missing
-from support.processes import run_python
+from support.processes import ImportServer
 
 import resnest_backbones
 
@@ -226,11 +227,25 @@ def test_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": set()}) == []
 
 
+@pytest.fixture(scope="module")
+def importer() -> Iterator[ImportServer]:
+    server = ImportServer()
+    yield server
+    server.close()
+
+
 @pytest.mark.parametrize("name", _modules())
-def test_module_imports_alone(name: str) -> None:
+def test_module_imports_alone(name: str, importer: ImportServer) -> None:
     framework = _framework(name)
     if framework and not available(framework):
         skip_missing(framework)  # a visible skip (a failure where the framework is required)
     if _within(name, OPENMMLAB) and not _openmmlab_usable():
         skip_missing(next((f for f in OPENMMLAB_USERS if f in required()), OPENMMLAB_USERS[0]))
-    run_python(["-c", f"import {name}"], timeout=300)
+    status, output = importer.import_alone(name)
+    assert status == 0, f"import {name}: exit status {status}:\n{output[-5000:]}"
+
+
+def test_the_import_server_reports_what_fails(importer: ImportServer) -> None:
+    status, output = importer.import_alone(f"{PACKAGE}.no_such_module")
+    assert status != 0 and f"ModuleNotFoundError: No module named '{PACKAGE}.no_such_module'" in output
+    assert importer.import_alone(f"{PACKAGE}.types") == (0, "")  # and the server goes on after a failure

@@ -3,6 +3,7 @@ with this interpreter, unbuffered output; and killing one mid-run."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import signal
@@ -104,3 +105,60 @@ def kill_when(command: List[str], ready: Callable[[], bool], *, cwd: Path, env: 
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not killed:\n" + log.read_text()[-3000:]
     return log.read_text()
+
+
+#: The import server's program: import what every module of the package imports first (torch and torchvision,
+#: through the package's ``__init__``), then for each module name read from stdin fork a child that imports it, its
+#: output going to a pipe; answer one JSON line per name: the child's exit status and output.
+_IMPORT_SERVER = r"""
+import json, os, signal, sys, traceback
+import torch, torchvision
+for line in sys.stdin:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        signal.alarm(int(sys.argv[1]))
+        try:
+            __import__(line.strip())
+        except BaseException:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, errors="replace") as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"status": status, "output": output}), flush=True)
+"""
+
+
+class ImportServer:
+    """Imports modules of the package each in a process of its own, as ``python -c "import NAME"`` from the
+    repository root would, but forked from one process that has imported only torch and torchvision (what the
+    package imports before any of its own modules): no module of the package is loaded before the child imports
+    its module, and the 3-4 s of importing torch are paid once. A child that runs longer than ``timeout`` seconds is
+    killed (SIGALRM)."""
+
+    def __init__(self, timeout: int = 300) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _IMPORT_SERVER, str(timeout)], cwd=REPO_ROOT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def import_alone(self, name: str) -> Tuple[int, str]:
+        """``(exit status, output)`` of a fresh child importing ``name``; status 0: it imported."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer, f"the import server died (exit {self.proc.wait()})"
+        reply = json.loads(answer)
+        return reply["status"], reply["output"]
+
+    def close(self) -> None:
+        self.proc.communicate(timeout=60)

@@ -165,6 +165,17 @@ def test_two_cpu_processes_train_checkpoint_and_evaluate(tmp_path: Path, data_ro
     assert_same_detections(detections(tmp_path / "eval"), detections(out))
 
 
+def test_one_machine_takes_a_free_port_and_several_need_a_dist_url(data_root: Path) -> None:
+    """The processes of one machine meet on a free local port (detectron2's default port is one per user, so two
+    runs at once, as the test suite's workers start them, fought over it; the 2-process tests above use it); several
+    machines must name their meeting point."""
+    from support.processes import run_python
+
+    proc = run_python([TRAIN_NET_PY, "--config-file", str(TOY / "faster_rcnn_toy.yaml"), "--num-machines", "2"],
+                      env=tool_env(data_root), timeout=120, check=False)
+    assert proc.returncode == 2 and "--num-machines > 1 needs --dist-url tcp://" in proc.stderr
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_finishes_the_schedule(tmp_path: Path, data_root: Path) -> None:
     """Killed (SIGKILL) after its checkpoint at iteration 30, the run resumes there with --resume and ends at
