@@ -71,15 +71,32 @@ def official_name(variant: str) -> Optional[str]:
     return next((n for n in (*VARIANTS[variant].aliases, variant) if hasattr(official, n)), None)
 
 
+#: The cost reference: timm's ResNet-D of the variant's depth (``resnet50d`` for ResNeSt-50), the network users weigh
+#: a ResNeSt against (its own weights: it is another network).
+RESNET = "resnet"
+
+
+def resnet_name(variant: str) -> Optional[str]:
+    """timm's ResNet-D of ``variant``'s depth (``resnet50d`` for ``resnest50d``), or ``None`` (timm not installed, or
+    no such depth there: ResNeSt-14 and -269)."""
+    timm = _optional("timm")
+    if timm is None:
+        return None
+    name = f"resnet{3 * sum(VARIANTS[variant].layers) + 2}d"
+    return name if name in timm.list_models(name) else None
+
+
 def available_impls(variant: str, compile_models: bool) -> List[str]:
-    """Implementations benchmarked for ``variant`` in this environment (ours first)."""
+    """Implementations benchmarked for ``variant`` in this environment (ours first, the ResNet-D last)."""
     impls = ["ours", "ours+fused"]
     if _optional("timm") is not None:
         impls.append("timm")
     if official_name(variant) is not None:
         impls.append("official")
+    if resnet_name(variant) is not None:
+        impls.append(RESNET)
     if compile_models:
-        impls += [f"{name}+compile" for name in ("ours", "timm") if name in impls]
+        impls += [f"{name}+compile" for name in ("ours", "timm", RESNET) if name in impls]
     return impls
 
 
@@ -93,17 +110,26 @@ def reference_state_dict(variant: str) -> Optional[Dict[str, Tensor]]:
 
 
 def build(impl: str, variant: str, head: str, state: Optional[Dict[str, Tensor]]) -> nn.Module:
-    """The model of ``impl`` (``ours``, ``ours+fused``, ``timm``, ``official``, ``*+compile``), shared weights."""
+    """The model of ``impl`` (``ours``, ``ours+fused``, ``timm``, ``official``, ``resnet``, ``*+compile``); the
+    ResNeSts share the weights ``state``, the ResNet-D has its own (timm's initialisation, seed 0)."""
     base = impl.split("+")[0]
     logits = head == "logits"
     sd = state if logits or state is None else {k: v for k, v in state.items() if not k.startswith("fc.")}
+    timm_kwargs = {} if logits else {"features_only": True, "out_indices": (1, 2, 3, 4)}
     if base == "ours":
         model: nn.Module = create_model(variant, num_classes=1000 if logits else 0)
     elif base == "timm":
         import timm
 
-        model = timm.create_model(variant, pretrained=False, num_classes=1000, **(
-            {} if logits else {"features_only": True, "out_indices": (1, 2, 3, 4)}))
+        model = timm.create_model(variant, pretrained=False, num_classes=1000, **timm_kwargs)
+    elif base == RESNET:
+        import timm
+
+        name = resnet_name(variant)
+        if name is None:
+            raise ValueError(f"timm has no ResNet-D of {variant!r}'s depth (or is not installed)")
+        torch.manual_seed(0)
+        return timm.create_model(name, pretrained=False, num_classes=1000, **timm_kwargs)
     elif base == "official":
         import resnest.torch as official
 

@@ -17,37 +17,73 @@ def _reference(report: Dict[str, Any]) -> str:
     return report["meta"].get("reference", "timm")
 
 
-#: The table's columns, with their terminal widths (the first four left-aligned, the others right-aligned).
+def _references(report: Dict[str, Any]) -> List[str]:
+    """The implementations the table has ratio columns for: the reference, then the ResNet (the cost reference,
+    in reports that have one) when it is another."""
+    refs = [_reference(report), report["meta"].get("resnet")]
+    return [ref for i, ref in enumerate(refs) if ref and ref not in refs[:i]
+            and (i == 0 or any(ratio_key(ref) in r for r in report["results"]))]
+
+
+#: The table's columns, with their terminal widths (the first four left-aligned, the others right-aligned), then
+#: one ratio column (width 9) per reference.
 _COLUMNS = [("mode", 17), ("input", 14), ("format", 13), ("impl", 15), ("median", 9), ("min-max", 17),
-            ("img/s or peak", 13), ("ratio", 9)]
+            ("img/s or peak", 13)]
 
 
-def _cells(r: Dict[str, Any], key: str, empty: str) -> List[str]:
+def _cells(r: Dict[str, Any], refs: List[str], empty: str) -> List[str]:
     """One result's cells (``empty`` where a measurement has no such value)."""
-    ratio = f"{r[key]:.3f}" if key in r else empty
+    ratios = [f"{r[ratio_key(ref)]:.3f}" if ratio_key(ref) in r else empty for ref in refs]
     if "peak_mib" in r:
         measured = [empty, empty, f"{r['peak_mib']:.0f} MiB"]
     else:
         measured = [f"{r['median_s']:.3f} s", f"{r['min_s']:.3f}-{r['max_s']:.3f} s", f"{r['images_per_s']:.2f}"]
-    return [r["mode"], r["case"], r["format"], r["impl"], *measured, ratio]
+    return [r["mode"], r["case"], r["format"], r["impl"], *measured, *ratios]
+
+
+def _interval(row: Dict[str, Any], key: str) -> str:
+    """`` [low-high]``: the 95 % interval of the paired per-repetition ratio, where the row has one."""
+    paired = row.get(key + "_paired")
+    return f" [{paired['low']:.3f}-{paired['high']:.3f}]" if paired else ""
+
+
+def _best_lines(rows: List[Dict[str, Any]], ref: str) -> List[str]:
+    """The best-format comparisons against ``ref``, one line each (with the FLOP parity where there is one)."""
+    key, lines = ratio_key(ref), []
+    for r in rows:
+        unit = "MiB" if r["mode"].startswith("memory") else "img/s"
+        ref_value, ref_format = r.get("ref_value", r.get("timm_value")), r.get("ref_format", r.get("timm_format"))
+        parity = r.get(f"flop_parity_vs_{ref}")
+        parity = f"; FLOP parity {parity:.3f}x: {r[key] / parity:.3f} of it" if parity else ""
+        lines.append(f"  {r['mode']:<17} {r['case']:<14} {r['impl']:<15} {r['value']:8.2f} {unit} ({r['format']}) "
+                     f"vs {ref} {ref_value:8.2f} ({ref_format}): {r[key]:.3f}x{_interval(r, key)}{parity}")
+    return lines
+
+
+def _resnet_lines(report: Dict[str, Any], refs: List[str]) -> List[str]:
+    """The timed best-format comparisons against the ResNet when it is not the reference (a blank line first)."""
+    if len(refs) < 2:
+        return []
+    resnet = refs[1]
+    return ["", f"best memory format of each vs {resnet}, the ResNet (FLOP parity: {resnet}'s multiply-adds per "
+                f"image / the entry's, the ratio at which both do as much work per second)",
+            *_best_lines([r for r in report["best_format_vs_resnet"] if not r["mode"].startswith("memory")], resnet)]
 
 
 def format_table(report: Dict[str, Any]) -> str:
-    """The terminal table: every entry, then each implementation's best format against the reference's."""
-    ref = _reference(report)
-    key = ratio_key(ref)
-    header = [name if name != "ratio" else "/" + ref for name, _ in _COLUMNS]
+    """The terminal table: every entry, then each implementation's best format against the reference's and the
+    ResNet's ([low-high]: the paired ratio's 95 % interval)."""
+    refs = _references(report)
+    columns = [*_COLUMNS, *(("/" + ref, 9) for ref in refs)]
     lines = [" ".join(cell.ljust(width) if i < 4 else cell.rjust(width)
-                      for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS)))
-             for cells in [header, *(_cells(r, key, "") for r in report["results"])]]
+                      for i, (cell, (_, width)) in enumerate(zip(cells, columns)))
+             for cells in [[name for name, _ in columns], *(_cells(r, refs, "") for r in report["results"])]]
     lines.append("")
     lines += _case_notes(report)
-    lines.append(f"best memory format of each vs {ref} in its best one (throughput: higher is better; memory: lower)")
-    for r in report["best_format"]:
-        unit = "MiB" if r["mode"].startswith("memory") else "img/s"
-        ref_value, ref_format = r.get("ref_value", r.get("timm_value")), r.get("ref_format", r.get("timm_format"))
-        lines.append(f"  {r['mode']:<17} {r['case']:<14} {r['impl']:<15} {r['value']:8.2f} {unit} ({r['format']}) "
-                     f"vs {ref} {ref_value:8.2f} ({ref_format}): {r[key]:.3f}x")
+    lines.append(f"best memory format of each vs {refs[0]} in its best one (throughput: higher is better; memory: "
+                 f"lower; [low-high]: 95 % interval of the per-repetition ratio)")
+    lines += _best_lines(report["best_format"], refs[0])
+    lines += _resnet_lines(report, refs)
     fused = fused_vs_unfused(report)
     if fused:
         lines += ["", "fused vs unfused, each in its best memory format (throughput ratio: higher is better)"]
@@ -75,12 +111,14 @@ def fused_vs_unfused(report: Dict[str, Any]) -> List[str]:
 
 def markdown_table(report: Dict[str, Any]) -> str:
     """Every entry as a markdown table (written next to the JSON; the README quotes it)."""
-    ref = _reference(report)
-    key = ratio_key(ref)
-    header = [name if name != "ratio" else "/" + ref for name, _ in _COLUMNS]
-    rows = [header, ["---"] * len(_COLUMNS), *(_cells(r, key, "–") for r in report["results"])]
+    refs = _references(report)
+    header = [*(name for name, _ in _COLUMNS), *("/" + ref for ref in refs)]
+    rows = [header, ["---"] * len(header), *(_cells(r, refs, "–") for r in report["results"])]
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     notes = _case_notes(report, bullet="* ")[:-1]
+    resnet = _resnet_lines(report, refs)
+    if resnet:
+        notes += [*([""] if notes else []), resnet[1] + ":", *(f"* {' '.join(line.split())}" for line in resnet[2:])]
     fused = fused_vs_unfused(report)
     if fused:
         notes += [*([""] if notes else []), "fused vs unfused (best memory formats):",

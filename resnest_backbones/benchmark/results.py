@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from .memory import measure_memory
-from .models import FORMATS, Case, available_impls, build, prepare, reference_state_dict
-from .timing import AMP_DTYPES, Runner, summary, time_entries
+from .models import FORMATS, RESNET, Case, available_impls, build, prepare, reference_state_dict
+from .timing import AMP_DTYPES, Runner, forward_macs, paired_ratio, summary, time_entries
 from .whole import describe_case, skip_reason
 
 MODES = ("inference", "train", "memory")
@@ -61,13 +61,14 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
         from .whole import WHOLE_MODELS, make_runner, whole_impls
 
         found = whole_impls(settings.whole)
-        reference = WHOLE_MODELS[settings.whole].reference
+        reference, resnet = WHOLE_MODELS[settings.whole].reference, WHOLE_MODELS[settings.whole].resnet
         state = None
     else:
-        found, reference = available_impls(settings.variant, settings.compile), "timm"
+        found, reference, resnet = available_impls(settings.variant, settings.compile), "timm", RESNET
         state = reference_state_dict(settings.variant)
     impls = [i for i in found if not settings.impls or i in settings.impls]
     results: List[Dict[str, Any]] = []
+    macs: Dict[str, Dict[str, float]] = {}  # case -> implementation (uncompiled, unfused) -> multiply-adds per image
     for case in settings.cases:
         x_cpu = case.image()
         for mode in [m for m in settings.modes if m != "memory"]:
@@ -81,6 +82,10 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
                         continue
                     model = prepare(build(impl, settings.variant, case.head, state), impl, mode, FORMATS[fmt], device)
                     runners[f"{impl}|{fmt}"] = Runner(model, mode, x, amp, device)
+            counted = macs.setdefault(case.spec, {})
+            for key, runner in runners.items():  # fused and compiled copies compute what their model does
+                if "+" not in key.split("|")[0] and key.split("|")[0] not in counted:
+                    counted[key.split("|")[0]] = forward_macs(runner)
             times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}") if runners else {}
             for key, values in times.items():
                 impl, fmt = key.split("|")
@@ -90,10 +95,14 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
         if "memory" in settings.modes:
             results += _memory_results(settings, case, impls, device)
     add_ratios(results, reference)
+    add_ratios(results, resnet)
+    add_flop_parity(results, macs, resnet)
     meta = metadata(settings, device, impls, reference)
+    meta.update(resnet=resnet, macs_per_image=macs)
     if settings.whole:
         meta["case_notes"] = [describe_case(case) for case in settings.cases]
-    return {"meta": meta, "results": results, "best_format": best_format_ratios(results, reference)}
+    return {"meta": meta, "results": results, "best_format": best_format_ratios(results, reference),
+            "best_format_vs_resnet": best_format_ratios(results, resnet)}
 
 
 def _measured(impls: Sequence[str], mode: str, case: Case) -> List[str]:
@@ -130,7 +139,8 @@ def ratio_key(reference: str) -> str:
 
 def add_ratios(results: List[Dict[str, Any]], reference: str = "timm") -> None:
     """``ratio_vs_<reference>``: throughput impl/reference (higher is better) or peak memory impl/reference
-    (lower is better), same mode, case and memory format."""
+    (lower is better), same mode, case and memory format; for timed entries also ``ratio_vs_<reference>_paired``,
+    the median of the per-repetition ratios with its 95 % interval (:func:`~.timing.paired_ratio`)."""
     index = {(r["mode"], r["case"], r["format"], r["impl"]): r for r in results}
     for r in results:
         ref = index.get((r["mode"], r["case"], r["format"], reference))
@@ -138,6 +148,22 @@ def add_ratios(results: List[Dict[str, Any]], reference: str = "timm") -> None:
             continue
         key = "peak_mib" if "peak_mib" in r else "images_per_s"
         r[ratio_key(reference)] = r[key] / ref[key]
+        if "times_s" in r and "times_s" in ref:
+            r[ratio_key(reference) + "_paired"] = paired_ratio(r["times_s"], ref["times_s"])
+
+
+def _base(impl: str) -> str:
+    return impl.split("+")[0]
+
+
+def add_flop_parity(results: List[Dict[str, Any]], macs: Dict[str, Dict[str, float]], resnet: str) -> None:
+    """``flop_parity_vs_<resnet>`` on every timed entry: the throughput ratio to ``resnet`` at which both do the
+    same multiply-adds per second (its multiply-adds per image / the entry's; fused and compiled copies count as
+    their model). A ``ratio_vs_<resnet>`` above it: faster per FLOP than the ResNet."""
+    for r in results:
+        counted = macs.get(r["case"], {})
+        if "times_s" in r and resnet in counted and _base(r["impl"]) in counted and _base(r["impl"]) != resnet:
+            r[f"flop_parity_vs_{resnet}"] = counted[resnet] / counted[_base(r["impl"])]
 
 
 def best_format_ratios(results: List[Dict[str, Any]], reference: str = "timm") -> List[Dict[str, Any]]:
@@ -165,6 +191,10 @@ def best_format_ratios(results: List[Dict[str, Any]], reference: str = "timm") -
             value = "peak_mib" if is_memory else "images_per_s"
             row = {"mode": mode, "case": case, "impl": impl, "format": mine["format"], "ref_format": ref["format"],
                    "value": mine[value], "ref_value": ref[value], ratio_key(reference): mine[value] / ref[value]}
+            if "times_s" in mine and "times_s" in ref:  # one rotation: every entry of a case and mode
+                row[ratio_key(reference) + "_paired"] = paired_ratio(mine["times_s"], ref["times_s"])
+            if f"flop_parity_vs_{reference}" in mine:
+                row[f"flop_parity_vs_{reference}"] = mine[f"flop_parity_vs_{reference}"]
             if reference == "timm":
                 row.update(timm_format=ref["format"], timm_value=ref[value])
             rows.append(row)

@@ -1,10 +1,12 @@
-"""One repetition of an inference or training step, and interleaved timing of several of them."""
+"""One repetition of an inference or training step, interleaved timing of several of them, the paired ratio of
+two timed entries with its confidence interval, and the multiply-adds of one inference pass."""
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -85,3 +87,46 @@ def time_entries(runners: Dict[str, Runner], repeats: int, warmup: int, label: s
         print(f"  {label}: repetition {rep + 1}/{repeats} " + " ".join(
             f"{n}={statistics.median(t):.3f}s" for n, t in times.items()), file=sys.stderr, flush=True)
     return times
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float, float]:
+    """The median of ``values``, and the distribution-free interval around it: the order statistics
+    ``(v[j], v[n-1-j])`` (sorted) with the largest ``j`` that still covers the true median with probability >=
+    ``level`` (the sign test: coverage ``1 - 2 P(Binomial(n, 1/2) <= j)``). Returns ``(median, low, high,
+    coverage)``; with fewer than 6 values no interval reaches 95 % and min-max is returned with its coverage."""
+    ordered, n = sorted(values), len(values)
+    if not n:
+        raise ValueError("no values")
+
+    def coverage(j: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(j + 1)) / 2 ** n
+
+    j = 0
+    while j + 1 < n - 1 - (j + 1) and coverage(j + 1) >= level:
+        j += 1
+    return statistics.median(ordered), ordered[j], ordered[n - 1 - j], coverage(j)
+
+
+def paired_ratio(times: Sequence[float], reference_times: Sequence[float]) -> Dict[str, float]:
+    """Speed of an entry relative to a reference timed in the same interleaved run: repetition ``k`` of both ran in
+    the same rotation, so ``reference_times[k] / times[k]`` cancels the load the machine had then. The median of
+    those ratios and its interval (:func:`median_interval`); > 1: faster than the reference."""
+    ratios = [ref / mine for mine, ref in zip(times, reference_times)]
+    median, low, high, cover = median_interval(ratios)
+    return {"median": median, "low": low, "high": high, "coverage": cover, "pairs": len(ratios)}
+
+
+def forward_macs(runner: Runner) -> float:
+    """Multiply-adds per image of one inference pass of ``runner``'s model (eval mode, no gradients), counted by
+    torch's ``FlopCounterMode`` (convolutions and matrix products, as FLOP tables count them). The model's mode is
+    restored after. (Counted on the forward pass: torch's counter overstates the backward of grouped convolutions.)"""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, training = runner.model, runner.model.training
+    model.eval()
+    try:
+        with torch.no_grad(), runner._autocast(), FlopCounterMode(display=False) as counter:
+            runner.infer()
+    finally:
+        model.train(training)
+    return counter.get_total_flops() / 2 / runner.x.shape[0]

@@ -65,6 +65,7 @@ class WholeModel:
     framework: str  # importable module that must be present
     impls: Tuple[str, ...]
     reference: str
+    resnet: str  # the ResNet of the same recipe: the cost reference (ratio and FLOP parity)
     default_case: str
     description: str
     #: The inference styles its cases may ask for (``BATCHxSIZE`` is whole-image; ``BATCHxSIZE:slide``).
@@ -78,11 +79,12 @@ INFERENCE_STYLES = ("whole", "slide")
 
 
 WHOLE_MODELS: Dict[str, WholeModel] = {
-    "deeplabv3": WholeModel("mmseg", ("ours", FUSED, "mmseg-resnest", "mmseg-r101"), "mmseg-resnest", "2x256",
+    "deeplabv3": WholeModel("mmseg", ("ours", FUSED, "mmseg-resnest", "mmseg-r101"), "mmseg-resnest", "mmseg-r101",
+                            "2x256",
                             "mmseg DeepLabV3 S-101-D8 (ADE20K head, 150 classes): ours (and ours fused for "
                             "inference) vs mmseg's ResNeSt vs mmseg's ResNet-101-D8; whole-image or slide inference",
                             INFERENCE_STYLES),
-    "faster_rcnn": WholeModel("detectron2", ("ours", FUSED, "d2-r50", "official"), "d2-r50", "2x512",
+    "faster_rcnn": WholeModel("detectron2", ("ours", FUSED, "d2-r50", "official"), "d2-r50", "d2-r50", "2x512",
                               "detectron2 Faster R-CNN FPN (80 classes): S-50 ours (and ours fused for inference) "
                               "vs detectron2's R-50 with the same recipe (vs the official ResNeSt fork when "
                               "RESNEST_OFFICIAL_D2 is set)"),

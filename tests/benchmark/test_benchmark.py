@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from support import REPO_ROOT
 from support.processes import run_python
 
 import resnest_backbones as rb
-from resnest_backbones.benchmark.models import Case, available_impls, official_name
-from resnest_backbones.benchmark.results import add_ratios, best_format_ratios
+from resnest_backbones.benchmark.models import Case, available_impls, build, official_name, resnet_name
+from resnest_backbones.benchmark.render import format_table
+from resnest_backbones.benchmark.results import add_flop_parity, add_ratios, best_format_ratios
+from resnest_backbones.benchmark.timing import Runner, forward_macs, median_interval, paired_ratio, summary
 
 ROOT = REPO_ROOT
 TOOL = ROOT / "tools" / "benchmark.py"
@@ -90,3 +93,54 @@ def test_command_line_runs_a_tiny_case(tmp_path: Path) -> None:
     assert "memory-train      2x32:logits" in proc.stdout
     assert out.with_suffix(".md").read_text().startswith("| mode | input | format | impl |")
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_median_interval_is_the_sign_test_interval() -> None:
+    # n = 11: the 2nd and 10th of the sorted values cover the median with 1 - 2 * 12/2048 = 98.8 %; the 3rd and
+    # 9th would cover 93.5 % only
+    median, low, high, coverage = median_interval([float(v) for v in (5, 1, 9, 3, 7, 11, 2, 4, 6, 8, 10)])
+    assert (median, low, high) == (6.0, 2.0, 10.0) and coverage == pytest.approx(1 - 2 * 12 / 2048)
+    assert median_interval([3.0, 1.0, 2.0])[1:3] == (1.0, 3.0)  # too few for 95 %: min-max, with its coverage
+    assert median_interval([3.0, 1.0, 2.0])[3] == pytest.approx(0.75)
+
+
+def test_paired_ratio_cancels_the_load_of_each_repetition() -> None:
+    # the machine slows down 3x during repetitions 3-5; every repetition, ours takes 0.9 of the reference's time
+    reference = [1.0, 1.1, 3.0, 3.3, 2.9, 1.0, 1.05]
+    ours = [0.9 * t for t in reference]
+    paired = paired_ratio(ours, reference)
+    assert paired["median"] == pytest.approx(1 / 0.9) and paired["low"] == pytest.approx(1 / 0.9)
+    assert paired["high"] == pytest.approx(1 / 0.9) and paired["pairs"] == 7
+
+
+def test_ratios_to_the_resnet_carry_the_flop_parity() -> None:
+    def timed(impl: str, seconds: float) -> dict:
+        return {"mode": "train", "case": "8x224:logits", "format": "channels_last", "impl": impl,
+                **summary([seconds] * 6, 8)}
+
+    results = [timed("ours", 1.0), timed("timm", 1.1), timed("resnet", 0.8)]
+    add_ratios(results, "timm")
+    add_ratios(results, "resnet")
+    add_flop_parity(results, {"8x224:logits": {"ours": 5.4e9, "timm": 5.4e9, "resnet": 4.35e9}}, "resnet")
+    ours = results[0]
+    assert ours["ratio_vs_resnet"] == pytest.approx(0.8) and ours["ratio_vs_timm"] == pytest.approx(1.1)
+    assert ours["flop_parity_vs_resnet"] == pytest.approx(4.35 / 5.4)
+    assert ours["ratio_vs_timm_paired"]["median"] == pytest.approx(1.1)
+    best = best_format_ratios(results, "resnet")
+    assert [r["impl"] for r in best] == ["ours", "timm"] and best[0]["flop_parity_vs_resnet"] == pytest.approx(
+        4.35 / 5.4)
+    report = {"meta": {"reference": "timm", "resnet": "resnet", "case_notes": []}, "results": results,
+              "best_format": best_format_ratios(results, "timm"), "best_format_vs_resnet": best}
+    table = format_table(report)
+    assert "/timm" in table and "/resnet" in table
+    assert "vs resnet    10.00 (channels_last): 0.800x [0.800-0.800]; FLOP parity 0.806x: 0.993 of it" in table
+
+
+def test_the_resnet_reference_is_timms_resnet_d_of_the_same_depth() -> None:
+    pytest.importorskip("timm")
+    assert resnet_name("resnest50d") == "resnet50d" and resnet_name("resnest101e") == "resnet101d"
+    assert resnet_name("resnest14d") is None  # timm has no resnet14d
+    assert available_impls("resnest50d", True)[-3:] == ["ours+compile", "timm+compile", "resnet+compile"]
+    macs = forward_macs(Runner(build("resnet", "resnest26d", "logits", None).eval(), "inference",
+                               torch.zeros(1, 3, 64, 64), None, torch.device("cpu")))
+    assert 0.2e9 < macs < 0.3e9  # resnet26d: 2.6 GMACs at 224 (timm), x (64/224)^2 = 0.21 GMACs

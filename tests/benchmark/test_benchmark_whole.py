@@ -264,6 +264,8 @@ def test_tiny_deeplab_run_writes_json_and_table(tmp_path: Path) -> None:
     assert rows["train", "2x32", "ours"]["ratio_vs_mmseg-resnest"] > 0
     assert rows["memory-train", "2x32", "ours"]["peak_mib"] > 0
     assert rows["inference", "2x32:slide", FUSED]["ratio_vs_mmseg-resnest"] > 0
+    macs = report["meta"]["macs_per_image"]["2x32"]  # the same network, counted by torch's FlopCounterMode
+    assert report["meta"]["resnet"] == "mmseg-r101" and macs["ours"] == pytest.approx(macs["mmseg-resnest"], rel=1e-6)
     assert "ratio_vs_mmseg-resnest" not in rows["train", "2x32", "mmseg-resnest"]
     assert "/mmseg-resnest" in proc.stdout and "train             2x32" in proc.stdout
     assert "inference         2x32:slide" in proc.stdout and "crop 24x24, stride 16 (2x2 windows)" in proc.stdout
