@@ -2,13 +2,14 @@
 
 Each row says what the rest of the project needs to know about a framework: the module whose import proves it
 usable (and why it is not), its adapter subpackage, its predictor (imported only when built), the config files it
-reads, its toy accuracy target and the model its demo section trains. ``resnest_backbones.predict`` (choices,
-dispatch, :func:`framework_of_config`), ``tools/demo.py`` (sections), ``resnest_backbones.benchmark.toy_targets``,
+reads, and the module of its subpackage holding its toy training (its toy accuracy target and its demo section:
+:class:`~resnest_backbones.toy_training.ToyTraining`). ``resnest_backbones.predict`` (choices, dispatch,
+:func:`framework_of_config`), ``tools/demo.py`` (sections), ``resnest_backbones.benchmark.toy_targets`` (targets),
 ``tests/support/frameworks.py`` (markers, skip reasons) and ``tests/test_imports.py`` read it.
 
-Importing this module imports no framework: probes and predictors are imported when asked for, and telling a
-config's framework imports mmengine (an OpenMMLab config) or detectron2 (a LazyConfig whose names it cannot see)
-only for such a file.
+Importing this module imports no framework: probes, predictors and toy trainings are imported when asked for (a toy
+training imports none either), and telling a config's framework imports mmengine (an OpenMMLab config) or detectron2
+(a LazyConfig whose names it cannot see) only for such a file.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from .config_files import BASE_PREFIX, base_file, load_openmmlab_config
+from .toy_training import ToyTraining, load_toy
 
 __all__ = ["FRAMEWORKS", "Framework", "config_format", "framework_of_config", "usable"]
 
@@ -31,7 +33,7 @@ PACKAGE = __name__.rsplit(".", 1)[0]
 class Framework:
     """One framework: a row of :data:`FRAMEWORKS`."""
 
-    name: str  # --framework's value, the test marker, the demo section, the toy target's framework
+    name: str  # --framework's value, the test marker, the name of its demo section and of its toy target
     #: Module whose import proves the framework usable (compiled ops included); ``None``: always usable (a core
     #: dependency of the package).
     probe: Optional[str]
@@ -42,8 +44,9 @@ class Framework:
     #: .py); none: its predictor takes no config.
     config_formats: Tuple[str, ...]
     score_threshold: bool  # whether its predictor takes ``score_threshold``
-    toy_target: Optional[str]  # its key in resnest_backbones.benchmark.toy_targets.TARGETS
-    demo: Optional[str]  # the model its tools/demo.py section trains; ``None``: no section
+    #: The framework-free module of its subpackage (``toy_target``) whose ``TOY`` is its toy training: its toy
+    #: accuracy target and its tools/demo.py section; ``None``: neither.
+    toy: Optional[str]
 
     @property
     def package(self) -> str:
@@ -54,6 +57,10 @@ class Framework:
         module, _, attribute = self.predictor.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
+    def toy_training(self) -> Optional[ToyTraining]:
+        """The ``TOY`` of :attr:`toy`, read now (without importing the framework), or ``None`` when it has none."""
+        return None if self.toy is None else load_toy(self.toy)
+
 
 _SETUP = "(run tools/setup_env.sh)"
 FRAMEWORKS: Dict[str, Framework] = {row.name: row for row in (
@@ -61,20 +68,17 @@ FRAMEWORKS: Dict[str, Framework] = {row.name: row for row in (
               missing="detectron2 is not installed or does not import (it is not on PyPI: tools/setup_env.sh builds "
                       "it from DETECTRON2_SOURCE, see README)",
               subpackage="detectron2", predictor=f"{PACKAGE}.detectron2.predict:detectron2_predictor",
-              config_formats=("yacs", "lazyconfig"), score_threshold=True, toy_target="detectron2",
-              demo="Faster R-CNN ResNeSt-14 FPN"),
+              config_formats=("yacs", "lazyconfig"), score_threshold=True, toy=f"{PACKAGE}.detectron2.toy_target"),
     Framework(name="mmseg", probe="mmseg.models",
               missing=f"mmsegmentation/mmcv with ops are not installed or do not import {_SETUP}",
               subpackage="mmseg", predictor=f"{PACKAGE}.mmseg.predict:MMSegPredictor",
-              config_formats=("openmmlab",), score_threshold=False, toy_target="mmseg",
-              demo="DeepLabV3 ResNeSt-14 (toy ADE20K)"),
+              config_formats=("openmmlab",), score_threshold=False, toy=f"{PACKAGE}.mmseg.toy_target"),
     Framework(name="mmdet", probe="mmdet.models", missing=f"mmdet 3.3.0 is not installed or does not import {_SETUP}",
               subpackage="mmdet", predictor=f"{PACKAGE}.mmdet.predict:MMDetPredictor",
-              config_formats=("openmmlab",), score_threshold=True, toy_target="mmdet",
-              demo="Faster R-CNN ResNeSt-14 FPN"),
+              config_formats=("openmmlab",), score_threshold=True, toy=f"{PACKAGE}.mmdet.toy_target"),
     Framework(name="torchvision", probe=None, missing="", subpackage="torchvision",
               predictor=f"{PACKAGE}.torchvision.predict:torchvision_predictor", config_formats=(),
-              score_threshold=True, toy_target="torchvision", demo="Faster R-CNN ResNeSt-14 FPN"),
+              score_threshold=True, toy=f"{PACKAGE}.torchvision.toy_target"),
 )}
 
 

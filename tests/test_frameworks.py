@@ -93,9 +93,16 @@ def test_the_table_fits_the_package_and_the_toy_targets() -> None:
         assert root.joinpath(*module.split(".")[1:]).with_suffix(".py").is_file(), row.predictor
         assert (root / row.subpackage / "__init__.py").is_file()
         assert bool(row.probe) == bool(row.missing), name
-    assert sorted(TARGETS) == sorted(row.toy_target for row in FRAMEWORKS.values() if row.toy_target)
-    assert {TARGETS[row.toy_target].framework for row in FRAMEWORKS.values()} == \
-        {row.probe for row in FRAMEWORKS.values()}
+        if row.toy:  # its toy training is its subpackage's, and its slow test is its framework's
+            assert row.toy == f"{row.package}.toy_target", row.toy
+            assert root.joinpath(*row.toy.split(".")[1:]).with_suffix(".py").is_file(), row.toy
+            assert row.toy_training().test.startswith(f"tests/frameworks/{name}/"), row.toy_training().test
+    assert list(TARGETS) == [name for name, row in FRAMEWORKS.items() if row.toy]
+    assert all(TARGETS[name].framework == FRAMEWORKS[name].probe for name in TARGETS)
+    assert {target.framework for target in TARGETS.values()} == {row.probe for row in FRAMEWORKS.values()}
+    for target in TARGETS.values():
+        test_file, _, test = target.test.partition("::")
+        assert f"def {test}(" in (REPO_ROOT / test_file).read_text(), target.test
 
 
 def test_telling_and_the_table_import_no_framework(tmp_path: Path) -> None:

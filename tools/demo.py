@@ -24,24 +24,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
-
-import numpy as np
+from typing import Callable, Iterator, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from resnest_backbones import list_variants  # noqa: E402
-from resnest_backbones.benchmark.toy_targets import TARGETS  # noqa: E402
 from resnest_backbones.frameworks import FRAMEWORKS, usable  # noqa: E402
 
-PICTURES = ROOT / "work_dirs" / "demo_pictures"
 LOGS = ROOT / "work_dirs" / "demo_logs"
-SHOWN = 4  # val images per picture
-TORCHVISION_STEPS = 200  # the schedule of the torchvision toy target (fewer leave every score near 0)
-MMSEG_CONFIG = "configs/mmseg/toy/deeplabv3_resnest14d-d8_toy-ade.py"
-DETECTRON2_CONFIG = "configs/detectron2/toy/faster_rcnn_toy.yaml"
-MMDET_CONFIG = "configs/mmdet/toy/faster-rcnn_resnest14d_fpn_toy-coco.py"
 
 
 def core_section() -> str:
@@ -74,80 +65,6 @@ def core_section() -> str:
     return f"{len(rb.list_variants())} variants build, OS 8/16/32, checkpoint round trip identical"
 
 
-# ------------------------------------------------------------------------------------------------- pictures
-def _save(rows: List[List[np.ndarray]], name: str, caption: str) -> Path:
-    """Tile drawn images (rows of equal-height images, 4 px gaps) under a caption into ``PICTURES/name``."""
-    from PIL import Image, ImageDraw
-
-    if not rows or not all(rows):
-        raise FileNotFoundError("no toy val images to draw on (data/ was not made?)")
-    gap = 4
-    lines = [np.concatenate([np.pad(im, ((0, 0), (0, gap), (0, 0)), constant_values=255) for im in row], axis=1)
-             for row in rows]
-    width = max(line.shape[1] for line in lines)
-    lines = [np.pad(line, ((0, gap), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
-    body = Image.fromarray(np.concatenate(lines, axis=0))
-    picture = Image.new("RGB", (body.width, body.height + 16), "white")
-    picture.paste(body, (0, 16))
-    ImageDraw.Draw(picture).text((2, 2), caption, fill="black")
-    PICTURES.mkdir(parents=True, exist_ok=True)
-    path = PICTURES / name
-    picture.save(path)
-    return path
-
-
-def _detections(predictor: Callable[[np.ndarray], np.ndarray], data: str, name: str, caption: str) -> Path:
-    """The first images of the toy COCO set ``data/<data>`` with ``predictor``'s detections drawn, in a row."""
-    from resnest_backbones.predict import read_image
-
-    images = sorted((ROOT / "data" / data / "val").glob("*.png"))[:SHOWN]
-    return _save([[predictor(read_image(path)) for path in images]], name, caption)
-
-
-BOXES = "predicted boxes, class and score"
-
-
-def torchvision_picture() -> Path:
-    from resnest_backbones.torchvision.predict import torchvision_predictor
-
-    predictor = torchvision_predictor(ROOT / "work_dirs" / "demo_torchvision" / "model.pth")
-    return _detections(predictor, "toy_coco_torchvision", "torchvision_faster_rcnn.png", f"torchvision: {BOXES}")
-
-
-def _last_checkpoint(work: Path) -> Path:
-    return ROOT / (work / "last_checkpoint").read_text().strip()  # relative to the run's directory
-
-
-def mmseg_picture() -> Path:
-    """Ground truth | prediction for the first toy ADE20K val images, one row each, regions named."""
-    from PIL import Image
-
-    from resnest_backbones.mmseg.predict import MMSegPredictor
-    from resnest_backbones.predict import read_image
-
-    predictor = MMSegPredictor(ROOT / MMSEG_CONFIG, _last_checkpoint(ROOT / "work_dirs" / "demo_mmseg"))
-    rows = []
-    for path in sorted((ROOT / "data" / "toy_ade" / "images" / "validation").glob("*.jpg"))[:SHOWN]:
-        labels = np.asarray(Image.open(path.parents[2] / "annotations" / "validation" / f"{path.stem}.png"))
-        truth = np.where(labels == 0, 255, labels.astype(np.int64) - 1)  # ADE20K: 0 is "other", ignored
-        rows.append([predictor(read_image(path), ground_truth=truth)])
-    return _save(rows, "mmseg_deeplabv3.png", "mmseg: truth | prediction")
-
-
-def mmdet_picture() -> Path:
-    from resnest_backbones.mmdet.predict import MMDetPredictor
-
-    predictor = MMDetPredictor(ROOT / MMDET_CONFIG, _last_checkpoint(ROOT / "work_dirs" / "demo_mmdet"))
-    return _detections(predictor, "toy_coco", "mmdet_faster_rcnn.png", f"mmdet: {BOXES}")
-
-
-def detectron2_picture() -> Path:
-    from resnest_backbones.detectron2.predict import detectron2_predictor
-
-    predictor = detectron2_predictor(ROOT / DETECTRON2_CONFIG, ROOT / "work_dirs" / "demo_d2" / "model_final.pth")
-    return _detections(predictor, "toy_coco", "detectron2_faster_rcnn.png", f"detectron2: {BOXES}")
-
-
 # ------------------------------------------------------------------------------------------------- sections
 @dataclass
 class Section:
@@ -155,22 +72,21 @@ class Section:
     model: str
     framework: Optional[str]  # module that must import (the framework's probe), or None
     command: List[str]  # the training (and evaluation) the tool runs
-    picture: Callable[[], Path]
+    picture: Callable[[Path], Path]  # draws the trained model on toy val images: checkout root -> the file
 
 
-#: The training (and evaluation) command and the picture of each section: one per framework of the table with a
-#: ``demo`` model.
-RUNS: Dict[str, Tuple[List[str], Callable[[], Path]]] = {
-    "torchvision": ([sys.executable, "tools/torchvision_train.py", "--iters", str(TORCHVISION_STEPS),
-                     "--output", "work_dirs/demo_torchvision/model.pth"], torchvision_picture),
-    "mmseg": ([sys.executable, "tools/mmseg_train.py", MMSEG_CONFIG, "--work-dir", "work_dirs/demo_mmseg"],
-              mmseg_picture),
-    "detectron2": ([sys.executable, "tools/train_net.py", "--config-file", DETECTRON2_CONFIG, "OUTPUT_DIR",
-                    "work_dirs/demo_d2"], detectron2_picture),
-    "mmdet": ([sys.executable, "tools/mmdet_train.py", MMDET_CONFIG, "--work-dir", "work_dirs/demo_mmdet"],
-              mmdet_picture),
-}
-SECTIONS = [Section(name, row.demo, row.probe, *RUNS[name]) for name, row in FRAMEWORKS.items() if row.demo]
+def sections() -> List[Section]:
+    """A section for each framework of the table with a toy training (resnest_backbones.toy_training), in the
+    table's order: the model, command and picture its subpackage's ``toy_target`` module names."""
+    found = []
+    for name, row in FRAMEWORKS.items():
+        toy = row.toy_training()
+        if toy is not None:
+            found.append(Section(name, toy.model, row.probe, list(toy.demo), toy.picture))
+    return found
+
+
+SECTIONS = sections()
 
 
 @contextlib.contextmanager
@@ -204,12 +120,12 @@ def run(section: Section, log: Path) -> List[str]:
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     if code != 0:
         raise RuntimeError(f"{' '.join(section.command[1:3])} exited with code {code}")
-    target = TARGETS[FRAMEWORKS[section.key].toy_target]
-    value = target.parse(log.read_text(errors="replace"))
+    toy = FRAMEWORKS[section.key].toy_training()  # the target the test suite holds the same training to
+    value = toy.parse(log.read_text(errors="replace"))
     with _output_to(log):
-        picture = section.picture()
-    metric = target.metric.split(",")[0]
-    return [section.key, section.model, metric, f"{value:.1f}", f">= {target.threshold:g}",
+        picture = section.picture(ROOT)
+    metric = toy.metric.split(",")[0]
+    return [section.key, section.model, metric, f"{value:.1f}", f">= {toy.threshold:g}",
             str(picture.relative_to(ROOT))]
 
 

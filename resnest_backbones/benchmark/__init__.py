@@ -9,7 +9,8 @@
 * :mod:`.whole`: whole models (mmseg DeepLabV3, detectron2 Faster R-CNN) from the project's configs, with their
   fused-for-inference entries and DeepLabV3's whole-image or slide inference (:mod:`.whole_builders` builds the
   models and their training/inference steps);
-* :mod:`.toy_targets`: the toy trainings held to accuracy thresholds (``tools/toy_margins.py``, ``tools/demo.py``);
+* :mod:`.toy_targets`: the toy trainings held to accuracy thresholds (``tools/toy_margins.py``), one per framework
+  of the table with a toy training;
 * :mod:`.render`: the report as terminal and markdown tables and a plot.
 
 Kept apart from the command line so that the measurement is importable and testable without it. This file
