@@ -86,6 +86,7 @@ def main() -> None:
 
     ratios: Dict[str, List[float]] = {c: [] for c in args.commits}
     times: Dict[str, List[dict]] = {c: [] for c in args.commits}
+    failed: Dict[str, str] = {}  # commit -> why its run failed
     with tempfile.TemporaryDirectory(prefix="bench_commits_") as scratch:
         folders = {}
         for commit in args.commits:
@@ -95,13 +96,17 @@ def main() -> None:
         try:
             for round_ in range(args.rounds):
                 order = args.commits[round_ % len(args.commits):] + args.commits[:round_ % len(args.commits)]
-                for commit in order:
-                    out = subprocess.run(
+                for commit in [c for c in order if c not in failed]:
+                    proc = subprocess.run(
                         [sys.executable, __file__, "--worker", folders[commit], "--variant", args.variant, "--case",
                          args.case, "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads",
-                         str(args.threads)], check=True, capture_output=True, text=True,
-                        env=dict(os.environ, OMP_NUM_THREADS=str(args.threads))).stdout
-                    measured = json.loads(out.strip().splitlines()[-1])
+                         str(args.threads)], capture_output=True, text=True,
+                        env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+                    if proc.returncode != 0:  # e.g. a commit whose package does not import on its own
+                        failed[commit] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+                        print(f"[bench_commits] {commit} failed, left out: {failed[commit]}", file=sys.stderr)
+                        continue
+                    measured = json.loads(proc.stdout.strip().splitlines()[-1])
                     times[commit].append(measured)
                     ratios[commit] += [t / o for o, t in zip(measured["ours"], measured["timm"])]
                     print(f"[bench_commits] round {round_ + 1}/{args.rounds} {commit}: timm/ours "
@@ -114,6 +119,9 @@ def main() -> None:
     print(f"training step, {args.variant} {args.case} channels_last fp32, {args.threads} threads: timm's step time / "
           f"ours (> 1: ours faster), median of {args.rounds} x {args.repeats} paired repetitions [95 % interval]")
     for commit in args.commits:
+        if commit in failed:
+            print(f"  failed: {failed[commit]}  ({commit})")
+            continue
         median, low, high, coverage = median_interval(ratios[commit])
         paired = summary[commit] = {"median": median, "low": low, "high": high, "coverage": coverage}
         subject = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %ad %s", "--date=short", commit],
@@ -121,7 +129,7 @@ def main() -> None:
         print(f"  {paired['median']:.3f} [{paired['low']:.3f}-{paired['high']:.3f}]  {subject}")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "times": times,
-                                        "summary": summary}, indent=1))
+                                        "summary": summary, "failed": failed}, indent=1))
 
 
 if __name__ == "__main__":

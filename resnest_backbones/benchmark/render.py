@@ -42,9 +42,10 @@ def _cells(r: Dict[str, Any], refs: List[str], empty: str) -> List[str]:
 
 
 def _interval(row: Dict[str, Any], key: str) -> str:
-    """`` [low-high]``: the 95 % interval of the paired per-repetition ratio, where the row has one."""
+    """`` (paired M [low-high])``: the median of the per-repetition ratios and its 95 % interval, where the row has
+    them."""
     paired = row.get(key + "_paired")
-    return f" [{paired['low']:.3f}-{paired['high']:.3f}]" if paired else ""
+    return f" (paired {paired['median']:.3f} [{paired['low']:.3f}-{paired['high']:.3f}])" if paired else ""
 
 
 def _best_lines(rows: List[Dict[str, Any]], ref: str) -> List[str]:
@@ -81,7 +82,7 @@ def format_table(report: Dict[str, Any]) -> str:
     lines.append("")
     lines += _case_notes(report)
     lines.append(f"best memory format of each vs {refs[0]} in its best one (throughput: higher is better; memory: "
-                 f"lower; [low-high]: 95 % interval of the per-repetition ratio)")
+                 f"lower; paired: the median of the per-repetition ratios [its 95 % interval])")
     lines += _best_lines(report["best_format"], refs[0])
     lines += _resnet_lines(report, refs)
     fused = fused_vs_unfused(report)
