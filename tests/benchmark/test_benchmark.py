@@ -133,7 +133,8 @@ def test_ratios_to_the_resnet_carry_the_flop_parity() -> None:
               "best_format": best_format_ratios(results, "timm"), "best_format_vs_resnet": best}
     table = format_table(report)
     assert "/timm" in table and "/resnet" in table
-    assert "vs resnet    10.00 (channels_last): 0.800x (paired 0.800 [0.800-0.800]); FLOP parity 0.806x: 0.993 of it" in table
+    assert ("vs resnet    10.00 (channels_last): 0.800x (paired 0.800 [0.800-0.800]); FLOP parity 0.806x: 0.993 of "
+            "it") in table
 
 
 def test_the_resnet_reference_is_timms_resnet_d_of_the_same_depth() -> None:
