@@ -84,8 +84,9 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
                     runners[f"{impl}|{fmt}"] = Runner(model, mode, x, amp, device)
             counted = macs.setdefault(case.spec, {})
             for key, runner in runners.items():  # fused and compiled copies compute what their model does
-                if "+" not in key.split("|")[0] and key.split("|")[0] not in counted:
-                    counted[key.split("|")[0]] = forward_macs(runner)
+                impl = key.split("|")[0]
+                if impl == _base(impl) and impl not in counted:
+                    counted[impl] = forward_macs(runner)
             times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}") if runners else {}
             for key, values in times.items():
                 impl, fmt = key.split("|")
