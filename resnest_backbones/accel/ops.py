@@ -5,7 +5,8 @@ backward) and the ReLU output (for the ReLU's and the consumer's backward). The 
 function of the norm's input, so the functions here save only the norm's input and its statistics and recompute
 ``relu(norm(x))`` in the backward pass:
 
-* :func:`bn_relu` — ``relu(norm(x))`` whose output is not kept; its consumer must not keep it either.
+* :func:`bn_relu` — ``relu(norm(x))`` whose output is not kept; its consumer must not keep it either. It also
+  returns the output's spatial means (split attention's pooling), whose gradient joins the output's in one pass.
 * :func:`combine_splits_recompute` — split attention's weighted sum of the radix splits, consuming
   :func:`bn_relu`'s output and recomputing it in backward (saves one ``(B, radix*C, H, W)`` map per block);
   it hands the recomputed map on to :func:`bn_relu`'s backward, which runs next and needs it as its ReLU mask.
@@ -115,41 +116,52 @@ def _recompute(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
 
 
 class _BNReLU(torch.autograd.Function):
-    """``relu(norm(x))`` keeping only ``x`` (and the statistics) for backward."""
+    """``relu(norm(x))`` and its spatial means, keeping only ``x`` (and the statistics) for backward."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool, momentum: float,
-                eps: float, kernel: Optional[NormKernel], cache: RecomputeCache) -> Tuple[Tensor, Tensor, Tensor]:
+                eps: float, kernel: Optional[NormKernel], cache: RecomputeCache
+                ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         z, scale, shift = _norm_forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps,
                                         kernel)
         ctx.save_for_backward(x, weight, scale, shift)
         ctx.mark_non_differentiable(scale, shift)
         ctx.cache = cache
-        return z, scale, shift
+        return z, z.mean((2, 3)), scale, shift
 
     @staticmethod
-    def backward(ctx: Any, grad_z: Tensor, _grad_scale: Any, _grad_shift: Any) -> Tuple[Optional[Tensor], ...]:
+    def backward(ctx: Any, grad_z: Optional[Tensor], grad_means: Optional[Tensor], _grad_scale: Any,
+                 _grad_shift: Any) -> Tuple[Optional[Tensor], ...]:
         x, weight, scale, shift = ctx.saved_tensors
         z = ctx.cache.take()
         if z is None:  # no consumer recomputed it (or a second backward through a retained graph)
             z = _recompute(x, scale, shift)
+        if grad_means is not None:
+            # The means' gradient, spread over the positions, added in the same pass that makes grad_z whole
+            # (autograd would materialise it as a map of its own and then add the two).
+            spread = (grad_means / (z.shape[2] * z.shape[3])).to(z.dtype)[:, :, None, None]
+            grad_z = spread.expand_as(z) if grad_z is None else grad_z + spread
+        assert grad_z is not None, "backward runs only when an output has a gradient"
         grad_y = _relu_backward(grad_z, z)
-        del z
+        del z, grad_z
         return ctx.kernel.backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 7
 
 
-def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, RecomputeCache]:
-    """``relu(norm(x))`` (``norm`` one that :func:`supports` accepts) that does not keep its output for backward.
+def bn_relu(x: Tensor, norm: nn.Module) -> Tuple[Tensor, Tensor, Tensor, Tensor, RecomputeCache]:
+    """``relu(norm(x))`` (``norm`` one that :func:`supports` accepts) that does not keep its output for backward,
+    and that output's spatial means (split attention pools them).
 
-    Returns ``(z, scale, shift, cache)``: the output, the affine form of the norm that produced it (no gradient:
-    ``(1, C, 1, 1)``, per sample ``(N, C, 1, 1)`` for group norm) and the cache through which
-    :func:`combine_splits_recompute` passes its recomputed ``z`` back. Only useful when no consumer of ``z`` saves
-    it. Running statistics and ``num_batches_tracked`` are updated exactly as the module does.
+    Returns ``(z, means, scale, shift, cache)``: the output ``(N, C, H, W)``, its means over the positions
+    ``(N, C)``, the affine form of the norm that produced it (no gradient: ``(1, C, 1, 1)``, per sample
+    ``(N, C, 1, 1)`` for group norm) and the cache through which :func:`combine_splits_recompute` passes its
+    recomputed ``z`` back. Only useful when no consumer of ``z`` saves it. Take the means from here rather than
+    from ``z``: their gradient then joins ``z``'s in one pass. Running statistics and ``num_batches_tracked`` are
+    updated exactly as the module does.
     """
     cache = RecomputeCache()
-    z, scale, shift = _BNReLU.apply(x, *_norm_inputs(norm, x), cache)
-    return z, scale, shift, cache
+    z, means, scale, shift = _BNReLU.apply(x, *_norm_inputs(norm, x), cache)
+    return z, means, scale, shift, cache
 
 
 #: ``(stride, padding, dilation, groups)`` of a convolution, as ``F.conv2d`` takes them after the bias.
@@ -276,7 +288,7 @@ class _CombineConvBN(torch.autograd.Function):
 
 def combine_splits_recompute(z: Tensor, weights: Tensor, x: Tensor, scale: Tensor, shift: Tensor,
                              cache: Optional[RecomputeCache] = None) -> Tensor:
-    """Split attention's ``sum_r z_r * weights_r`` for ``z, scale, shift, cache = bn_relu(x, norm)``,
+    """Split attention's ``sum_r z_r * weights_r`` for ``z, means, scale, shift, cache = bn_relu(x, norm)``,
     recomputing ``z`` from ``x`` in backward instead of keeping it.
 
     Args:

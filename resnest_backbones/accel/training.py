@@ -73,16 +73,16 @@ class MemoryEfficientSplitAttention(SplitAttention):
     def attend(self, x: Tensor) -> Tensor:
         if not self._uses_ops(x):
             return super().attend(x)
-        z, scale, shift, cache = ops.bn_relu(x, self.bn0)
-        return ops.combine_splits_recompute(z, self.mixing_weights(z), x, scale, shift, cache)
+        z, means, scale, shift, cache = ops.bn_relu(x, self.bn0)
+        return ops.combine_splits_recompute(z, self.weights_from_means(means), x, scale, shift, cache)
 
     def attend_and_project(self, x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
         """``norm(conv(self.attend(x)))`` (a bottleneck's ``bn3(conv3(...))``) keeping neither the attention's
         output nor the convolution's output for backward (see ``ops.combine_splits_conv_bn``)."""
         if not (self._uses_ops(x) and ops.supports_projection(conv) and ops.supports(norm, x)):
             return norm(conv(self.attend(x)))
-        z, scale, shift, cache = ops.bn_relu(x, self.bn0)
-        return ops.combine_splits_conv_bn(z, self.mixing_weights(z), x, scale, shift, cache, conv, norm)
+        z, means, scale, shift, cache = ops.bn_relu(x, self.bn0)
+        return ops.combine_splits_conv_bn(z, self.weights_from_means(means), x, scale, shift, cache, conv, norm)
 
     def _uses_ops(self, x: Tensor) -> bool:
         return isinstance(self.drop_block, nn.Identity) and ops.supports(self.bn0, x)

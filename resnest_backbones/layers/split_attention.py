@@ -117,9 +117,14 @@ class SplitAttention(nn.Module):
 
     def mixing_weights(self, x: Tensor) -> Tensor:
         """Attention weights ``(B, radix, C, 1, 1)`` for the activated splits ``x`` ``(B, radix * C, H, W)``."""
-        batch = x.shape[0]
+        return self.weights_from_means(x.mean((2, 3)))
+
+    def weights_from_means(self, means: Tensor) -> Tensor:
+        """Attention weights ``(B, radix, C, 1, 1)`` from the spatial means ``(B, radix * C)`` of the activated
+        splits."""
+        batch = means.shape[0]
         # Pool first, then sum the radix splits: the same value, without materialising the (B, C, H, W) sum.
-        pooled = x.mean((2, 3)).view(batch, self.radix, self.channels).sum(1)
+        pooled = means.view(batch, self.radix, self.channels).sum(1)
         return self.attention(pooled.view(batch, self.channels, 1, 1))
 
     def attend(self, x: Tensor) -> Tensor:

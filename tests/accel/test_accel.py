@@ -103,16 +103,18 @@ def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, pro
                               requires_grad=True)
     gamma3, beta3 = bn3.weight.detach().clone().requires_grad_(), bn3.bias.detach().clone().requires_grad_()
 
-    def weights_of(z: Tensor, mix: Tensor) -> Tensor:
-        # Weights that depend on z, like split attention's (pooled -> MLP -> softmax).
-        pooled = z.mean((2, 3)).view(z.shape[0], radix, channels).sum(1)
-        return torch.softmax(pooled.unsqueeze(1) * mix, dim=1).view(z.shape[0], radix, channels, 1, 1)
+    def weights_of(means: Tensor, mix: Tensor) -> Tensor:
+        # Weights that depend on z through its spatial means, like split attention's (pooled -> MLP -> softmax).
+        pooled = means.view(means.shape[0], radix, channels).sum(1)
+        return torch.softmax(pooled.unsqueeze(1) * mix, dim=1).view(means.shape[0], radix, channels, 1, 1)
 
     def fused_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *projection: Tensor) -> Tensor:
         cache = ops.RecomputeCache()  # shared: the combine's backward hands its recomputed z to _BNReLU's
-        z, scale, shift = ops._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(), bn.running_var.clone(),
-                                            training, 0.0, bn.eps, None, cache)
-        weights, cache = weights_of(z, mix), (cache if shared else None)
+        z, means, scale, shift = ops._BNReLU.apply(x, gamma, beta, bn.running_mean.clone(),
+                                                   bn.running_var.clone(), training, 0.0, bn.eps, None, cache)
+        # The op's means (their gradient joins z's inside its backward) and, unshared, z's own (autograd adds it).
+        weights = weights_of(means if shared else z.mean((2, 3)), mix)
+        cache = cache if shared else None
         if not projection:
             return ops.combine_splits_recompute(z, weights, x, scale, shift, cache)
         cw, g3, b3 = projection
@@ -122,7 +124,7 @@ def test_bn_relu_combine_gradcheck(training: bool, radix: int, shared: bool, pro
     def plain_fn(x: Tensor, gamma: Tensor, beta: Tensor, mix: Tensor, *projection: Tensor) -> Tensor:
         z = torch.relu(nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), gamma, beta,
                                                 training, 0.0, bn.eps))
-        combined = combine_splits(z, weights_of(z, mix))
+        combined = combine_splits(z, weights_of(z.mean((2, 3)), mix))
         if not projection:
             return combined
         cw, g3, b3 = projection

@@ -115,17 +115,17 @@ class _NormReLUCombine(nn.Module):
         gen = torch.Generator().manual_seed(3)
         self.mix = nn.Parameter(torch.randn(radix, channels, dtype=torch.double, generator=gen))
 
-    def weights_of(self, z: Tensor) -> Tensor:
-        pooled = z.mean((2, 3)).view(z.shape[0], self.radix, self.channels).sum(1)
-        return torch.softmax(pooled.unsqueeze(1) * self.mix, dim=1).view(z.shape[0], self.radix, self.channels, 1, 1)
+    def weights_of(self, means: Tensor) -> Tensor:
+        pooled = means.view(means.shape[0], self.radix, self.channels).sum(1)
+        return torch.softmax(pooled.unsqueeze(1) * self.mix, dim=1).view(-1, self.radix, self.channels, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused:
             assert ops.supports(self.norm, x)
-            z, scale, shift, cache = ops.bn_relu(x, self.norm)
-            return ops.combine_splits_recompute(z, self.weights_of(z), x, scale, shift, cache)
+            z, means, scale, shift, cache = ops.bn_relu(x, self.norm)
+            return ops.combine_splits_recompute(z, self.weights_of(means), x, scale, shift, cache)
         z = torch.relu(self.norm(x))
-        return combine_splits(z, self.weights_of(z))
+        return combine_splits(z, self.weights_of(z.mean((2, 3))))
 
 
 def _chain(op: str, kind: str, training: bool) -> Tuple[nn.Module, nn.Module]:
