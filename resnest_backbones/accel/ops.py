@@ -89,23 +89,33 @@ def _norm_forward(ctx: Any, x: Tensor, weight: Optional[Tensor], bias: Optional[
     return (y.relu_() if relu else y), scale, shift
 
 
-def _relu_backward(grad: Tensor, activated: Tensor) -> Tensor:
-    """``grad`` where the ReLU output ``activated`` is positive, else 0: one pass (a bool mask would take three)."""
+def _relu_backward(grad: Tensor, activated: Tensor, in_place: bool = False) -> Tensor:
+    """``grad`` where the ReLU output ``activated`` is positive, else 0: one pass (a bool mask would take three),
+    written into ``grad`` itself if ``in_place`` (a gradient the caller owns: no new map)."""
+    if in_place:
+        return torch.ops.aten.threshold_backward.grad_input(grad, activated, 0, grad_input=grad)
     return torch.ops.aten.threshold_backward(grad, activated, 0)
 
 
 class RecomputeCache:
-    """Carries the activation :func:`combine_splits_recompute`'s backward recomputed to :func:`bn_relu`'s
-    backward (which runs right after it), so it is computed once per backward pass."""
+    """Carries what split attention's combination recomputed in backward (``z``) and the gradient it returned for
+    it (``grad``) to :func:`bn_relu`'s backward, which runs right after it: ``z`` is computed once per backward
+    pass, and a gradient that arrives as the very tensor the combination made is nobody else's, so that backward
+    may finish it in place."""
 
-    __slots__ = ("z",)
+    __slots__ = ("z", "grad")
 
     def __init__(self) -> None:
         self.z: Optional[Tensor] = None
+        self.grad: Optional[Tensor] = None
 
-    def take(self) -> Optional[Tensor]:
-        z, self.z = self.z, None
-        return z
+    def put(self, z: Tensor, grad: Optional[Tensor]) -> None:
+        self.z, self.grad = z, grad
+
+    def take(self) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        z, grad = self.z, self.grad
+        self.z = self.grad = None
+        return z, grad
 
 
 def _recompute(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
@@ -134,16 +144,22 @@ class _BNReLU(torch.autograd.Function):
     def backward(ctx: Any, grad_z: Optional[Tensor], grad_means: Optional[Tensor], _grad_scale: Any,
                  _grad_shift: Any) -> Tuple[Optional[Tensor], ...]:
         x, weight, scale, shift = ctx.saved_tensors
-        z = ctx.cache.take()
+        z, made = ctx.cache.take()
         if z is None:  # no consumer recomputed it (or a second backward through a retained graph)
             z = _recompute(x, scale, shift)
+        owned = grad_z is not None and grad_z is made
         if grad_means is not None:
-            # The means' gradient, spread over the positions, added in the same pass that makes grad_z whole
-            # (autograd would materialise it as a map of its own and then add the two).
+            # The means' gradient, spread over the positions, joins z's in one pass (autograd would materialise
+            # it as a map of its own and then add the two).
             spread = (grad_means / (z.shape[2] * z.shape[3])).to(z.dtype)[:, :, None, None]
-            grad_z = spread.expand_as(z) if grad_z is None else grad_z + spread
+            if grad_z is None:
+                grad_z = spread.expand_as(z)
+            elif owned:
+                grad_z.add_(spread)
+            else:
+                grad_z, owned = grad_z + spread, True
         assert grad_z is not None, "backward runs only when an output has a gradient"
-        grad_y = _relu_backward(grad_z, z)
+        grad_y = _relu_backward(grad_z, z, in_place=owned)
         del z, grad_z
         return ctx.kernel.backward(ctx, grad_y, x, weight, ctx.needs_input_grad[:3]) + (None,) * 7
 
@@ -229,7 +245,7 @@ class _CombineRecompute(torch.autograd.Function):
         weights, x, scale, shift = ctx.saved_tensors
         grad_z, grad_w, z = _combine_backward(grad_out, None, weights, x, scale, shift, ctx.needs_input_grad)
         if ctx.cache is not None:
-            ctx.cache.z = z
+            ctx.cache.put(z, grad_z)
         return grad_z, grad_w, None, None, None, None
 
 
@@ -282,7 +298,7 @@ class _CombineConvBN(torch.autograd.Function):
         del combined, conv_input
         grad_z, grad_w, z = _combine_backward(grad_combined, z, weights, x, scale, shift, needs)
         if ctx.cache is not None:
-            ctx.cache.z = z
+            ctx.cache.put(z, grad_z)
         return (grad_z, grad_w, None, None, None, None, grad_cw, grad_bw, grad_bb) + (None,) * 6
 
 
@@ -330,7 +346,8 @@ class _BNReLUConv(torch.autograd.Function):
         grad_z, grad_cw = _conv_backward(grad_out, z, conv_weight, ctx.conv, any(need_bn), ctx.needs_input_grad[9])
         grads: Tuple[Optional[Tensor], ...] = (None, None, None)
         if grad_z is not None:
-            grads = ctx.kernel.backward(ctx, _relu_backward(grad_z, z), x, bn_weight, need_bn)
+            grad_y = _relu_backward(grad_z, z, in_place=True)  # grad_z: the convolution's, made here
+            grads = ctx.kernel.backward(ctx, grad_y, x, bn_weight, need_bn)
         return grads + (None,) * 6 + (grad_cw, None)
 
 
