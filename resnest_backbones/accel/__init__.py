@@ -8,7 +8,8 @@
   of every framework adapter do, unless told not to).
 * :mod:`.ops` holds the autograd functions the training modules use (:mod:`.projection`: the Gram-route backward of
   ``bn3(conv3(...))``); :mod:`.norms` the norm kernels they compute, one per norm kind, behind a registry that
-  framework adapters add their norms to (:func:`.norms.register_kernel`).
+  framework adapters add their norms to (:func:`.norms.register_kernel`); :mod:`.compiled` the custom op that keeps
+  the bottleneck's conv3 output out of memory under ``torch.compile``.
 
 Nothing here changes the parameters, so the reference and the accelerated model load the same checkpoints.
 """

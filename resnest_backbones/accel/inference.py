@@ -24,6 +24,7 @@ from ..layers import DeformConv2d, SplitAttention
 from ..layers.split_attention import combine_splits
 from ..layers.stem import CONV_A, CONV_B, CONV_C, NORM_A, NORM_B, DeepStem
 from ..models.resnest import Bottleneck, ResNeSt
+from .ops import compiling
 from .training import reference_modules
 
 __all__ = ["ConvAct", "InferenceOnly", "fold_norm", "fuse_for_inference", "fuse_resnest_modules", "fusable_pairs"]
@@ -95,8 +96,7 @@ def fold_norm(conv: nn.Module, norm: nn.Module) -> None:
 
 def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
     """Whether oneDNN's fused convolution kernel can run ``x`` (CPU float, no autograd, not compiling)."""
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and compiler.is_compiling():
+    if compiling():
         return False  # the compiler fuses by itself
     # Only for channels_last input: with NCHW input oneDNN reorders the activations on every call, which
     # measured slower than the plain ops.

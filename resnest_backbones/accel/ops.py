@@ -22,7 +22,8 @@ is its kernel's (:mod:`resnest_backbones.accel.norms`: which norms have one, and
 them as one argument (None: local batch norm). Gradients are those of the plain ops (checked with
 ``torch.autograd.gradcheck`` in the tests); the forward values of local batch norm are bit-identical, because the
 forward runs the very same ATen kernels. The ops are used only in training with autograd recording, never under
-TorchScript or ``torch.compile`` (whose compilers plan memory themselves), and only for norms that have a kernel now
+TorchScript or ``torch.compile`` (whose compiler recomputes cheap maps itself; :mod:`.compiled` has what it cannot
+do), and only for norms that have a kernel now
 (:func:`supports`). There is no global switch: :mod:`resnest_backbones.accel.training` puts modules that call these
 ops into a model, and takes them out again, explicitly.
 """
@@ -44,7 +45,8 @@ __all__ = [
 ]
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
+    """Whether ``torch.compile`` (Dynamo) is tracing the code now."""
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
 
@@ -62,7 +64,7 @@ def supports(norm: nn.Module, *sources: Tensor) -> bool:
     recomputing would keep as much and only add work (measured: 131,168 vs 131,104 saved bytes on a test chain,
     where batch norm goes from 262,272 to 131,136).
     """
-    if not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing() or _compiling():
+    if not torch.is_grad_enabled() or torch.jit.is_scripting() or torch.jit.is_tracing() or compiling():
         return False
     if kernel_for(norm, *sources) is None:
         return False
@@ -255,6 +257,22 @@ class _CombineRecompute(torch.autograd.Function):
 GRAM_MIN_POSITIONS_PER_CHANNEL = 4
 
 
+def project_norm_backward(ctx: Any, grad_out: Tensor, conv_input: Tensor, weight: Tensor,
+                          bn_weight: Optional[Tensor], needs: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+    """Gradients of ``norm(conv1x1(conv_input))`` w.r.t. ``(conv_input, weight, bn weight, bn bias)`` (the last three
+    where ``needs`` asks) without the convolution's output having been kept; ``ctx.kernel`` ran the norm's forward
+    with this ``ctx``. On large maps the Gram route (per-channel norms), on small ones the output recomputed."""
+    positions = grad_out.numel() // grad_out.shape[1]
+    if ctx.kernel.per_channel and positions > GRAM_MIN_POSITIONS_PER_CHANNEL * conv_input.shape[1]:
+        return projection_bn_backward(ctx, grad_out, conv_input, weight, bn_weight, needs)
+    projected = F.conv2d(conv_input, weight)
+    grad_projected, grad_bw, grad_bb = ctx.kernel.backward(ctx, grad_out, projected, bn_weight,
+                                                           (True, needs[1], needs[2]))
+    del projected
+    grad_input, grad_cw = _conv_backward(grad_projected, conv_input, weight, _POINTWISE, True, needs[0])
+    return grad_input, grad_cw, grad_bw, grad_bb
+
+
 class _CombineConvBN(torch.autograd.Function):
     """``bn(conv1x1(sum_r z_r * w_r))`` (no ReLU) keeping none of the maps after ``z`` for backward: ``z`` and
     the weighted sum are recomputed from split attention's kept input ``x``; the 1x1 convolution's output (the
@@ -283,16 +301,8 @@ class _CombineConvBN(torch.autograd.Function):
         combined = combine_splits(z, weights)
         # the convolution as autocast ran it: its input and weight in the forward output's dtype
         conv_input, weight = combined.to(ctx.conv_dtype), conv_weight.to(ctx.conv_dtype)
-        positions = grad_out.numel() // grad_out.shape[1]
-        if ctx.kernel.per_channel and positions > GRAM_MIN_POSITIONS_PER_CHANNEL * combined.shape[1]:
-            grad_combined, grad_cw, grad_bw, grad_bb = projection_bn_backward(
-                ctx, grad_out, conv_input, weight, bn_weight, needs[6:9])
-        else:
-            projected = F.conv2d(conv_input, weight)
-            grad_projected, grad_bw, grad_bb = ctx.kernel.backward(ctx, grad_out, projected, bn_weight,
-                                                                   (True, needs[7], needs[8]))
-            del projected
-            grad_combined, grad_cw = _conv_backward(grad_projected, conv_input, weight, _POINTWISE, True, needs[6])
+        grad_combined, grad_cw, grad_bw, grad_bb = project_norm_backward(ctx, grad_out, conv_input, weight,
+                                                                         bn_weight, needs[6:9])
         grad_combined = grad_combined.to(combined.dtype)
         grad_cw = None if grad_cw is None else grad_cw.to(conv_weight.dtype)
         del combined, conv_input

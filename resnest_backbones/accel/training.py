@@ -7,7 +7,9 @@ ReLU -> consumer`` chains through :mod:`resnest_backbones.accel.ops`, which keep
 ReLU output for backward (less activation memory, same gradients). Where the ops do not apply (eval mode,
 ``torch.no_grad``, TorchScript, tracing, ``torch.compile``, norms the ops do not compute (see
 :func:`resnest_backbones.accel.ops.supports`: e.g. frozen batch norm, LayerNorm), DropBlock or
-a pool between the norm and the conv), they run the reference forward.
+a pool between the norm and the conv), they run the reference forward. Under ``torch.compile`` a bottleneck's
+``bn3(conv3(...))`` is still computed without keeping conv3's output, by the custom op of
+:mod:`resnest_backbones.accel.compiled`; the compiler recomputes the cheap maps itself.
 
 :func:`memory_efficient_training` swaps them into a built model and :func:`reference_modules` swaps them back.
 The subclasses add no state (no parameter, buffer or attribute), so the swap changes only the class of
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 from ..layers.split_attention import SplitAttention
 from ..layers.stem import ACT_A, ACT_B, DeepStem
 from ..models.resnest import Bottleneck
-from . import ops
+from . import compiled, ops
 
 __all__ = [
     "MemoryEfficientBottleneck", "MemoryEfficientDeepStem", "MemoryEfficientSplitAttention",
@@ -103,6 +105,14 @@ class MemoryEfficientBottleneck(Bottleneck):
         if isinstance(self.avd_last, nn.Identity) and isinstance(self.drop_block3, nn.Identity):
             return self._add_shortcut(self.conv2.attend_and_project(out, self.conv3, self.bn3), x)
         return self._project_and_add(self.conv2.attend(out), x)
+
+    def _project_and_add(self, out: Tensor, x: Tensor) -> Tensor:
+        # Under torch.compile (where the ops above stand aside), bn3(conv3(...)) as the custom op that keeps no
+        # conv3 output: the one saving the compiler's own recomputation cannot make (accel/compiled.py).
+        if (isinstance(self.avd_last, nn.Identity) and isinstance(self.drop_block3, nn.Identity)
+                and compiled.supports(self.conv3, self.bn3, out)):
+            return self._add_shortcut(compiled.projection_bn(out, self.conv3, self.bn3), x)
+        return super()._project_and_add(out, x)
 
     def _uses_ops(self, x: Tensor) -> bool:
         return (isinstance(self.drop_block1, nn.Identity) and isinstance(self.avd_first, nn.Identity)

@@ -2,7 +2,10 @@
 
 CPU: growth of the kernel's peak-RSS counter (VmHWM, reset through /proc/self/clear_refs after the model is
 built) with glibc told to mmap every allocation >= 64 KiB, so freed tensors leave the RSS at once and the peak
-is the peak of live tensors (+ small allocator slack). CUDA: ``torch.cuda.max_memory_allocated``.
+is the peak of live tensors (+ small allocator slack). CUDA: ``torch.cuda.max_memory_allocated``. A
+``torch.compile``d entry runs a forward and backward pass before the peak is reset, so that its compilation
+(which the other entries do not have) does not count; it allocates no optimizer state, so the measured steps
+still hold the momentum buffers' first allocation, as they do for the other entries.
 
 The worker runs as ``python -m resnest_backbones.benchmark.memory SPEC_JSON`` and prints one JSON line.
 """
@@ -70,6 +73,8 @@ def memory_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         model = prepare(model, spec["impl"], spec["phase"], FORMATS[spec["format"]], device)
         x = case.image().to(device).contiguous(memory_format=FORMATS[spec["format"]])
         run = Runner(model, spec["phase"], x, AMP_DTYPES[spec["amp"]], device)
+    if "+compile" in spec["impl"]:
+        run.compile_now()  # the compiler's own memory is not the step's
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -44,6 +44,18 @@ class Runner:
         """The training loss of one forward pass (under autocast); whole-model runners override it."""
         return loss_of(self.model(self.x), self.target)
 
+    def compile_now(self) -> None:
+        """Run the model once, forward and (training) backward, so that ``torch.compile`` compiles, and leave no
+        gradient behind: a later measurement then sees the step's memory, not the compiler's."""
+        if self.opt is None:
+            with torch.no_grad(), self._autocast():
+                self.infer()
+            return
+        with self._autocast():
+            loss = self.train_loss()
+        loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+
     def __call__(self) -> None:
         if self.opt is None:
             with torch.no_grad(), self._autocast():

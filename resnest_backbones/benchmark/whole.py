@@ -143,8 +143,6 @@ def skip_reason(impl: str, mode: str, case: Optional[Case] = None) -> Optional[s
     if training and "+fused" in impl:
         return (f"{impl} is skipped in {mode}: it is for inference only (its batch norms are folded into the "
                 f"convolutions and its ResNeSt refuses train())")
-    if mode == "memory-train" and "+compile" in impl:
-        return f"{impl} is skipped in {mode}: compiled copies are timed, not memory-measured"
     if training and getattr(case, "inference", "whole") != "whole":
         return (f"{case} is skipped in {mode}: slide is an inference setting, training is the same as for the "
                 f"whole-image case")

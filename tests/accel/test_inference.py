@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.numerics import max_rel_diff_outputs, random_image, randomize_norms
+from support.numerics import max_rel_diff, max_rel_diff_outputs, random_image, randomize_norms
 from torch import nn
 
 import resnest_backbones as rb
@@ -104,3 +104,71 @@ def test_torch_compile_matches_eager() -> None:
         assert max_rel_diff_outputs(compiled(x), model(x)) <= 1e-4
         fast = torch.compile(fuse_for_inference(model))
         assert max_rel_diff_outputs(fast(x), model(x)) <= 1e-4
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager() -> None:
+    """A compiled training step gives the eager memory-saving step's loss, gradients and running statistics, in one
+    graph (no break), channels_last as the benchmark runs it. Under compile the eager ops stand aside (the
+    partitioner recomputes elementwise maps itself) and each bottleneck's ``bn3(conv3(...))`` is the custom op that
+    keeps no conv3 output (accel/compiled.py)."""
+    import copy
+
+    torch.manual_seed(0)
+    # float64: in float32 the compiler's reordered sums alone move the stem's gradients by ~5e-4 of their largest
+    # (measured with and without the custom op), which would hide a wrong formula.
+    eager = randomize_norms(rb.create_model("resnest14d", num_classes=10)).train().double().to(memory_format=CL)
+    compiled_model = copy.deepcopy(eager)
+    x = random_image(64, batch=4).double().contiguous(memory_format=CL)
+    target = torch.tensor([1, 4, 7, 9])
+
+    def step(model: nn.Module) -> torch.Tensor:
+        loss = nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        return loss.detach()
+
+    explanation = torch._dynamo.explain(compiled_model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    blocks = sum(isinstance(m, rb.models.resnest.Bottleneck) and isinstance(m.avd_last, nn.Identity)
+                 for m in eager.modules())  # (a strided block pools between split attention and conv3)
+    assert blocks >= 1
+    assert explanation.graphs[0].code.count("resnest_backbones.projection_bn") == blocks
+    compiled_model.load_state_dict(eager.state_dict())  # explain() ran a training forward: statistics moved
+    loss_eager, loss_compiled = step(eager), step(torch.compile(compiled_model))
+    assert torch.allclose(loss_compiled, loss_eager, rtol=1e-10)
+    # Gradients that are zero in exact arithmetic (a bias before a batch norm) are rounding noise in both runs, so
+    # the absolute tolerance is a fraction of the model's largest gradient.
+    scale = max(p.grad.abs().max().item() for p in eager.parameters())
+    for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(p_compiled.grad, p_eager.grad, rtol=1e-8, atol=1e-10 * scale, msg=name)
+    for (name, b_eager), b_compiled in zip(eager.named_buffers(), compiled_model.buffers()):
+        assert max_rel_diff(b_compiled.double(), b_eager.double()) <= 1e-10, name
+
+
+@pytest.mark.parametrize("route", ["gram", "recompute"])
+def test_projection_bn_custom_op(route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The op that keeps no conv3 output under torch.compile: its schema, fake kernel and autograd registration
+    (``torch.library.opcheck``), and its gradients against the plain ``batch_norm(conv2d(...))`` through either
+    backward route."""
+    from resnest_backbones.accel import compiled, ops
+
+    monkeypatch.setattr(ops, "GRAM_MIN_POSITIONS_PER_CHANNEL", 0 if route == "gram" else 10**9)
+    gen = torch.Generator().manual_seed(0)
+    c = torch.randn(3, 4, 5, 6, dtype=torch.double, generator=gen).contiguous(memory_format=CL).requires_grad_()
+    weight = torch.randn(7, 4, 1, 1, dtype=torch.double, generator=gen, requires_grad=True)
+    gamma = (torch.rand(7, dtype=torch.double, generator=gen) + 0.5).requires_grad_()
+    beta = torch.randn(7, dtype=torch.double, generator=gen, requires_grad=True)
+    stats = (torch.zeros(7, dtype=torch.double), torch.ones(7, dtype=torch.double))
+    args = (c, weight, gamma, beta, *stats, 0.1, 1e-5)
+    torch.library.opcheck(compiled._projection_bn, args)
+    out, _, _, new_mean, new_var = compiled._projection_bn(*args)
+    running = stats[0].clone(), stats[1].clone()
+    plain = nn.functional.batch_norm(nn.functional.conv2d(c, weight), *running, gamma, beta, True, 0.1, 1e-5)
+    assert torch.allclose(out, plain, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(new_mean, running[0]) and torch.allclose(new_var, running[1])
+    assert torch.equal(stats[0], torch.zeros(7, dtype=torch.double))  # functional: the inputs are left alone
+    probe = torch.randn(plain.shape, dtype=torch.double, generator=gen)
+    inputs = (c, weight, gamma, beta)
+    for ours, ref in zip(torch.autograd.grad((out * probe).sum(), inputs),
+                         torch.autograd.grad((plain * probe).sum(), inputs)):
+        assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-12)
