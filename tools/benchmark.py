@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 import resnest_backbones as rb  # noqa: E402
 from resnest_backbones.benchmark.models import FORMATS, Case  # noqa: E402
-from resnest_backbones.benchmark.render import format_table, plot, write_report  # noqa: E402
+from resnest_backbones.benchmark.render import format_table, write_report  # noqa: E402
 from resnest_backbones.benchmark.results import MODES, Settings, run_benchmark  # noqa: E402
 from resnest_backbones.benchmark.whole import INFERENCE_STYLES, WHOLE_MODELS, WholeCase, missing_framework  # noqa: E402
 
@@ -111,7 +111,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="write OUT.json, OUT.md and OUT.png (default: benchmarks/<variant>_<device>, "
                              "benchmarks/whole_<model>_<device> with --whole)")
     parser.add_argument("--replot", type=Path, default=None,
-                        help="redraw table and plot from a JSON this tool wrote, without benchmarking")
+                        help="redraw table, markdown and plot from a JSON this tool wrote, without benchmarking")
     args = parser.parse_args(argv)
     if args.variant not in rb.list_variants():
         parser.error(f"unknown variant {args.variant!r}; choose one of {', '.join(rb.list_variants())}")
@@ -161,8 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.replot is not None:
         report = json.loads(args.replot.read_text())
         print(format_table(report))
-        plot(report, args.replot.with_suffix(".png"))
-        print(f"wrote {args.replot.with_suffix('.png')}")
+        written = write_report(report, args.replot.with_suffix(""))
+        print("wrote " + ", ".join(str(path) for path in written[1:]))
         return
     if args.whole and missing_framework(args.whole):
         print(missing_framework(args.whole), file=sys.stderr)

@@ -117,6 +117,9 @@ def markdown_table(report: Dict[str, Any]) -> str:
     rows = [header, ["---"] * len(header), *(_cells(r, refs, "–") for r in report["results"])]
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     notes = _case_notes(report, bullet="* ")[:-1]
+    notes += [*([""] if notes else []), f"best memory format of each vs {refs[0]} in its best one (paired: the median "
+              f"of the per-repetition ratios [its 95 % interval]):",
+              *(f"* {' '.join(line.split())}" for line in _best_lines(report["best_format"], refs[0]))]
     resnet = _resnet_lines(report, refs)
     if resnet:
         notes += [*([""] if notes else []), resnet[1] + ":", *(f"* {' '.join(line.split())}" for line in resnet[2:])]

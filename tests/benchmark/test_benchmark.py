@@ -91,8 +91,12 @@ def test_command_line_runs_a_tiny_case(tmp_path: Path) -> None:
     assert report["meta"]["impls"] == ["ours"] and report["meta"]["variant"] == "resnest14d"
     assert report["meta"]["command"].startswith("python tools/benchmark.py --variant resnest14d")
     assert "memory-train      2x32:logits" in proc.stdout
-    assert out.with_suffix(".md").read_text().startswith("| mode | input | format | impl |")
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown.startswith("| mode | input | format | impl |")
     assert out.with_suffix(".png").stat().st_size > 0
+    out.with_suffix(".md").unlink()  # --replot writes the markdown and the plot again from the JSON alone
+    run_python([TOOL, "--replot", out.with_suffix(".json")], timeout=300)
+    assert out.with_suffix(".md").read_text() == markdown
 
 
 def test_median_interval_is_the_sign_test_interval() -> None:
