@@ -40,8 +40,8 @@ from .norms import LOCAL, NormArguments, NormKernel, kernel_for
 from .projection import projection_bn_backward
 
 __all__ = [
-    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_conv_bn", "combine_splits_recompute", "supports",
-    "supports_conv", "supports_projection",
+    "RecomputeCache", "bn_relu", "bn_relu_conv", "combine_splits_conv_bn", "combine_splits_recompute", "compiling",
+    "project_norm_backward", "supports", "supports_conv", "supports_projection",
 ]
 
 

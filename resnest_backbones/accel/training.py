@@ -102,17 +102,20 @@ class MemoryEfficientBottleneck(Bottleneck):
         if not self._uses_ops(x):
             return super()._residual(x)
         out = ops.bn_relu_conv(self.conv1(x), self.bn1, self.conv2.conv)
-        if isinstance(self.avd_last, nn.Identity) and isinstance(self.drop_block3, nn.Identity):
+        if self._projects_directly():
             return self._add_shortcut(self.conv2.attend_and_project(out, self.conv3, self.bn3), x)
         return self._project_and_add(self.conv2.attend(out), x)
 
     def _project_and_add(self, out: Tensor, x: Tensor) -> Tensor:
         # Under torch.compile (where the ops above stand aside), bn3(conv3(...)) as the custom op that keeps no
         # conv3 output: the one saving the compiler's own recomputation cannot make (accel/compiled.py).
-        if (isinstance(self.avd_last, nn.Identity) and isinstance(self.drop_block3, nn.Identity)
-                and compiled.supports(self.conv3, self.bn3, out)):
+        if self._projects_directly() and compiled.supports(self.conv3, self.bn3, out):
             return self._add_shortcut(compiled.projection_bn(out, self.conv3, self.bn3), x)
         return super()._project_and_add(out, x)
+
+    def _projects_directly(self) -> bool:
+        """Whether conv3 takes split attention's output as it is (no pool or DropBlock in between)."""
+        return isinstance(self.avd_last, nn.Identity) and isinstance(self.drop_block3, nn.Identity)
 
     def _uses_ops(self, x: Tensor) -> bool:
         return (isinstance(self.drop_block1, nn.Identity) and isinstance(self.avd_first, nn.Identity)

@@ -116,18 +116,22 @@ def markdown_table(report: Dict[str, Any]) -> str:
     header = [*(name for name, _ in _COLUMNS), *("/" + ref for ref in refs)]
     rows = [header, ["---"] * len(header), *(_cells(r, refs, "–") for r in report["results"])]
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
-    notes = _case_notes(report, bullet="* ")[:-1]
-    notes += [*([""] if notes else []), f"best memory format of each vs {refs[0]} in its best one (paired: the median "
-              f"of the per-repetition ratios [its 95 % interval]):",
-              *(f"* {' '.join(line.split())}" for line in _best_lines(report["best_format"], refs[0]))]
+    sections = [_case_notes(report, bullet="* ")[:-1],
+                _bulleted(f"best memory format of each vs {refs[0]} in its best one (paired: the median of the "
+                          f"per-repetition ratios [its 95 % interval]):", _best_lines(report["best_format"], refs[0]))]
     resnet = _resnet_lines(report, refs)
     if resnet:
-        notes += [*([""] if notes else []), resnet[1] + ":", *(f"* {' '.join(line.split())}" for line in resnet[2:])]
+        sections.append(_bulleted(resnet[1] + ":", resnet[2:]))
     fused = fused_vs_unfused(report)
     if fused:
-        notes += [*([""] if notes else []), "fused vs unfused (best memory formats):",
-                  *(f"* {' '.join(line.split())}" for line in fused)]
-    return table + ("\n\n" + "\n".join(notes) if notes else "")
+        sections.append(_bulleted("fused vs unfused (best memory formats):", fused))
+    notes = "\n\n".join("\n".join(section) for section in sections if section)
+    return table + ("\n\n" + notes if notes else "")
+
+
+def _bulleted(heading: str, lines: List[str]) -> List[str]:
+    """A markdown note: ``heading``, then one bullet per terminal line (its column padding collapsed)."""
+    return [heading, *(f"* {' '.join(line.split())}" for line in lines)]
 
 
 def _case_notes(report: Dict[str, Any], bullet: str = "  ") -> List[str]:

@@ -44,33 +44,31 @@ class Runner:
         """The training loss of one forward pass (under autocast); whole-model runners override it."""
         return loss_of(self.model(self.x), self.target)
 
-    def compile_now(self) -> None:
-        """Run the model once, forward and (training) backward, so that ``torch.compile`` compiles, and leave no
-        gradient behind: a later measurement then sees the step's memory, not the compiler's."""
+    def _forward_backward(self) -> None:
+        """An inference pass, or a training step's forward and backward (gradients left in ``.grad``)."""
         if self.opt is None:
             with torch.no_grad(), self._autocast():
                 self.infer()
             return
+        self.opt.zero_grad(set_to_none=True)
         with self._autocast():
             loss = self.train_loss()
-        loss.backward()
-        self.opt.zero_grad(set_to_none=True)
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def compile_now(self) -> None:
+        """Run the model once, forward and (training) backward, so that ``torch.compile`` compiles, and leave no
+        gradient behind: a later measurement then sees the step's memory, not the compiler's."""
+        self._forward_backward()
+        if self.opt is not None:
+            self.opt.zero_grad(set_to_none=True)
 
     def __call__(self) -> None:
-        if self.opt is None:
-            with torch.no_grad(), self._autocast():
-                self.infer()
-        else:
-            self.opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss = self.train_loss()
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.opt)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.opt.step()
+        self._forward_backward()
+        if self.opt is not None and self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        elif self.opt is not None:
+            self.opt.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 

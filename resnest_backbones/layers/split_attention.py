@@ -98,7 +98,6 @@ class SplitAttention(nn.Module):
         self.bn1 = norm_layer(inter)
         self._bn1_batch_stats = isinstance(self.bn1, nn.modules.batchnorm._BatchNorm)
         self.fc2 = nn.Conv2d(inter, channels * radix, 1, groups=cardinality)
-        self._dense_attention = cardinality == 1
 
     def attention(self, pooled: Tensor) -> Tensor:
         """Mixing weights ``(B, radix, C, 1, 1)`` from the pooled sum of the splits ``(B, C, 1, 1)``."""
@@ -109,7 +108,7 @@ class SplitAttention(nn.Module):
                 "one value per channel. Train with >= 2 images per device, or keep norm statistics frozen "
                 "(norm_eval=True, FrozenBN), or use GroupNorm (norm_layer=lambda c: nn.GroupNorm(32, c); "
                 "detectron2 MODEL.RESNEST.NORM 'GN'; mmseg norm_cfg=dict(type='GN', num_groups=32))")
-        if self._dense_attention:
+        if self.cardinality == 1:
             # One group: fc1 and fc2 as the matrix products they are (oneDNN's convolution takes 3-6x the time of
             # F.linear, forward and backward, on these 1x1 maps: batch 8, measured 2026-12-07).
             hidden = F.linear(pooled.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias)

@@ -5,6 +5,8 @@ by tools/benchmark.py, never asserted in tests.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from support.numerics import max_rel_diff, max_rel_diff_outputs, random_image, randomize_norms
@@ -112,8 +114,6 @@ def test_torch_compile_trains_like_eager() -> None:
     graph (no break), channels_last as the benchmark runs it. Under compile the eager ops stand aside (the
     partitioner recomputes elementwise maps itself) and each bottleneck's ``bn3(conv3(...))`` is the custom op that
     keeps no conv3 output (accel/compiled.py)."""
-    import copy
-
     torch.manual_seed(0)
     # float64: in float32 the compiler's reordered sums alone move the stem's gradients by ~5e-4 of their largest
     # (measured with and without the custom op), which would hide a wrong formula.
