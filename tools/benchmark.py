@@ -2,9 +2,12 @@
 """Side-by-side speed and memory benchmark of ResNeSt (Zhang et al., 2020, arXiv 2004.08955) implementations.
 
 Times this project's core against timm and the official ``resnest`` package (each when installed), with
-the same weights, in ONE process, interleaving the implementations (A, B, C, A, B, C, ...) so that machine
-load hits all of them alike; reports medians, min-max and ratios ours/timm, as a terminal table, JSON and a
-PNG plot.
+the same weights, and against two ResNets of timm (their own weights): ``resnet``, the ResNet-D of the same depth
+(``resnet50d``: every entry's ratio to it and its FLOP parity), and ``resnet-aa``, its twin whose stride-2 3x3
+convolutions run at full resolution before an average pool (``resnetaa50d``: the ResNeSt's multiply-adds
+without split attention). All in ONE process, interleaving the implementations (A, B, C, A, B, C, ...) so
+that machine load hits all of them alike; reports medians, min-max and ratios ours/timm, as a terminal table,
+JSON and a PNG plot.
 
 Measured, for every input case and memory format:
   * ``inference``: eval mode, ``torch.no_grad()``, one forward pass per repetition;
@@ -97,11 +100,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--memory-phases", nargs="+", choices=["train", "inference"], default=["train"],
                         help="what the memory measurement runs (default: train)")
     parser.add_argument("--impls", nargs="+", default=None,
-                        help="subset of: ours ours+fused timm official (and *+compile with --compile); with "
-                             "--whole: " + "; ".join(f"{name}: {' '.join(w.impls)}"
+                        help="subset of: ours ours+fused timm official resnet-aa resnet (and *+compile with "
+                             "--compile); with --whole: " + "; ".join(f"{name}: {' '.join(w.impls)}"
                                                      for name, w in WHOLE_MODELS.items()))
     parser.add_argument("--compile", action="store_true",
-                        help="also benchmark torch.compile'd ours and timm (core network only)")
+                        help="also benchmark torch.compile'd ours, timm and the ResNets (core network only)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

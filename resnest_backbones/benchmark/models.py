@@ -75,28 +75,34 @@ def official_name(variant: str) -> Optional[str]:
 #: a ResNeSt against (its own weights: it is another network).
 RESNET = "resnet"
 
+#: ResNeSt's multiply-adds without split attention: timm's ResNet-D whose stride-2 3x3 convolutions run at full
+#: resolution and are followed by an average pool (``resnetaa50d``), where ResNeSt-D's split convolution is
+#: (``avd`` after it). The same multiply-adds as the ResNeSt (5.37 GMACs at 224 for both -50s): the time ours
+#: takes beyond it is what split attention costs.
+RESNET_AA = "resnet-aa"
 
-def resnet_name(variant: str) -> Optional[str]:
-    """timm's ResNet-D of ``variant``'s depth (``resnet50d`` for ``resnest50d``), or ``None`` (timm not installed, or
-    no such depth there: ResNeSt-14 and -269)."""
+
+def resnet_name(variant: str, pooled: bool = False) -> Optional[str]:
+    """timm's ResNet-D of ``variant``'s depth (``resnet50d`` for ``resnest50d``; with ``pooled`` its average-pool
+    twin ``resnetaa50d``, only for variants that pool after the split convolution), or ``None`` (timm not
+    installed, or no such depth there: ResNeSt-14 and -269)."""
     timm = _optional("timm")
-    if timm is None:
+    if timm is None or (pooled and VARIANTS[variant].avd_first):
         return None
-    name = f"resnet{3 * sum(VARIANTS[variant].layers) + 2}d"
+    name = f"resnet{'aa' if pooled else ''}{3 * sum(VARIANTS[variant].layers) + 2}d"
     return name if name in timm.list_models(name) else None
 
 
 def available_impls(variant: str, compile_models: bool) -> List[str]:
-    """Implementations benchmarked for ``variant`` in this environment (ours first, the ResNet-D last)."""
+    """Implementations benchmarked for ``variant`` in this environment (ours first, the ResNet-Ds last)."""
     impls = ["ours", "ours+fused"]
     if _optional("timm") is not None:
         impls.append("timm")
     if official_name(variant) is not None:
         impls.append("official")
-    if resnet_name(variant) is not None:
-        impls.append(RESNET)
+    impls += [name for name, pooled in ((RESNET_AA, True), (RESNET, False)) if resnet_name(variant, pooled)]
     if compile_models:
-        impls += [f"{name}+compile" for name in ("ours", "timm", RESNET) if name in impls]
+        impls += [f"{name}+compile" for name in ("ours", "timm", RESNET_AA, RESNET) if name in impls]
     return impls
 
 
@@ -110,8 +116,9 @@ def reference_state_dict(variant: str) -> Optional[Dict[str, Tensor]]:
 
 
 def build(impl: str, variant: str, head: str, state: Optional[Dict[str, Tensor]]) -> nn.Module:
-    """The model of ``impl`` (``ours``, ``ours+fused``, ``timm``, ``official``, ``resnet``, ``*+compile``); the
-    ResNeSts share the weights ``state``, the ResNet-D has its own (timm's initialisation, seed 0)."""
+    """The model of ``impl`` (``ours``, ``ours+fused``, ``timm``, ``official``, ``resnet``, ``resnet-aa``,
+    ``*+compile``); the ResNeSts share the weights ``state``, the ResNet-Ds have their own (timm's initialisation,
+    seed 0)."""
     base = impl.split("+")[0]
     logits = head == "logits"
     sd = state if logits or state is None else {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -122,10 +129,10 @@ def build(impl: str, variant: str, head: str, state: Optional[Dict[str, Tensor]]
         import timm
 
         model = timm.create_model(variant, pretrained=False, num_classes=1000, **timm_kwargs)
-    elif base == RESNET:
+    elif base in (RESNET, RESNET_AA):
         import timm
 
-        name = resnet_name(variant)
+        name = resnet_name(variant, pooled=base == RESNET_AA)
         if name is None:
             raise ValueError(f"timm has no ResNet-D of {variant!r}'s depth (or is not installed)")
         torch.manual_seed(0)

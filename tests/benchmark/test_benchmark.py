@@ -12,7 +12,7 @@ from support import REPO_ROOT
 from support.processes import run_python
 
 import resnest_backbones as rb
-from resnest_backbones.benchmark.models import Case, available_impls, build, official_name, resnet_name
+from resnest_backbones.benchmark.models import RESNET_AA, Case, available_impls, build, official_name, resnet_name
 from resnest_backbones.benchmark.render import format_table
 from resnest_backbones.benchmark.results import add_flop_parity, add_ratios, best_format_ratios
 from resnest_backbones.benchmark.timing import Runner, forward_macs, median_interval, paired_ratio, summary
@@ -145,7 +145,20 @@ def test_the_resnet_reference_is_timms_resnet_d_of_the_same_depth() -> None:
     pytest.importorskip("timm")
     assert resnet_name("resnest50d") == "resnet50d" and resnet_name("resnest101e") == "resnet101d"
     assert resnet_name("resnest14d") is None  # timm has no resnet14d
-    assert available_impls("resnest50d", True)[-3:] == ["ours+compile", "timm+compile", "resnet+compile"]
+    assert available_impls("resnest50d", True)[-4:] == ["ours+compile", "timm+compile", "resnet-aa+compile",
+                                                        "resnet+compile"]
     macs = forward_macs(Runner(build("resnet", "resnest26d", "logits", None).eval(), "inference",
                                torch.zeros(1, 3, 64, 64), None, torch.device("cpu")))
     assert 0.2e9 < macs < 0.3e9  # resnet26d: 2.6 GMACs at 224 (timm), x (64/224)^2 = 0.21 GMACs
+
+
+def test_the_pooled_resnet_does_the_resnests_multiply_adds_without_split_attention() -> None:
+    pytest.importorskip("timm")
+    assert resnet_name("resnest50d", pooled=True) == "resnetaa50d"
+    assert resnet_name("resnest101e", pooled=True) == "resnetaa101d"
+    assert resnet_name("resnest50_fast_1s1x64d", pooled=True) is None  # pools before the split convolution
+    assert available_impls("resnest50d", False)[-2:] == [RESNET_AA, "resnet"]
+    image = torch.zeros(1, 3, 224, 224)  # on small images split attention's per-image layers weigh more
+    macs = {impl: forward_macs(Runner(build(impl, "resnest50d", "logits", None).eval(), "inference", image, None,
+                                      torch.device("cpu"))) for impl in ("ours", RESNET_AA, "resnet")}
+    assert macs[RESNET_AA] == pytest.approx(macs["ours"], rel=1e-3) and macs["resnet"] < 0.85 * macs["ours"]
