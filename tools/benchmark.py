@@ -108,6 +108,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, profile each timed entry over STEPS repetitions: milliseconds per "
+                             "repetition by operator (torch.profiler, self CPU time) in the report")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
     parser.add_argument("--out", type=Path, default=None,
@@ -118,8 +121,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.variant not in rb.list_variants():
         parser.error(f"unknown variant {args.variant!r}; choose one of {', '.join(rb.list_variants())}")
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.repeats < 1 or args.warmup < 0 or args.profile < 0:
+        parser.error("--repeats must be >= 1, --warmup and --profile >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible; use --device cpu")
     if args.whole and args.compile:
@@ -156,7 +159,7 @@ def settings_of(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) 
     return Settings(variant=args.variant, cases=args.cases, formats=args.formats, modes=args.modes,
                     memory_phases=args.memory_phases, impls=args.impls, compile=args.compile, repeats=args.repeats,
                     warmup=args.warmup, threads=args.threads, device=args.device, amp=args.amp,
-                    command="python tools/benchmark.py " + " ".join(words), whole=args.whole)
+                    command="python tools/benchmark.py " + " ".join(words), whole=args.whole, profile=args.profile)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

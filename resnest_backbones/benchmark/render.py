@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from .models import FORMATS
 from .results import ratio_key
 
-__all__ = ["format_table", "fused_vs_unfused", "markdown_table", "plot", "write_report"]
+__all__ = ["format_table", "fused_vs_unfused", "markdown_table", "plot", "profile_tables", "write_report"]
 
 
 def _reference(report: Dict[str, Any]) -> str:
@@ -89,6 +89,8 @@ def format_table(report: Dict[str, Any]) -> str:
     if fused:
         lines += ["", "fused vs unfused, each in its best memory format (throughput ratio: higher is better)"]
         lines += [f"  {line}" for line in fused]
+    for table in profile_tables(report):
+        lines += ["", *table]
     return "\n".join(lines)
 
 
@@ -110,6 +112,34 @@ def fused_vs_unfused(report: Dict[str, Any]) -> List[str]:
     return lines
 
 
+#: How many operators a profile table names (the largest in any of its entries); the other ATen operators are summed.
+PROFILE_ROWS = 12
+
+
+def profile_tables(report: Dict[str, Any]) -> List[List[str]]:
+    """One markdown table per (mode, case, format) with profiled entries (``--profile``): milliseconds per
+    repetition by operator, a column per entry."""
+    groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = {}
+    for r in report["results"]:
+        if "profile_ms" in r:
+            groups.setdefault((r["mode"], r["case"], r["format"]), []).append(r)
+    tables = []
+    for (mode, case, fmt), entries in groups.items():
+        profiles = [r["profile_ms"] for r in entries]
+        ops = {op for p in profiles for op in p if op.startswith("aten::")}
+        named = sorted(ops, key=lambda op: -max(p.get(op, 0.0) for p in profiles))[:PROFILE_ROWS]
+        rows = [(op, [p.get(op, 0.0) for p in profiles]) for op in named]
+        rows.append(("other ATen operators", [sum(v for op, v in p.items() if op in ops - set(named))
+                                              for p in profiles]))
+        rows += [(key, [p[key] for p in profiles]) for key in ("outside ATen", "total")]
+        tables.append([f"{mode} {case} {fmt}: milliseconds per repetition by operator (self CPU time under "
+                       f"torch.profiler, which slows each operator a little):", "",
+                       "| operator | " + " | ".join(r["impl"] for r in entries) + " |",
+                       "|---" * (len(entries) + 1) + "|",
+                       *(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for name, values in rows)])
+    return tables
+
+
 def markdown_table(report: Dict[str, Any]) -> str:
     """Every entry as a markdown table (written next to the JSON; the README quotes it)."""
     refs = _references(report)
@@ -125,6 +155,7 @@ def markdown_table(report: Dict[str, Any]) -> str:
     fused = fused_vs_unfused(report)
     if fused:
         sections.append(_bulleted("fused vs unfused (best memory formats):", fused))
+    sections += profile_tables(report)
     notes = "\n\n".join("\n".join(section) for section in sections if section)
     return table + ("\n\n" + notes if notes else "")
 

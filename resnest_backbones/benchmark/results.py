@@ -18,7 +18,7 @@ import torch
 
 from .memory import measure_memory
 from .models import FORMATS, RESNET, Case, available_impls, build, prepare, reference_state_dict
-from .timing import AMP_DTYPES, Runner, forward_macs, paired_ratio, summary, time_entries
+from .timing import AMP_DTYPES, Runner, forward_macs, paired_ratio, profile_by_op, summary, time_entries
 from .whole import describe_case, skip_reason
 
 MODES = ("inference", "train", "memory")
@@ -42,6 +42,7 @@ class Settings:
     amp: str = "none"
     command: str = ""  # recorded in the report's metadata
     whole: Optional[str] = None  # a whole model of .whole.WHOLE_MODELS instead of the core network ``variant``
+    profile: int = 0  # > 0: after timing, profile each timed entry over this many repetitions (by operator)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,8 +91,9 @@ def run_benchmark(settings: Settings) -> Dict[str, Any]:
             times = time_entries(runners, settings.repeats, settings.warmup, f"{case} {mode}") if runners else {}
             for key, values in times.items():
                 impl, fmt = key.split("|")
+                profiled = {"profile_ms": profile_by_op(runners[key], settings.profile)} if settings.profile else {}
                 results.append({"mode": mode, "case": case.spec, "format": fmt, "impl": impl,
-                                **summary(values, case.batch)})
+                                **summary(values, case.batch), **profiled})
             del runners
         if "memory" in settings.modes:
             results += _memory_results(settings, case, impls, device)

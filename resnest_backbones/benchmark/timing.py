@@ -99,6 +99,22 @@ def time_entries(runners: Dict[str, Runner], repeats: int, warmup: int, label: s
     return times
 
 
+def profile_by_op(runner: Runner, steps: int) -> Dict[str, float]:
+    """Where ``runner``'s repetitions spend their time: milliseconds per repetition by ATen operator (self CPU
+    time under ``torch.profiler`` over ``steps`` repetitions, which the profiler slows), plus ``outside ATen``
+    (Python, autograd and custom-function frames) and ``total``. On CUDA this is the CPU side only."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            runner()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+    ops = {e.key: e.self_cpu_time_total / 1e3 / steps for e in events if e.key.startswith("aten::")}
+    return {**dict(sorted(ops.items(), key=lambda kv: -kv[1])), "outside ATen": total - sum(ops.values()),
+            "total": total}
+
+
 def median_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float, float]:
     """The median of ``values``, and the distribution-free interval around it: the order statistics
     ``(v[j], v[n-1-j])`` (sorted) with the largest ``j`` that still covers the true median with probability >=

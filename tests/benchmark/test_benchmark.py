@@ -82,17 +82,22 @@ def test_command_line_runs_a_tiny_case(tmp_path: Path) -> None:
     out = tmp_path / "tiny"
     proc = run_python([TOOL, "--variant", "resnest14d", "--cases", "2x32:logits", "--impls", "ours", "--formats",
                        "contiguous", "--repeats", "1", "--warmup", "0", "--threads", "1", "--device", "cpu",
-                       "--out", out], env=dict(OMP_NUM_THREADS="1"), timeout=300)
+                       "--profile", "1", "--out", out], env=dict(OMP_NUM_THREADS="1"), timeout=300)
     report = json.loads(out.with_suffix(".json").read_text())
     rows = {r["mode"]: r for r in report["results"]}
     assert set(rows) == {"inference", "train", "memory-train"} and all(r["impl"] == "ours" for r in rows.values())
     assert rows["train"]["times_s"] and rows["inference"]["images_per_s"] > 0
     assert rows["memory-train"]["peak_mib"] > 0 and rows["memory-train"]["method"]
+    profile = rows["train"]["profile_ms"]  # --profile: where a training step spends its time, by operator
+    assert profile["aten::convolution_backward"] > 0 and profile["outside ATen"] >= 0
+    assert profile["total"] == pytest.approx(sum(v for op, v in profile.items() if op != "total"))
     assert report["meta"]["impls"] == ["ours"] and report["meta"]["variant"] == "resnest14d"
     assert report["meta"]["command"].startswith("python tools/benchmark.py --variant resnest14d")
     assert "memory-train      2x32:logits" in proc.stdout
     markdown = out.with_suffix(".md").read_text()
     assert markdown.startswith("| mode | input | format | impl |")
+    assert "train 2x32:logits contiguous: milliseconds per repetition by operator" in markdown
+    assert "| aten::convolution_backward | " in markdown and "| other ATen operators | " in markdown
     assert out.with_suffix(".png").stat().st_size > 0
     out.with_suffix(".md").unlink()  # --replot writes the markdown and the plot again from the JSON alone
     run_python([TOOL, "--replot", out.with_suffix(".json")], timeout=300)
