@@ -102,7 +102,8 @@ def time_entries(runners: Dict[str, Runner], repeats: int, warmup: int, label: s
 def profile_by_op(runner: Runner, steps: int) -> Dict[str, float]:
     """Where ``runner``'s repetitions spend their time: milliseconds per repetition by ATen operator (self CPU
     time under ``torch.profiler`` over ``steps`` repetitions, which the profiler slows), plus ``outside ATen``
-    (Python, autograd and custom-function frames) and ``total``. On CUDA this is the CPU side only."""
+    (the rest: Python, autograd and custom-function frames, a compiled graph's own kernels) and ``total``. On CUDA
+    this is the CPU side only."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
