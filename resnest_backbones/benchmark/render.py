@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -220,9 +221,10 @@ def plot(report: Dict[str, Any], path: Path) -> None:
             if col == 0:
                 ax.legend(fontsize=7, loc="lower left")
     meta = report["meta"]
-    fig.suptitle(f"{meta['variant']} on {meta['device_name']} ({meta['threads']} threads): median of "
-                 f"{meta['repeats']} interleaved runs, whiskers min-max, labels = ratio to {ref} (same format)",
-                 fontsize=10)
+    title = (f"{meta['variant']} on {meta['device_name']} ({meta['threads']} threads): median of "
+             f"{meta['repeats']} interleaved runs, whiskers min-max, labels = ratio to {ref} (same format)")
+    # about 12 characters of a 10-point title per inch of figure: wrapped, a one-panel figure shows it whole
+    fig.suptitle(textwrap.fill(title, width=int(12 * fig.get_figwidth())), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
