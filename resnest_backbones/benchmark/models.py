@@ -100,7 +100,7 @@ def available_impls(variant: str, compile_models: bool) -> List[str]:
         impls.append("timm")
     if official_name(variant) is not None:
         impls.append("official")
-    impls += [name for name, pooled in ((RESNET_AA, True), (RESNET, False)) if resnet_name(variant, pooled)]
+    impls += [name for name in (RESNET_AA, RESNET) if resnet_name(variant, pooled=name == RESNET_AA)]
     if compile_models:
         impls += [f"{name}+compile" for name in ("ours", "timm", RESNET_AA, RESNET) if name in impls]
     return impls

@@ -129,16 +129,21 @@ def profile_tables(report: Dict[str, Any]) -> List[List[str]]:
         profiles = [r["profile_ms"] for r in entries]
         ops = {op for p in profiles for op in p if op.startswith("aten::")}
         named = sorted(ops, key=lambda op: -max(p.get(op, 0.0) for p in profiles))[:PROFILE_ROWS]
+        rest = ops - set(named)
         rows = [(op, [p.get(op, 0.0) for p in profiles]) for op in named]
-        rows.append(("other ATen operators", [sum(v for op, v in p.items() if op in ops - set(named))
-                                              for p in profiles]))
+        rows.append(("other ATen operators", [sum(v for op, v in p.items() if op in rest) for p in profiles]))
         rows += [(key, [p[key] for p in profiles]) for key in ("outside ATen", "total")]
+        header = ["operator", *(r["impl"] for r in entries)]
         tables.append([f"{mode} {case} {fmt}: milliseconds per repetition by operator (self CPU time under "
                        f"torch.profiler, which slows each operator a little):", "",
-                       "| operator | " + " | ".join(r["impl"] for r in entries) + " |",
-                       "|---" * (len(entries) + 1) + "|",
-                       *(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for name, values in rows)])
+                       *_pipe_rows([header, ["---"] * len(header),
+                                    *([name, *(f"{v:.1f}" for v in values)] for name, values in rows)])])
     return tables
+
+
+def _pipe_rows(rows: List[List[str]]) -> List[str]:
+    """A markdown table's lines, one per row of cells."""
+    return ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def markdown_table(report: Dict[str, Any]) -> str:
@@ -146,7 +151,7 @@ def markdown_table(report: Dict[str, Any]) -> str:
     refs = _references(report)
     header = [*(name for name, _ in _COLUMNS), *("/" + ref for ref in refs)]
     rows = [header, ["---"] * len(header), *(_cells(r, refs, "–") for r in report["results"])]
-    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    table = "\n".join(_pipe_rows(rows))
     sections = [_case_notes(report, bullet="* ")[:-1],
                 _bulleted(f"best memory format of each vs {refs[0]} in its best one (paired: the median of the "
                           f"per-repetition ratios [its 95 % interval]):", _best_lines(report["best_format"], refs[0]))]
