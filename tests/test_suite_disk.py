@@ -1,0 +1,24 @@
+"""The suite's disk rule: a run that would fill the disk stops before its first test, saying how much room it
+needs, where, and what to do (a full disk once ended a CI run in hundreds of unrelated errors)."""
+from __future__ import annotations
+
+import shutil
+
+import conftest
+import pytest
+
+
+def _disk_with(free_gib: float):
+    return lambda path: shutil._ntuple_diskusage(500 * 2**30, int((500 - free_gib) * 2**30), int(free_gib * 2**30))
+
+
+def test_a_run_without_room_stops_at_once_saying_what_to_do(monkeypatch, pytestconfig: pytest.Config) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with(conftest.FREE_GIB_NEEDED - 0.5))
+    with pytest.raises(pytest.UsageError, match=rf"needs about {conftest.FREE_GIB_NEEDED} GiB of free disk, and "
+                                                r".* has 3\.5 GiB: free some space .* point TMPDIR"):
+        conftest._check_free_disk(pytestconfig)
+
+
+def test_a_run_with_room_goes_on(monkeypatch, pytestconfig: pytest.Config) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with(conftest.FREE_GIB_NEEDED + 0.5))
+    conftest._check_free_disk(pytestconfig)
