@@ -7,41 +7,22 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 import torch
+from support.disk import check_free_disk
 from support.frameworks import FRAMEWORKS, REQUIRE_ENV, available, required, skip_missing
 
 
 def pytest_configure(config: pytest.Config) -> None:
     required()  # an unknown name in $RESNEST_REQUIRE_FRAMEWORKS stops the run at once
     if not hasattr(config, "workerinput"):  # once, in the process that starts the run
-        _check_free_disk(config)
+        check_free_disk(config)
     for name in FRAMEWORKS:  # one marker per framework of the table
         config.addinivalue_line("markers", f"{name}: needs {name} (skipped, with the reason, when it is missing)")
     _share_the_cores()
-
-
-#: Free disk the suite needs where its temporary files and work_dirs/ go. `make test`'s peak on 2026-12-07 was
-#: 2.3 GiB (published-layout checkpoints of up to 1 GB, toy trainings), with torch.compile's cache already in
-#: /tmp; a cold cache adds 1.4 GiB. On a full disk the run used to end in hundreds of unrelated errors (stop 40).
-FREE_GIB_NEEDED = 4
-
-
-def _check_free_disk(config: pytest.Config) -> None:
-    basetemp = config.option.basetemp
-    for where in {Path(basetemp).resolve().parent if basetemp else Path(tempfile.gettempdir()), config.rootpath}:
-        free = shutil.disk_usage(where).free / 2**30
-        if free < FREE_GIB_NEEDED:
-            raise pytest.UsageError(
-                f"the test suite needs about {FREE_GIB_NEEDED} GiB of free disk, and {where} has {free:.1f} GiB: "
-                "free some space (old /tmp/pytest-of-* directories are safe to delete), or point TMPDIR (or "
-                "--basetemp) at a disk with room")
 
 
 def _share_the_cores() -> None:

@@ -3,22 +3,23 @@ needs, where, and what to do (a full disk once ended a CI run in hundreds of unr
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
-import conftest
 import pytest
+from support import disk
 
 
 def _disk_with(free_gib: float):
-    return lambda path: shutil._ntuple_diskusage(500 * 2**30, int((500 - free_gib) * 2**30), int(free_gib * 2**30))
+    return lambda path: SimpleNamespace(free=int(free_gib * 2**30))
 
 
 def test_a_run_without_room_stops_at_once_saying_what_to_do(monkeypatch, pytestconfig: pytest.Config) -> None:
-    monkeypatch.setattr(shutil, "disk_usage", _disk_with(conftest.FREE_GIB_NEEDED - 0.5))
-    with pytest.raises(pytest.UsageError, match=rf"needs about {conftest.FREE_GIB_NEEDED} GiB of free disk, and "
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with(disk.FREE_GIB_NEEDED - 0.5))
+    with pytest.raises(pytest.UsageError, match=rf"needs about {disk.FREE_GIB_NEEDED} GiB of free disk, and "
                                                 r".* has 3\.5 GiB: free some space .* point TMPDIR"):
-        conftest._check_free_disk(pytestconfig)
+        disk.check_free_disk(pytestconfig)
 
 
 def test_a_run_with_room_goes_on(monkeypatch, pytestconfig: pytest.Config) -> None:
-    monkeypatch.setattr(shutil, "disk_usage", _disk_with(conftest.FREE_GIB_NEEDED + 0.5))
-    conftest._check_free_disk(pytestconfig)
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with(disk.FREE_GIB_NEEDED + 0.5))
+    disk.check_free_disk(pytestconfig)
