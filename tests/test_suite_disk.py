@@ -14,9 +14,10 @@ def _disk_with(free_gib: float):
 
 
 def test_a_run_without_room_stops_at_once_saying_what_to_do(monkeypatch, pytestconfig: pytest.Config) -> None:
-    monkeypatch.setattr(shutil, "disk_usage", _disk_with(disk.FREE_GIB_NEEDED - 0.5))
+    free = disk.FREE_GIB_NEEDED - 0.5
+    monkeypatch.setattr(shutil, "disk_usage", _disk_with(free))
     with pytest.raises(pytest.UsageError, match=rf"needs about {disk.FREE_GIB_NEEDED} GiB of free disk, and "
-                                                r".* has 3\.5 GiB: free some space .* point TMPDIR"):
+                                                rf".* has {free:.1f} GiB: free some space .* point TMPDIR"):
         disk.check_free_disk(pytestconfig)
 
 
