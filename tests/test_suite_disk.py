@@ -2,6 +2,7 @@
 needs, where, and what to do (a full disk once ended a CI run in hundreds of unrelated errors)."""
 from __future__ import annotations
 
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -16,8 +17,9 @@ def _disk_with(free_gib: float):
 def test_a_run_without_room_stops_at_once_saying_what_to_do(monkeypatch, pytestconfig: pytest.Config) -> None:
     free = disk.FREE_GIB_NEEDED - 0.5
     monkeypatch.setattr(shutil, "disk_usage", _disk_with(free))
+    shown = re.escape(f"{free:.1f}")
     with pytest.raises(pytest.UsageError, match=rf"needs about {disk.FREE_GIB_NEEDED} GiB of free disk, and "
-                                                rf".* has {free:.1f} GiB: free some space .* point TMPDIR"):
+                                                rf".* has {shown} GiB: free some space .* point TMPDIR"):
         disk.check_free_disk(pytestconfig)
 
 
