@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .config_files import resolve_config
 from .frameworks import FRAMEWORKS as TABLE
@@ -41,7 +41,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(inputs: Sequence[PathLike]) -> List[Path]:
-    """The image files named by ``inputs`` (files, or folders whose image files are taken in name order).
+    """The image files named by ``inputs`` (files, or folders whose image files, subfolders' included, are taken in
+    path order).
 
     Raises:
         FileNotFoundError: an input does not exist, or no image was found.
@@ -50,7 +51,7 @@ def list_images(inputs: Sequence[PathLike]) -> List[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif path.is_file():
             images.append(path)
         else:
@@ -62,10 +63,11 @@ def list_images(inputs: Sequence[PathLike]) -> List[Path]:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """An image file as an RGB ``uint8`` array ``(H, W, 3)``."""
+    """An image file as an RGB ``uint8`` array ``(H, W, 3)``, upright by its EXIF orientation (as detectron2 and
+    mmcv read images for training)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except OSError as error:
         raise ValueError(f"cannot read {path} as an image: {error}") from None
 

@@ -1,7 +1,8 @@
 """docs/own_data.md's commands run as written (every ```bash block, in order, from a fresh working directory
 with the checkout's tools), so the page cannot rot; and they do what the page says: each framework fine-tunes a
-model of another class count on the sample's two classes (ids 3 and 9, mixed image formats), evaluates with their
-names, and tools/predict.py draws them from the checkpoint with no flag."""
+model of another class count on the sample's two classes (ids 3 and 9, listed 9 first; mixed image formats, one
+JPEG sideways with an EXIF orientation), evaluates with their names, and tools/predict.py draws them from the
+checkpoint with no flag."""
 from __future__ import annotations
 
 import os
@@ -89,11 +90,11 @@ def test_fine_tunes_and_evaluates_with_the_users_classes(ran: Dict[str, str], fr
 
 def test_mmdet_test_evaluates_the_users_validation_files(ran: Dict[str, str]) -> None:
     output = output_of(ran, "mmdet_test.py")
-    assert "2 classes ['kettle', 'teapot']" in output and re.search(r"\|\s*kettle\s*\|", output)
+    assert "2 classes ['teapot', 'kettle']" in output and re.search(r"\|\s*kettle\s*\|", output)  # the file's order
 
 
 @pytest.mark.parametrize("framework, name, names", [
-    ("detectron2", "my_d2", "kettle, teapot"), ("mmdet", "my_mmdet", "kettle, teapot"),
+    ("detectron2", "my_d2", "kettle, teapot"), ("mmdet", "my_mmdet", "teapot, kettle"),  # mmdet: the file's order
     ("mmseg", "my_mmseg", "background, kettle, teapot"), ("torchvision", "my_tv", "kettle, teapot")])
 def test_predict_draws_the_users_class_names_from_the_file(ran: Dict[str, str], framework: str, name: str,
                                                            names: str) -> None:

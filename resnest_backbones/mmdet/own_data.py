@@ -1,8 +1,9 @@
 """Your own COCO-format data in ``tools/mmdet_train.py`` / ``tools/mmdet_test.py``, without code.
 
 ``--train-data INSTANCES.json IMAGE_DIR`` and ``--val-data INSTANCES.json IMAGE_DIR`` replace the config's data
-sets by mmdet's ``CocoDataset`` over those files, with the classes named by the files' categories (in id order; ids
-need not be contiguous: mmdet maps them), set every head's class count to theirs and evaluate with per-class AP
+sets by mmdet's ``CocoDataset`` over those files (checked when read: :func:`resnest_backbones.own_data.read_coco`),
+with the classes named by the files' categories in the order the files list them (``CocoDataset`` numbers the
+classes in that order, whatever their ids), set every head's class count to theirs and evaluate with per-class AP
 (``CocoMetric(classwise=True)``) named by them. Masks are read when the config's pipeline loads them (polygons or
 RLE). Images without annotations are left out of training, as mmdet's ``filter_cfg`` does by default.
 """
@@ -46,10 +47,11 @@ def use_own_data(cfg: Config, args: argparse.Namespace) -> List[str]:
     given = given_data(args)
     if not given:
         return []
-    classes = {split: coco_files(json_file, images) for split, (json_file, images) in given.items()}
+    classes = {split: coco_files(json_file, images, order="file") for split, (json_file, images) in given.items()}
     if len({tuple(c) for c in classes.values()}) > 1:
         raise SystemExit(f"--train-data and --val-data name other classes ({classes['train']} vs "
-                         f"{classes['val']}): give both files the same categories")
+                         f"{classes['val']}): give both files the same categories, listed in the same order "
+                         f"(MMDetection numbers the classes in the order a file lists them)")
     names = next(iter(classes.values()))
     notes = [f"--{split}-data: {json_file} ({images}): {len(names)} classes {names}"
              for split, (json_file, images) in given.items()]

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from mmseg.datasets import ADE20KDataset, BaseSegDataset, CityscapesDataset
 
+from ..own_data import DataError
 from ..toy_data.segmentation import (
     ADE20K_TOY_CLASSES,
     CITYSCAPES_TOY_CLASSES,
@@ -67,15 +68,17 @@ class LabelFolderDataset(BaseSegDataset):
     """A user's segmentation data: every image of ``data_prefix['img_path']`` (any mix of the formats of
     :data:`IMAGE_SUFFIXES`) with the label PNG of the same stem in ``data_prefix['seg_map_path']`` (pixel value i
     is class i of ``metainfo['classes']``; 255 is ignored; ``reduce_zero_label`` shifts them down by one as mmseg
-    does). A missing label is an error naming it. Registered as ``resnest_backbones.LabelFolderDataset``."""
+    does). A missing label file, or a label value without a class name, is a
+    :class:`~resnest_backbones.own_data.DataError` naming the file. Registered as
+    ``resnest_backbones.LabelFolderDataset``."""
 
     def load_data_list(self) -> List[dict]:
         img_dir, label_dir = self.data_prefix["img_path"], self.data_prefix.get("seg_map_path")
         if not os.path.isdir(img_dir):
-            raise FileNotFoundError(f"image folder {img_dir} does not exist")
+            raise DataError(f"image folder {img_dir} does not exist")
         names = sorted(n for n in os.listdir(img_dir) if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES)
         if not names:
-            raise FileNotFoundError(f"no image in {img_dir} (image files end in {', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"no image in {img_dir} (image files end in {', '.join(IMAGE_SUFFIXES)})")
         data_list = []
         for name in names:
             info = dict(img_path=os.path.join(img_dir, name), label_map=self.label_map,
@@ -83,7 +86,23 @@ class LabelFolderDataset(BaseSegDataset):
             if label_dir is not None:
                 info["seg_map_path"] = os.path.join(label_dir, os.path.splitext(name)[0] + self.seg_map_suffix)
                 if not os.path.isfile(info["seg_map_path"]):
-                    raise FileNotFoundError(f"{name} has no label file {info['seg_map_path']} (label PNGs are named "
-                                            f"as their images, with {self.seg_map_suffix})")
+                    raise DataError(f"{name} has no label file {info['seg_map_path']} (label PNGs are named as "
+                                    f"their images, with {self.seg_map_suffix})")
             data_list.append(info)
         return data_list
+
+    def prepare_data(self, idx: int) -> Any:
+        """The pipeline's output for sample ``idx``, its labels checked against the class names: a value that is
+        neither a class (0 .. K-1) nor ignored (255) would otherwise fail deep inside the loss."""
+        data = super().prepare_data(idx)
+        sample = data.get("data_samples") if isinstance(data, dict) else None
+        if sample is not None and "gt_sem_seg" in sample:
+            labels = sample.gt_sem_seg.data
+            count = len(self.metainfo["classes"])
+            unnamed = labels[(labels != self.ignore_index) & (labels >= count)]
+            if unnamed.numel():
+                shift = " after --reduce-zero-label's shift" if self.reduce_zero_label else ""
+                raise DataError(f"{self.get_data_info(idx)['seg_map_path']} has label value {int(unnamed.max())}"
+                                f"{shift}, but {count} class names were given (values 0..{count - 1}, "
+                                f"{self.ignore_index} ignored): name every class in pixel-value order (--classes)")
+        return data

@@ -21,6 +21,7 @@ from mmengine.runner.checkpoint import find_latest_checkpoint
 from ..config_files import load_openmmlab_config, resolve_config
 from ..distributed import close_process_group, exit_process
 from ..models.checkpoint import CheckpointError
+from ..own_data import DataError, data_error_message
 from .checkpoint import Converter
 from .engine import FuseForInference, MetricsHook, build_runner
 
@@ -123,12 +124,14 @@ def require_cuda_for_amp(tool: str, amp: bool) -> None:
 
 
 def _run(tool: str, action: Callable[[], Any]) -> Any:
-    """``action()``, a refused, corrupt or partial checkpoint turned into the tool's exit with the error's message
-    (it says what to do)."""
+    """``action()``, a refused, corrupt or partial checkpoint, or data that does not fit, turned into the tool's exit
+    with the error's message (it says what to do)."""
     try:
         return action()
     except CheckpointError as error:
         raise SystemExit(f"[{tool}] error: {error}") from None
+    except DataError as error:
+        raise SystemExit(f"[{tool}] error: {data_error_message(error)}") from None
 
 
 def _checked_runner(cfg: Config, tool: str, checkpoint: Optional[str], check: CheckpointCheck,

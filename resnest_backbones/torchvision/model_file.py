@@ -92,6 +92,8 @@ class FineTuneStart:
     file: ModelFile
     variant: str
     image_size: int
+    #: The data's class names.
+    classes: List[str]
     log: Callable[[str], None]
 
     def load_into(self, model: nn.Module) -> None:
@@ -100,7 +102,14 @@ class FineTuneStart:
         layers = class_layers(self.variant, self.image_size, model.roi_heads.box_predictor.cls_score.out_features - 1)
         decision = load_fitting(model, self.file.state_dict, mode="finetune", source=self.file.path,
                                 class_layers=layers, remedy="Start from a model of the same --variant.")
-        self.log(decision.line or f"starting from {self.file.path} (same classes: every tensor loaded)")
+        if decision.line:
+            self.log(decision.line)
+        elif self.file.classes == self.classes:
+            self.log(f"starting from {self.file.path} (the same classes: every tensor loaded)")
+        else:
+            self.log(f"starting from {self.file.path} (the same class count: every tensor loaded; its classes "
+                     f"{self.file.classes or 'not named'} are not the data's {self.classes}, so its class layers are "
+                     f"only the starting point)")
 
 
 def fine_tune_from(path: PathLike, variant: Optional[str], image_size: Optional[int], classes: List[str],
@@ -110,4 +119,4 @@ def fine_tune_from(path: PathLike, variant: Optional[str], image_size: Optional[
     file = read_model_file(path)
     if variant is None and file.variant is None:
         raise CheckpointError(f"{path} is a bare state dict: give --variant (the one it was trained with)")
-    return FineTuneStart(file, variant or file.variant, image_size or file.image_size or 128, log)
+    return FineTuneStart(file, variant or file.variant, image_size or file.image_size or 128, list(classes), log)

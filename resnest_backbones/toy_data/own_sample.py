@@ -1,11 +1,12 @@
 """A small data set that looks like a user's own, not like the toy sets: what docs/own_data.md runs on.
 
-Two classes with COCO ids 3 and 9 (``kettle``, ``teapot``: not contiguous, not the toy shapes' names), images of
-mixed sizes and formats (RGB JPEG, one grayscale JPEG, one RGBA PNG), one image per split without objects, and
-both annotation kinds a user brings:
+Two classes with COCO ids 3 and 9 (``kettle``, ``teapot``: not contiguous, not the toy shapes' names, listed out of
+id order as exports often list them), images of mixed sizes and formats (RGB JPEG, one grayscale JPEG, one RGBA
+PNG, one JPEG stored sideways with an EXIF orientation, as cameras write them), one image per split without
+objects, and both annotation kinds a user brings:
 
     <root>/train/*.jpg|png, <root>/val/...            the images
-    <root>/annotations/train.json, val.json           COCO instances (boxes and polygons), categories 3 and 9
+    <root>/annotations/train.json, val.json           COCO instances (boxes and polygons), categories 9 and 3
     <root>/labels/train/*.png, labels/val/*.png       label PNGs: 0 background, 1 kettle, 2 teapot, 255 ignored
                                                       (a thin band around each object)
     <root>/classes.txt                                the segmentation classes, one per line
@@ -33,7 +34,11 @@ OWN_CATEGORIES: Tuple[Dict[str, Any], ...] = ({"id": 3, "name": "kettle"}, {"id"
 OWN_SEGMENTATION_CLASSES: Tuple[str, ...] = ("background", "kettle", "teapot")
 _SHAPE = {3: 0, 9: 2}  # category id -> the toy generator's shape (circle, triangle)
 _COLOUR = {3: (200, 120, 30), 9: (60, 160, 200)}
-_VERSION = 1
+_VERSION = 2
+#: EXIF orientation 6: the stored pixels are the upright picture turned a quarter anticlockwise; viewers (and the
+#: frameworks' image readers) turn them back. Annotations and sizes are the upright picture's.
+_SIDEWAYS = 6
+_EXIF_ORIENTATION = 0x0112
 _META = "own_sample_meta.json"
 
 
@@ -59,7 +64,21 @@ def _image(rng: np.random.Generator, index: int) -> Tuple[Image.Image, str, List
         picture = picture.convert("RGBA")
         picture.putalpha(Image.fromarray(np.full((height, width), 230, np.uint8)))
         return picture, f"img_{index:03d}_rgba.png", objects
+    if index == 3:
+        return picture, f"img_{index:03d}_sideways.jpg", objects
     return picture, f"img_{index:03d}.jpg", objects
+
+
+def _save(picture: Image.Image, path: Path) -> None:
+    """Write a picture; ``*_sideways.jpg`` stored turned, with the EXIF orientation that turns it upright."""
+    if path.name.endswith("_sideways.jpg"):
+        exif = Image.Exif()
+        exif[_EXIF_ORIENTATION] = _SIDEWAYS
+        picture.transpose(Image.Transpose.ROTATE_90).save(path, quality=92, exif=exif)
+    elif path.suffix == ".jpg":
+        picture.save(path, quality=92)
+    else:
+        picture.save(path)
 
 
 def _labels(size: Tuple[int, int], objects: List[Tuple[int, List[float]]]) -> Image.Image:
@@ -90,8 +109,7 @@ def make_own_sample(root: PathLike, num_train: int = 24, num_val: int = 8, seed:
         images, annotations = [], []
         for index in range(count):
             picture, name, objects = _image(np.random.default_rng([seed, split_id, index]), index)
-            picture.save(paths[f"{split}_images"] / name, quality=92) if name.endswith(".jpg") else \
-                picture.save(paths[f"{split}_images"] / name)
+            _save(picture, paths[f"{split}_images"] / name)
             _labels(picture.size, objects).save(paths[f"{split}_labels"] / (Path(name).stem + ".png"))
             image_id = 100 + index  # ids of a user's export: not 0-based, not the annotation ids
             images.append({"id": image_id, "file_name": name, "width": picture.size[0], "height": picture.size[1]})
@@ -103,7 +121,7 @@ def make_own_sample(root: PathLike, num_train: int = 24, num_val: int = 8, seed:
                                     "bbox": box, "area": area, "segmentation": [flat], "iscrowd": 0})
         paths[f"{split}_json"].parent.mkdir(parents=True, exist_ok=True)
         paths[f"{split}_json"].write_text(json.dumps({"images": images, "annotations": annotations,
-                                                      "categories": list(OWN_CATEGORIES)}))
+                                                      "categories": list(reversed(OWN_CATEGORIES))}))
     paths["classes"].write_text("\n".join(OWN_SEGMENTATION_CLASSES) + "\n")
     meta.write_text(json.dumps(params))
     return paths

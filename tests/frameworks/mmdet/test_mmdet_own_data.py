@@ -77,3 +77,37 @@ def test_saved_names_win_over_the_configs_with_a_warning(shapes_model: Path) -> 
     with pytest.warns(UserWarning, match=r"\['cup', 'plate', 'fork'\] differ from .*\['circle', 'square', "
                                          r"'triangle'\]"):
         assert dataset_meta(cfg, checkpoint, 3, DATASETS)["classes"] == ("cup", "plate", "fork")
+
+
+def test_every_label_names_its_annotations_category(own_sample: dict) -> None:
+    """The sample lists category 9 (teapot) before 3 (kettle). mmdet's CocoDataset numbers the classes in the file's
+    order, so the names the tool gives it (which the metric's table and the checkpoints carry) follow that order:
+    each instance's label names the category of its annotation, in both splits."""
+    import argparse
+    import json
+    from collections import Counter
+
+    from mmdet.registry import DATASETS
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from resnest_backbones.mmdet.own_data import use_own_data
+
+    cfg = Config.fromfile(TOY)
+    notes = use_own_data(cfg, argparse.Namespace(**{f"{split}_data": [str(own_sample[f"{split}_json"]),
+                                                                      str(own_sample[f"{split}_images"])]
+                                                    for split in ("train", "val")}))
+    assert "2 classes ['teapot', 'kettle']" in notes[0]
+    for loader, split in (("train_dataloader", "train"), ("val_dataloader", "val")):
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            dataset = DATASETS.build(cfg[loader].dataset)
+        classes = dataset.metainfo["classes"]
+        data = json.loads(Path(own_sample[f"{split}_json"]).read_text())
+        name_of = {c["id"]: c["name"] for c in data["categories"]}
+        checked = 0
+        for index in range(len(dataset)):
+            info = dataset.get_data_info(index)
+            truth = Counter(name_of[a["category_id"]] for a in data["annotations"] if a["image_id"] == info["img_id"])
+            assert Counter(classes[i["bbox_label"]] for i in info["instances"]) == truth, info["img_path"]
+            checked += sum(truth.values())
+        assert checked > 10

@@ -12,7 +12,15 @@ import pytest
 import torch
 from support import REPO_ROOT
 from support.frameworks import require
-from support.processes import TORCHRUN_2, evaluates_to, kill_when, reaches_target, run_tool, train_on_two_processes
+from support.processes import (
+    TORCHRUN_2,
+    evaluates_to,
+    kill_when,
+    reaches_target,
+    run_python,
+    run_tool,
+    train_on_two_processes,
+)
 from support.safety import file_digests
 
 pytestmark = require("mmseg")  # a visible skip without mmseg, before its imports below
@@ -157,3 +165,29 @@ def test_toy_ade_reaches_miou_target(tmp_path: Path) -> None:
     """The README's demo command as it is: mIoU >= 60 % on the toy validation images within 15 minutes."""
     reaches_target(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(tmp_path / "work"), "--cfg-options",
                     *_data_options(tmp_path / "toy_ade")], _miou, 60.0, "toy ADE20K mIoU (%)")
+
+
+@pytest.mark.parametrize("problem", ["a label value without a name", "a missing label file"])
+def test_own_labels_that_do_not_fit_stop_with_one_line(own_sample: dict, tmp_path: Path, problem: str) -> None:
+    """Labels the class names do not cover (the sample's value 2 with two names) would fail deep in the loss, a
+    missing label file in the data set's loading: both stop the tool with one line naming the file, also when a
+    data-loader worker found it (num_workers=1)."""
+    import shutil
+
+    labels, classes = Path(own_sample["train_labels"]), ["background", "kettle", "teapot"]
+    if problem == "a missing label file":
+        labels = Path(shutil.copytree(labels, tmp_path / "labels"))
+        (labels / "img_005.png").unlink()
+        expected = (r"img_005\.jpg has no label file .*labels/img_005\.png \(label PNGs are named as their images, "
+                    r"with \.png\)")
+    else:
+        classes = classes[:2]
+        expected = (r"labels/train/img_\d+\w*\.png has label value 2, but 2 class names were given \(values 0\.\.1, "
+                    r"255 ignored\): name every class in pixel-value order \(--classes\)")
+    proc = run_python(["tools/mmseg_train.py", TOY_ADE, "--work-dir", str(tmp_path / "work"),
+                       "--train-data", str(own_sample["train_images"]), str(labels), "--classes", *classes,
+                       "--cfg-options", "train_cfg.max_iters=2", "train_dataloader.num_workers=1"],
+                      timeout=600, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert re.search(rf"\[mmseg_train\] error: .*{expected}", output), output[-3000:]

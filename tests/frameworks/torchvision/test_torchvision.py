@@ -317,3 +317,25 @@ def test_init_from_fine_tunes_the_class_layers_only_and_refuses_another_backbone
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "does not fit the model of this config outside its class layers" in proc.stderr
     assert "missing in checkpoint: backbone.body.layer1.1.conv1.weight" in proc.stderr
+
+
+def test_coco_boxes_reads_a_users_file_as_the_other_frameworks_do(own_sample: dict, tmp_path: Path) -> None:
+    """Labels 1..K in category-id order although the file lists 9 before 3; the sideways JPEG (EXIF orientation 6)
+    upright, in its entry's size; a crowd region (iscrowd 1) not a target."""
+    import json
+
+    from resnest_backbones.torchvision.data import CocoBoxes
+
+    data = json.loads(Path(own_sample["val_json"]).read_text())
+    data["annotations"].append(dict(data["annotations"][0], id=999, iscrowd=1, bbox=[0, 0, 5, 5], area=25.0))
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps(data))
+    dataset = CocoBoxes(own_sample["val_images"], path)
+    assert dataset.classes == ["kettle", "teapot"] and dataset.category_ids == [3, 9]
+    for index, entry in enumerate(dataset.images):
+        image, target = dataset[index]
+        anns = [a for a in data["annotations"] if a["image_id"] == entry["id"] and not a.get("iscrowd")]
+        assert image.shape == (3, entry["height"], entry["width"]), entry["file_name"]
+        assert target["labels"].tolist() == [{3: 1, 9: 2}[a["category_id"]] for a in anns]
+    assert any(e["file_name"].endswith("_sideways.jpg") for e in dataset.images)
+    assert 999 not in [a["id"] for anns in dataset.annotations.values() for a in anns]
