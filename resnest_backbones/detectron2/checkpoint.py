@@ -34,7 +34,7 @@ from torch import nn
 
 from ..models import ResNeSt
 from ..models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint, read_file
-from ..models.checkpoint.fit import ClassLayers, decide_fit
+from ..models.checkpoint.fit import ClassLayers, decide_fit, other_classes_line
 from ..models.checkpoint.report import is_counter
 from ..models.file_hash import verify_hash
 from ..models.hub import is_url, local_weights
@@ -135,6 +135,7 @@ class ResNeStCheckpointer(DetectionCheckpointer):
             logger.info("ResNeSt backbone (%s) initialised from a %s checkpoint with 0 missing keys:\n%s",
                         type(backbone).__name__, report.source_format, report.summary())
             return None
+        saved_classes = checkpoint.get("classes")
         try:
             incompatible = super()._load_model(checkpoint)
         except RuntimeError as error:  # e.g. the backbone's pre-hook refusing a partial detectron2-wrapper layout
@@ -152,6 +153,8 @@ class ResNeStCheckpointer(DetectionCheckpointer):
         layers = self.class_layers() if whole.mismatched and self.class_layers is not None else None
         decision = decide_fit(whole, list(model_state), mode=self._mode, source=self._source or "the checkpoint",
                               class_layers=layers, remedy="Use the config the checkpoint was trained with.")
-        if decision.line:
-            logger.info(decision.line)
+        line = decision.line or (other_classes_line(self._source, saved_classes, self.classes)
+                                 if self._mode == "finetune" else None)
+        if line:
+            logger.info(line)
         return incompatible

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..accel import fuse_resnest_modules
 from ..models.checkpoint import CheckpointError, read_file
-from ..models.checkpoint.fit import ClassLayers, FitDecision, class_names, load_fitting
+from ..models.checkpoint.fit import ClassLayers, FitDecision, class_names, load_fitting, other_classes_line
 from ..models.checkpoint.io import safe_unpickling
 from .own_data import get_num_classes, set_num_classes
 
@@ -94,15 +94,17 @@ def read_checkpoint(filename: str, map_location: Union[str, Callable] = "cpu", l
 def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str, strict: bool = True,
                      revise_keys: Sequence[Tuple[str, str]] = ((r"^module\.", ""),), logger: Any = None,
                      convert: Optional[Converter] = None, mode: str = "exact",
-                     class_layers: Optional[Callable[[], ClassLayers]] = None) -> Optional[FitDecision]:
+                     class_layers: Optional[Callable[[], ClassLayers]] = None,
+                     classes: Optional[Sequence[str]] = None) -> Optional[FitDecision]:
     """Load ``checkpoint`` (read from ``filename``) into the whole model ``model`` (a segmentor, a detector).
 
     With ``convert``, a released file it knows is converted to this project's keys first (mmseg's converter: the
     released mmseg and PyTorch-Encoding ResNeSt segmentors); without, the state dict loads as it is. Then the one
     fit-or-reset decision (:func:`~resnest_backbones.models.checkpoint.fit.load_fitting`) in ``mode``: ``"exact"``
     (evaluation, ``--resume``, predictors) or ``"finetune"`` (``load_from`` at the start of a training: a file of
-    another class count resets the class layers, made by ``class_layers``, and says so in one line). Without
-    ``strict`` (mmengine's default), a misfit is logged instead of raised.
+    another class count resets the class layers, made by ``class_layers``, and says so in one line; one of the same
+    count whose saved names are not the data's ``classes`` loads whole, said in one line too). Without ``strict``
+    (mmengine's default), a misfit is logged instead of raised.
 
     Returns:
         The decision (None when a misfit was only logged).
@@ -128,8 +130,10 @@ def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str
             raise
         print_log(str(error), logger=logger, level=logging.WARNING)
         return None
-    if decision.line:
-        print_log(decision.line, logger=logger)
+    line = decision.line or (other_classes_line(filename, (_saved_meta(checkpoint) or {}).get("classes"), classes)
+                             if mode == "finetune" else None)
+    if line:
+        print_log(line, logger=logger)
     return decision
 
 

@@ -3,7 +3,7 @@
 where it has one), and the metrics of the last validation."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -82,10 +82,16 @@ class AnyDeviceRunner(Runner):
         mode = "finetune" if self.fine_tune and not self._resuming else "exact"
         load_whole_model(model, checkpoint, filename, strict=strict, revise_keys=revise_keys, logger=self.logger,
                          convert=self.convert, mode=mode,
-                         class_layers=lambda: class_layers(self.cfg.model, self.cfg.get("default_scope")))
+                         class_layers=lambda: class_layers(self.cfg.model, self.cfg.get("default_scope")),
+                         classes=self._training_classes())
         self._has_loaded = True
         self.logger.info(f"Load checkpoint from {filename}")
         return checkpoint
+
+    def _training_classes(self) -> Optional[Sequence[str]]:
+        """The class names of the training data set, once the training loop is built (else None)."""
+        dataset = getattr(getattr(self._train_loop, "dataloader", None), "dataset", None)
+        return (getattr(dataset, "metainfo", None) or {}).get("classes")
 
 
 def build_runner(cfg: Config, tool: str, convert: Optional[Converter] = None) -> Runner:

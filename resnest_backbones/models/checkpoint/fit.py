@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .report import CheckpointError, LoadReport, is_counter, listing
 
-__all__ = ["ClassLayers", "FitDecision", "MODES", "class_names", "decide_fit", "load_fitting"]
+__all__ = ["ClassLayers", "FitDecision", "MODES", "class_names", "decide_fit", "load_fitting", "other_classes_line"]
 
 MODES = ("exact", "finetune")
 Shape = Tuple[int, ...]
@@ -206,3 +206,13 @@ def class_names(saved: Optional[Sequence[str]], configured: Optional[Sequence[st
         warn(f"the checkpoint's class names {saved} differ from those of the config's data set {configured}: "
              f"drawing the checkpoint's")
     return saved or configured or [str(i) for i in range(num_classes)]
+
+
+def other_classes_line(source: str, saved: Optional[Sequence[str]], classes: Optional[Sequence[str]]) -> Optional[str]:
+    """The line for a fine-tuning start from a file of the same class count but other class names (``saved``, the
+    names it carries, vs the data's ``classes``): every tensor loads, its class layers only as a starting point;
+    None when the names agree or either is unknown."""
+    if not saved or not classes or list(saved) == list(classes):
+        return None
+    return (f"starting from {source}: the same class count, every tensor loaded; its classes {list(saved)} are not "
+            f"the data's {list(classes)}, so its class layers are only the starting point")

@@ -96,3 +96,16 @@ def test_a_backbone_misfit_is_still_an_error(own_sample: dict, tmp_path: Path) -
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert re.search(r"covers the ResNeSt backbone \(backbone\.bottom_up\) only in part: .*unexpected "
                      r"\(backbone\.", proc.stderr)
+
+
+def test_a_file_of_the_same_class_count_and_other_names_says_so(own_sample: dict, tmp_path: Path) -> None:
+    """Two classes named otherwise (cup, fork) onto the sample's two: every tensor loads (detectron2's own rule for
+    fitting shapes), and one line says that the class layers were trained on other classes."""
+    served = served_model(tmp_path / "cups.pth", 2)
+    torch.save(dict(torch.load(served, weights_only=True), classes=["cup", "fork"]), served)
+    log = run_tool([TRAIN_NET, "--config-file", str(TOY), *data_args(own_sample), "MODEL.WEIGHTS", str(served),
+                    "SOLVER.MAX_ITER", "1", "TEST.EVAL_PERIOD", "0", "TEST.PRECISE_BN.ENABLED", "False",
+                    "OUTPUT_DIR", str(tmp_path / "out")], env=ENV, timeout=900)
+    assert (f"starting from {served}: the same class count, every tensor loaded; its classes ['cup', 'fork'] are "
+            f"not the data's ['kettle', 'teapot'], so its class layers are only the starting point") in log
+    assert "class layers start fresh" not in log

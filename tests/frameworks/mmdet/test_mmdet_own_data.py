@@ -111,3 +111,30 @@ def test_every_label_names_its_annotations_category(own_sample: dict) -> None:
             assert Counter(classes[i["bbox_label"]] for i in info["instances"]) == truth, info["img_path"]
             checked += sum(truth.values())
         assert checked > 10
+
+
+def test_a_file_of_the_same_class_count_and_other_names_says_so(shapes_model: Path, tmp_path: Path, capsys) -> None:
+    """load_from of a 3-class detector whose classes are named otherwise (cup, plate, fork) onto the toy shapes:
+    every tensor loads (mmengine's own rule for fitting shapes), and one line says that the class layers were
+    trained on other classes; an exact load (evaluation, resuming) says nothing."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from resnest_backbones.openmmlab.checkpoint import load_whole_model, read_checkpoint
+
+    checkpoint = read_checkpoint(str(shapes_model))  # the tools' safe reader
+    checkpoint["meta"]["dataset_meta"] = {"classes": ("cup", "plate", "fork")}
+    cups = tmp_path / "cups.pth"
+    torch.save(checkpoint, cups)
+    out = run_tool(["tools/mmdet_train.py", TOY, "--work-dir", str(tmp_path / "work"), *small(1, tmp_path / "toy"),
+                    f"load_from={cups}"], timeout=600)
+    assert (f"starting from {cups}: the same class count, every tensor loaded; its classes ['cup', 'plate', "
+            f"'fork'] are not the data's ['circle', 'square', 'triangle']") in out, out[-3000:]
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        model = MODELS.build(Config.fromfile(TOY).model)
+    for mode, expected in (("finetune", True), ("exact", False)):
+        decision = load_whole_model(model, checkpoint, str(cups), mode=mode, classes=("circle", "square", "triangle"))
+        assert decision is not None and not decision.fresh
+        said = f"starting from {cups}: the same class count" in capsys.readouterr().out
+        assert said == expected, mode

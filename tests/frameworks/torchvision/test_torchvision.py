@@ -299,20 +299,28 @@ def test_toy_faster_rcnn_reaches_ap50(tmp_path: Path) -> None:
 def test_init_from_fine_tunes_the_class_layers_only_and_refuses_another_backbone(own_sample: dict,
                                                                                tmp_path: Path) -> None:
     """--init-from a model file of 3 classes onto the sample's 2: the class layers start fresh (one line), the
-    rest loads; with another --variant the backbone does not fit: an error naming the keys, no traceback."""
+    rest loads; from one of 2 other classes, every tensor loads and one line says the names differ; with another
+    --variant the backbone does not fit: an error naming the keys, no traceback."""
     from resnest_backbones.torchvision import toy_faster_rcnn
     from resnest_backbones.torchvision.model_file import save_model_file
 
     served = tmp_path / "shapes.pth"
     save_model_file(served, toy_faster_rcnn("resnest14d", 4, 64), variant="resnest14d", image_size=64,
                     classes=["circle", "square", "triangle"])
-    data = ["--train-data", str(own_sample["train_json"]), str(own_sample["train_images"]),
-            "--val-data", str(own_sample["val_json"]), str(own_sample["val_images"]), "--init-from", str(served),
-            "--iters", "1", "--batch-size", "2", "--threads", "1"]
+    own = ["--train-data", str(own_sample["train_json"]), str(own_sample["train_images"]),
+           "--val-data", str(own_sample["val_json"]), str(own_sample["val_images"])]
+    short = ["--iters", "1", "--batch-size", "2", "--threads", "1"]
+    data = [*own, "--init-from", str(served), *short]
     out = run_tool(["tools/torchvision_train.py", *data, "--output", str(tmp_path / "mine.pth")], timeout=300)
     assert (f"fine-tuning from {served}: 4 class layers start fresh (checkpoint: 3 classes, model: 2): "
             "roi_heads.box_predictor.bbox_pred.bias") in out
     assert torch.load(tmp_path / "mine.pth", weights_only=True)["classes"] == ["kettle", "teapot"]
+    cups = tmp_path / "cups.pth"
+    save_model_file(cups, toy_faster_rcnn("resnest14d", 3, 64), variant="resnest14d", image_size=64,
+                    classes=["cup", "fork"])
+    out = run_tool(["tools/torchvision_train.py", *own, "--init-from", str(cups), *short], timeout=300)
+    assert (f"starting from {cups}: the same class count, every tensor loaded; its classes ['cup', 'fork'] are not "
+            f"the data's ['kettle', 'teapot'], so its class layers are only the starting point") in out
     proc = run_python(["tools/torchvision_train.py", *data, "--variant", "resnest26d"], timeout=300, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "does not fit the model of this config outside its class layers" in proc.stderr
