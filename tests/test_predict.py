@@ -5,6 +5,7 @@ predicted segmentation), and clear errors for a missing input, an unknown config
 The detectron2, mmseg and mmdet parts are skipped, visibly, without their framework."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -287,8 +288,11 @@ def test_mmdet_draws_boxes(mmdet_model: Path, tmp_path: Path) -> None:
 
     assert detect_framework(TOY_MMDET) == "mmdet"
     images = sorted((mmdet_model.parent / "data" / "val").glob("*.png"))[:2]
-    predictor = load_predictor("mmdet", TOY_MMDET, mmdet_model, score_threshold=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = load_predictor("mmdet", TOY_MMDET, mmdet_model, score_threshold=0.0)
     assert list(predictor.model.dataset_meta["classes"]) == ["circle", "square", "triangle"]
+    assert not [w for w in caught if "COCO classes" in str(w.message)]  # mmdet's warning before the file's are set
     written = predict_images(predictor, images, tmp_path, progress=False)
     for source, output in zip(images, written):
         before, after = read_image(source), read_image(output)

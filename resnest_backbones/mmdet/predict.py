@@ -10,6 +10,7 @@ their name is checked.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import torch
@@ -60,7 +61,11 @@ class MMDetPredictor:
         cfg = load_openmmlab_config(resolve_config(config))  # imports custom_imports (our registry scope)
         init_default_scope(cfg.get("default_scope", "mmdet"))
         checkpoint = read_for_inference(cfg, path)  # a model fine-tuned on other classes: their count
-        self.model = init_detector(cfg, checkpoint=None, device="cpu")
+        with warnings.catch_warnings(record=True) as caught:  # it resets the filters to say "use COCO classes"
+            self.model = init_detector(cfg, checkpoint=None, device="cpu")
+        for warning in caught:  # all but that one: the file's classes are set below
+            if "use COCO classes" not in str(warning.message):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         load_for_inference(self.model, path, device, fused, checkpoint=checkpoint)
         self.model.dataset_meta = dataset_meta(cfg, checkpoint, _num_classes(self.model), DATASETS)
         self.visualizer = DetLocalVisualizer.get_instance(f"resnest_predict_{next(_names)}")
