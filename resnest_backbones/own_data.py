@@ -123,6 +123,9 @@ def read_coco(json_file: PathLike, image_dir: Optional[PathLike] = None) -> Dict
         SystemExit: the image folder or the file is missing, the file is not JSON, or it fails a check; the message
             names the entry and says what to give.
     """
+    if image_dir is not None and os.path.isdir(json_file) and os.path.isfile(image_dir):
+        raise SystemExit(f"{json_file} is a folder and {image_dir} a file: give the instances file first, then the "
+                         f"image folder")
     if image_dir is not None and not os.path.isdir(image_dir):
         raise SystemExit(f"image folder {image_dir} does not exist (give the folder the file_name entries of "
                          f"{json_file} are relative to)")

@@ -61,13 +61,16 @@ def test_a_file_the_frameworks_would_misread_is_refused_naming_the_entry(own_sam
         read_coco(path, own_sample["train_images"])
 
 
-def test_missing_files_and_folders_are_named(own_sample: dict, tmp_path: Path) -> None:
+def test_missing_or_swapped_files_and_folders_are_named(own_sample: dict, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"cannot read .*instances_trian\.json as a COCO instances file: "
                                          r"\[Errno 2\] No such file"):
         read_coco(tmp_path / "instances_trian.json")
     with pytest.raises(SystemExit, match=r"image folder .*nowhere does not exist \(give the folder the file_name "
                                          r"entries of .*train\.json are relative to\)"):
         coco_files(own_sample["train_json"], tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match=r"train is a folder and .*train\.json a file: give the instances file "
+                                         r"first, then the image folder"):
+        coco_files(own_sample["train_images"], own_sample["train_json"])
 
 
 def test_class_order_is_the_frameworks_own(own_sample: dict) -> None:
