@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -129,21 +129,27 @@ def load_predictor(framework: str, config: Optional[PathLike], weights: PathLike
 def predict_images(predictor: Predictor, images: Sequence[PathLike], output_dir: PathLike,
                    progress: bool = True) -> List[Path]:
     """Run ``predictor`` on every image and write the drawn results as PNGs (same size, same stem) into
-    ``output_dir``, with a progress bar. Returns the written paths."""
+    ``output_dir``, in the subfolders the images have below their common folder (``cam1/frame.jpg`` ->
+    ``cam1/frame.png``), with a progress bar. Returns the written paths."""
     from tqdm import tqdm
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    images = list(images)
+    root = Path(os.path.commonpath([Path(p).resolve().parent for p in images])) if images else out
     written: List[Path] = []
-    stems: Dict[str, int] = {}
-    for path in tqdm(list(images), desc="predict", unit="image", disable=not progress):
+    taken = set()
+    for path in tqdm(images, desc="predict", unit="image", disable=not progress):
         image = read_image(path)
         drawn = np.asarray(predictor(image))
         if drawn.shape != image.shape:  # a drawing bug, not the user's: say what happened
             raise RuntimeError(f"{path}: the drawn image is {drawn.shape}, the input {image.shape}")
-        stem = Path(path).stem
-        stems[stem] = stems.get(stem, 0) + 1  # two inputs of the same name from different folders
-        target = out / (f"{stem}.png" if stems[stem] == 1 else f"{stem}_{stems[stem]}.png")
+        folder = out / Path(path).resolve().parent.relative_to(root)
+        target, copy = folder / f"{Path(path).stem}.png", 1
+        while target in taken:  # frame.jpg and frame.png in one folder
+            copy += 1
+            target = folder / f"{Path(path).stem}_{copy}.png"
+        folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(drawn.astype(np.uint8)).save(target)
+        taken.add(target)
         written.append(target)
     return written

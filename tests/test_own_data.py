@@ -108,3 +108,19 @@ def test_folders_are_listed_with_their_subfolders(own_sample: dict, tmp_path: Pa
     (tmp_path / "notes.txt").write_text("not an image")
     assert list_images([tmp_path]) == [tmp_path / "cam1" / "frame.PNG", tmp_path / "cam2" / "night" / "frame.PNG"]
 
+
+
+def test_pictures_keep_the_subfolders_of_their_images(tmp_path: Path) -> None:
+    """A folder with subfolders (cam1/frame.jpg, cam2/frame.jpg) is drawn into the same subfolders, so each picture
+    says which image it shows; two images of one stem in one folder get a numbered second name."""
+    from resnest_backbones.predict import predict_images
+
+    sources = [tmp_path / "in" / name for name in ("cam1/frame.jpg", "cam1/frame.png", "cam2/night/frame.jpg")]
+    for source in sources:
+        source.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((6, 9, 3), 80, np.uint8)).save(source)
+    out = tmp_path / "out"
+    written = predict_images(lambda image: image, list_images([tmp_path / "in"]), out, progress=False)
+    assert [p.relative_to(out).as_posix() for p in written] == ["cam1/frame.png", "cam1/frame_2.png",
+                                                               "cam2/night/frame.png"]
+    assert all(read_image(p).shape == (6, 9, 3) for p in written)

@@ -38,7 +38,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("config", nargs="?", help="detectron2 .yaml/.py or mmseg .py config (not for torchvision)")
     parser.add_argument("--weights", required=True, help="trained whole-model checkpoint: path or URL")
     parser.add_argument("--input", nargs="+", required=True,
-                        help="image files and/or folders of images (subfolders included)")
+                        help="image files and/or folders of images (subfolders included; the pictures keep them)")
     parser.add_argument("--output", default="work_dirs/predictions", help="folder for the drawn images "
                                                                           "(default: %(default)s)")
     parser.add_argument("--framework", choices=FRAMEWORKS, help="default: from the config")
