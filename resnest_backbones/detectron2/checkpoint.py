@@ -34,7 +34,7 @@ from torch import nn
 
 from ..models import ResNeSt
 from ..models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_checkpoint, read_file
-from ..models.checkpoint.fit import ClassLayers, decide_fit, other_classes_line
+from ..models.checkpoint.fit import ClassLayers, decide_fit
 from ..models.checkpoint.report import is_counter
 from ..models.file_hash import verify_hash
 from ..models.hub import is_url, local_weights
@@ -152,9 +152,8 @@ class ResNeStCheckpointer(DetectionCheckpointer):
                                              incompatible.unexpected_keys, incompatible.incorrect_shapes)
         layers = self.class_layers() if whole.mismatched and self.class_layers is not None else None
         decision = decide_fit(whole, list(model_state), mode=self._mode, source=self._source or "the checkpoint",
-                              class_layers=layers, remedy="Use the config the checkpoint was trained with.")
-        line = decision.line or (other_classes_line(self._source, saved_classes, self.classes)
-                                 if self._mode == "finetune" else None)
-        if line:
-            logger.info(line)
+                              class_layers=layers, remedy="Use the config the checkpoint was trained with.",
+                              saved_classes=saved_classes, classes=self.classes)
+        if decision.line:
+            logger.info(decision.line)
         return incompatible

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..accel import fuse_resnest_modules
 from ..models.checkpoint import CheckpointError, read_file
-from ..models.checkpoint.fit import ClassLayers, FitDecision, class_names, load_fitting, other_classes_line
+from ..models.checkpoint.fit import ClassLayers, FitDecision, class_names, load_fitting
 from ..models.checkpoint.io import safe_unpickling
 from .own_data import get_num_classes, set_num_classes
 
@@ -124,16 +124,15 @@ def load_whole_model(model: nn.Module, checkpoint: Dict[str, Any], filename: str
     revised._metadata = getattr(state, "_metadata", OrderedDict())  # type: ignore[attr-defined]
     try:
         decision = load_fitting(model, revised, mode=mode, source=filename, class_layers=class_layers,
-                                remedy=_WHOLE_MODEL_HINT)
+                                remedy=_WHOLE_MODEL_HINT, saved_classes=(_saved_meta(checkpoint) or {}).get("classes"),
+                                classes=classes)
     except CheckpointError as error:
         if strict:
             raise
         print_log(str(error), logger=logger, level=logging.WARNING)
         return None
-    line = decision.line or (other_classes_line(filename, (_saved_meta(checkpoint) or {}).get("classes"), classes)
-                             if mode == "finetune" else None)
-    if line:
-        print_log(line, logger=logger)
+    if decision.line:
+        print_log(decision.line, logger=logger)
     return decision
 
 

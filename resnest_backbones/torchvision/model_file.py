@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.checkpoint import CheckpointError, read_file
-from ..models.checkpoint.fit import ClassLayers, load_fitting, other_classes_line
+from ..models.checkpoint.fit import ClassLayers, load_fitting
 from ..models.checkpoint.report import is_counter
 from ..types import PathLike
 from .toy import toy_faster_rcnn
@@ -101,9 +101,9 @@ class FineTuneStart:
         which start fresh when the class count differs (one line says so)."""
         layers = class_layers(self.variant, self.image_size, model.roi_heads.box_predictor.cls_score.out_features - 1)
         decision = load_fitting(model, self.file.state_dict, mode="finetune", source=self.file.path,
-                                class_layers=layers, remedy="Start from a model of the same --variant.")
-        self.log(decision.line or other_classes_line(self.file.path, self.file.classes, self.classes)
-                 or f"starting from {self.file.path} (the same class count: every tensor loaded)")
+                                class_layers=layers, remedy="Start from a model of the same --variant.",
+                                saved_classes=self.file.classes, classes=self.classes)
+        self.log(decision.line or f"starting from {self.file.path} (the same class count: every tensor loaded)")
 
 
 def fine_tune_from(path: PathLike, variant: Optional[str], image_size: Optional[int], classes: List[str],

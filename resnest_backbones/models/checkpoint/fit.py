@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .report import CheckpointError, LoadReport, is_counter, listing
 
-__all__ = ["ClassLayers", "FitDecision", "MODES", "class_names", "decide_fit", "load_fitting", "other_classes_line"]
+__all__ = ["ClassLayers", "FitDecision", "MODES", "class_names", "decide_fit", "load_fitting"]
 
 MODES = ("exact", "finetune")
 Shape = Tuple[int, ...]
@@ -103,9 +103,13 @@ def _absent_head(key: str, model_keys: Sequence[str]) -> Optional[str]:
 
 
 def decide_fit(comparison: LoadReport, model_keys: Sequence[str], *, mode: str, source: str,
-               class_layers: Optional[ClassLayers] = None, remedy: str = "") -> FitDecision:
+               class_layers: Optional[ClassLayers] = None, remedy: str = "",
+               saved_classes: Optional[Sequence[str]] = None,
+               classes: Optional[Sequence[str]] = None) -> FitDecision:
     """Decide, from the key-by-key ``comparison`` of a checkpoint (``source``) with a model (whose state-dict keys
-    are ``model_keys``), what loads and what starts fresh (see the module's docstring).
+    are ``model_keys``), what loads and what starts fresh (see the module's docstring). Fine-tuning from a file of
+    the same class count whose class names (``saved_classes``, where it carries them) are not the data's
+    (``classes``), everything loads and the decision's line says so.
 
     Raises:
         CheckpointError: anything but the allowed differences of ``mode``; the message names the keys and what
@@ -157,16 +161,20 @@ def decide_fit(comparison: LoadReport, model_keys: Sequence[str], *, mode: str, 
                      f"{', '.join(sorted(absent_heads - {None}))}")
     if parts:
         decision.line = f"fine-tuning from {source}: " + "; ".join(parts)
+    elif mode == "finetune":
+        decision.line = _other_classes_line(source, saved_classes, classes)
     return decision
 
 
 def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, source: str,
                  class_layers: Union[ClassLayers, Callable[[], ClassLayers], None] = None, remedy: str = "",
-                 source_format: str = "whole-model") -> FitDecision:
+                 source_format: str = "whole-model", saved_classes: Optional[Sequence[str]] = None,
+                 classes: Optional[Sequence[str]] = None) -> FitDecision:
     """Load a whole-model ``state`` into ``model`` as :func:`decide_fit` decides (the model's own
     ``load_state_dict``, so the backbone's layout pre-hooks rename foreign layouts). Tensors whose shape differs
     from the model's are never loaded; the decision says which of them may stay at their initialisation.
-    ``class_layers`` may be a function making them, called only when some shape differs.
+    ``class_layers`` may be a function making them, called only when some shape differs; ``saved_classes`` and
+    ``classes`` as :func:`decide_fit` takes them.
 
     Raises:
         CheckpointError: the checkpoint does not fit (see :func:`decide_fit`); the model may be partly loaded then.
@@ -192,7 +200,7 @@ def load_fitting(model: nn.Module, state: Mapping[str, Tensor], *, mode: str, so
     if callable(class_layers):
         class_layers = class_layers() if mismatched else None
     return decide_fit(comparison, list(expected), mode=mode, source=source, class_layers=class_layers,
-                      remedy=remedy)
+                      remedy=remedy, saved_classes=saved_classes, classes=classes)
 
 
 def class_names(saved: Optional[Sequence[str]], configured: Optional[Sequence[str]], num_classes: int,
@@ -208,7 +216,8 @@ def class_names(saved: Optional[Sequence[str]], configured: Optional[Sequence[st
     return saved or configured or [str(i) for i in range(num_classes)]
 
 
-def other_classes_line(source: str, saved: Optional[Sequence[str]], classes: Optional[Sequence[str]]) -> Optional[str]:
+def _other_classes_line(source: str, saved: Optional[Sequence[str]],
+                        classes: Optional[Sequence[str]]) -> Optional[str]:
     """The line for a fine-tuning start from a file of the same class count but other class names (``saved``, the
     names it carries, vs the data's ``classes``): every tensor loads, its class layers only as a starting point;
     None when the names agree or either is unknown."""
