@@ -6,10 +6,10 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import Tensor
 
 from ..own_data import category_names, read_coco
+from ..predict import read_image
 from ..types import PathLike
 
 __all__ = ["CocoBoxes", "Target"]
@@ -49,8 +49,7 @@ class CocoBoxes(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Tensor, Target]:
         info = self.images[index]
-        with Image.open(self.image_dir / info["file_name"]) as picture:
-            pixels = np.asarray(ImageOps.exif_transpose(picture).convert("RGB"), dtype=np.float32)
+        pixels = read_image(self.image_dir / info["file_name"]).astype(np.float32)
         image = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)
         anns = self.annotations[info["id"]]
         boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
